@@ -1,0 +1,139 @@
+//! The `mca` command line. Every flag can also be set through its `MCA_*` environment
+//! variable, which is how the sidecar is configured in a pod spec.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::telemetry::LogFormat;
+
+/// MCA: a sidecar that transparently proxies an application's Kubernetes API traffic.
+#[derive(Debug, Parser)]
+#[command(name = "mca", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `mca` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the sidecar proxy.
+    Run(RunArgs),
+}
+
+/// `mca run` options.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Address the proxy listens on; applications reach it as
+    /// KUBERNETES_SERVICE_HOST/PORT.
+    #[arg(long, env = "MCA_LISTEN", default_value = "127.0.0.1:6443")]
+    pub listen: SocketAddr,
+
+    /// Address of the admin listener serving /livez and /readyz.
+    #[arg(long, env = "MCA_ADMIN_LISTEN", default_value = "0.0.0.0:9901")]
+    pub admin_listen: SocketAddr,
+
+    /// Directory where MCA writes the fake ServiceAccount (ca.crt, token, namespace) that the
+    /// application mounts at /var/run/secrets/kubernetes.io/serviceaccount.
+    #[arg(
+        long,
+        env = "MCA_FAKE_SA_DIR",
+        default_value = "/var/run/mca/serviceaccount"
+    )]
+    pub fake_sa_dir: PathBuf,
+
+    /// MCA's real ServiceAccount directory, used in-cluster.
+    #[arg(
+        long,
+        env = "MCA_SA_DIR",
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount"
+    )]
+    pub sa_dir: PathBuf,
+
+    /// Use this kubeconfig for the upstream instead of the in-cluster configuration. Without
+    /// it, and outside a cluster (no KUBERNETES_SERVICE_HOST), kube's default kubeconfig
+    /// search applies (KUBECONFIG, ~/.kube/config).
+    #[arg(long, env = "MCA_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Kubeconfig context to use; the current context by default.
+    #[arg(long, env = "MCA_CONTEXT")]
+    pub context: Option<String>,
+
+    /// The cluster's DNS domain, for the kubernetes.default.svc.<domain> name in MCA's
+    /// serving certificate.
+    #[arg(long, env = "MCA_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+
+    /// More DNS names or IP addresses for MCA's serving certificate (repeatable, or
+    /// comma-separated in MCA_EXTRA_SAN).
+    #[arg(long = "extra-san", env = "MCA_EXTRA_SAN", value_delimiter = ',')]
+    pub extra_sans: Vec<String>,
+
+    /// Lifetime of the serving certificate; it is renewed after two thirds of it.
+    #[arg(long, env = "MCA_CERT_VALIDITY", default_value = "24h", value_parser = parse_duration)]
+    pub cert_validity: Duration,
+
+    /// On SIGTERM, how long requests in flight (watches, exec sessions) may continue.
+    #[arg(long, env = "MCA_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Upper bound for connecting to the API server (TCP and TLS).
+    #[arg(
+        long,
+        env = "MCA_UPSTREAM_CONNECT_TIMEOUT",
+        default_value = "10s",
+        value_parser = parse_duration
+    )]
+    pub upstream_connect_timeout: Duration,
+
+    /// Log format.
+    #[arg(long, env = "MCA_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// Parses `500ms`, `30s`, `5m`, `24h` (an integer and a unit).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} has no unit (ms, s, m, h)"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a number"))?;
+    let seconds = match unit {
+        "ms" => return Ok(Duration::from_millis(number)),
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m, h)")),
+    };
+    number
+        .checked_mul(seconds)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));
+        for bad in ["", "10", "s", "1d", "-1s", "99999999999999999999h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,15 @@
+//! MCA (Multi Cluster Adapter): a sidecar that transparently proxies an application's
+//! Kubernetes API traffic, replacing the application's credentials with its own.
+//!
+//! One module per concern; the request path reads top to bottom in [`proxy`].
+
+pub mod admin;
+pub mod cli;
+pub mod proxy;
+pub mod reqinfo;
+pub mod run;
+pub mod sa;
+pub mod status;
+pub mod telemetry;
+pub mod tls;
+pub mod upstream;

@@ -1,0 +1,22 @@
+//! The `mca` binary.
+
+use clap::Parser;
+use mca::cli::{Cli, Command};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
+    match cli.command {
+        Command::Run(args) => {
+            mca::telemetry::init(args.log_format);
+            match runtime.block_on(mca::run::run(args)) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!(%error, "mca run failed");
+                    eprintln!("error: {error}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! One structured log line per request, written when the request is really over.
+//!
+//! For a watch, `logs -f` or an exec session "over" is minutes after the response headers, so
+//! the line is emitted when the [`AccessLog`] is dropped: by the response body once hyper has
+//! sent (or abandoned) it, or by the tunnel task when an upgraded connection closes. Bytes are
+//! counted by [`Counted`] bodies as they stream, never by buffering.
+
+use std::{
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use bytes::Buf;
+use http::{Method, Version};
+use http_body::{Body, Frame, SizeHint};
+
+use crate::reqinfo::RequestInfo;
+
+/// A byte counter shared between a body and its access log.
+pub type ByteCounter = Arc<AtomicU64>;
+
+/// The facts about one request; logged on drop.
+#[derive(Debug)]
+pub struct AccessLog {
+    info: RequestInfo,
+    method: Method,
+    version: Version,
+    start: Instant,
+    /// The response status sent to the client; 0 until known.
+    pub status: u16,
+    /// Request headers removed before forwarding (names only, never values).
+    pub stripped: Vec<&'static str>,
+    error: Option<String>,
+    /// Bytes received from the client (request body, or client→server after an upgrade).
+    pub bytes_in: ByteCounter,
+    /// Bytes sent to the client (response body, or server→client after an upgrade).
+    pub bytes_out: ByteCounter,
+}
+
+impl AccessLog {
+    /// Starts the record for a request that arrived just now.
+    pub fn start(info: RequestInfo, method: Method, version: Version) -> Self {
+        Self {
+            info,
+            method,
+            version,
+            start: Instant::now(),
+            status: 0,
+            stripped: Vec::new(),
+            error: None,
+            bytes_in: ByteCounter::default(),
+            bytes_out: ByteCounter::default(),
+        }
+    }
+
+    /// Records why the exchange failed; the line is still written on drop.
+    pub fn fail(&mut self, why: String) {
+        self.error = Some(why);
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        let info = &self.info;
+        tracing::info!(
+            target: "mca::access",
+            verb = %info.verb,
+            group = %info.api_group,
+            version = %info.api_version,
+            resource = %info.resource,
+            subresource = %info.subresource,
+            namespace = %info.namespace,
+            name = %info.name,
+            path = %info.path,
+            method = %self.method,
+            http = ?self.version,
+            status = self.status,
+            latency_ms = self.start.elapsed().as_secs_f64() * 1e3,
+            bytes_in = self.bytes_in.load(Ordering::Relaxed),
+            bytes_out = self.bytes_out.load(Ordering::Relaxed),
+            stripped = %self.stripped.join(","),
+            error = self.error.as_deref().unwrap_or(""),
+            "request"
+        );
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A body that counts the data bytes passing through it and, optionally, carries the
+    /// request's [`AccessLog`] so the line is written when the body is done.
+    pub struct Counted<B> {
+        #[pin]
+        inner: B,
+        counter: ByteCounter,
+        log: Option<AccessLog>,
+    }
+}
+
+impl<B> Counted<B> {
+    /// Counts `inner`'s bytes into `counter`.
+    pub fn new(inner: B, counter: ByteCounter) -> Self {
+        Self {
+            inner,
+            counter,
+            log: None,
+        }
+    }
+
+    /// Counts `inner`'s bytes into the log's `bytes_out` and logs when dropped.
+    pub fn response(inner: B, log: AccessLog) -> Self {
+        Self {
+            inner,
+            counter: Arc::clone(&log.bytes_out),
+            log: Some(log),
+        }
+    }
+}
+
+impl<B: Body> Body for Counted<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            this.counter
+                .fetch_add(data.remaining() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+
+    #[tokio::test]
+    async fn counts_bytes_and_keeps_the_size_hint() {
+        let counter = ByteCounter::default();
+        let body = Counted::new(Full::new(Bytes::from_static(b"hello")), counter.clone());
+        assert_eq!(body.size_hint().exact(), Some(5));
+        let collected = body.collect().await.unwrap().to_bytes();
+        assert_eq!(collected, "hello");
+        assert_eq!(counter.load(Ordering::Relaxed), 5);
+    }
+}

@@ -1,0 +1,204 @@
+//! The forwarding path. Read top to bottom:
+//!
+//! accept → TLS (MCA's serving certificate, HTTP/2 or HTTP/1.1 by ALPN) → parse request info →
+//! strip the client's credentials → forward with MCA's credentials (or tunnel an upgrade) →
+//! stream the response back → one access-log line when the exchange is over.
+//!
+//! Errors MCA answers itself are Kubernetes `Status` objects; the API server's own error
+//! responses pass through untouched.
+
+mod access_log;
+mod headers;
+mod upgrade;
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use self::access_log::{AccessLog, Counted};
+use crate::{
+    reqinfo::RequestInfo,
+    status::{Reason, Status},
+    upstream::Upstream,
+};
+
+/// The body of every response MCA sends to a client.
+pub type ResponseBody = UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// A client that never finishes its TLS handshake is dropped after this long.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The proxy: where requests go, and the upgraded connections still open.
+#[derive(Debug)]
+pub struct Proxy {
+    upstream: Upstream,
+    tunnels: TaskTracker,
+}
+
+impl Proxy {
+    /// A proxy to `upstream`.
+    pub fn new(upstream: Upstream) -> Arc<Self> {
+        Arc::new(Self {
+            upstream,
+            tunnels: TaskTracker::new(),
+        })
+    }
+
+    /// Accepts connections on `listener` until `shutdown` fires, then stops accepting and
+    /// lets requests and tunnels in flight finish for up to `grace`.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: TlsAcceptor,
+        shutdown: CancellationToken,
+        grace: Duration,
+    ) {
+        let graceful = GracefulShutdown::new();
+        let http = auto::Builder::new(TokioExecutor::new());
+        loop {
+            let (tcp, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = shutdown.cancelled() => break,
+            };
+            let _ = tcp.set_nodelay(true);
+            let proxy = Arc::clone(&self);
+            let tls = tls.clone();
+            let http = http.clone();
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %error, "TLS handshake with client failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake with client timed out");
+                        return;
+                    }
+                };
+                let service = hyper::service::service_fn(move |request| {
+                    Arc::clone(&proxy).handle(request, peer)
+                });
+                let connection = http
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                if let Err(error) = watcher.watch(connection).await {
+                    tracing::debug!(%peer, %error, "client connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        self.tunnels.close();
+        tracing::info!(
+            connections = graceful.count(),
+            tunnels = self.tunnels.len(),
+            ?grace,
+            "stopped accepting; draining"
+        );
+        let drained = async {
+            graceful.shutdown().await;
+            self.tunnels.wait().await;
+        };
+        if tokio::time::timeout(grace, drained).await.is_err() {
+            tracing::warn!(?grace, "grace period over; closing what is still open");
+        }
+    }
+
+    /// Serves one request.
+    async fn handle(
+        self: Arc<Self>,
+        mut request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Response<ResponseBody>, Infallible> {
+        let target = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |target| target.as_str());
+        let info = RequestInfo::parse(request.method().as_str(), target);
+        let mut log = AccessLog::start(info, request.method().clone(), request.version());
+        log.stripped = headers::strip_credentials(request.headers_mut());
+
+        let response = if headers::is_upgrade(request.headers()) {
+            upgrade::forward(&self.upstream, &self.tunnels, request, log).await
+        } else {
+            self.forward(request, log).await
+        };
+        tracing::trace!(%peer, status = %response.status(), "response headers sent");
+        Ok(response)
+    }
+
+    /// Forwards an ordinary request and streams the response back.
+    async fn forward(
+        &self,
+        request: Request<Incoming>,
+        mut log: AccessLog,
+    ) -> Response<ResponseBody> {
+        let (mut parts, body) = request.into_parts();
+        if let Err(status) = to_origin_form(&mut parts) {
+            return answer(status, log);
+        }
+        headers::strip_hop_by_hop(&mut parts.headers, false);
+        // The upstream client picks HTTP/2 or HTTP/1.1 by ALPN; it wants a version-neutral
+        // request.
+        parts.version = Version::HTTP_11;
+        let body = Counted::new(body, Arc::clone(&log.bytes_in)).boxed_unsync();
+        match self.upstream.send(Request::from_parts(parts, body)).await {
+            Ok(response) => {
+                let (mut parts, body) = response.into_parts();
+                headers::strip_hop_by_hop(&mut parts.headers, false);
+                log.status = parts.status.as_u16();
+                Response::from_parts(parts, Counted::response(body, log).boxed_unsync())
+            }
+            Err(error) => answer(crate::upstream::failure_status(&error), log),
+        }
+    }
+}
+
+/// Reduces the request target to path and query (the upstream adds its own scheme and
+/// authority) and drops `Host`, which belongs to MCA's address, not the API server's.
+fn to_origin_form(parts: &mut http::request::Parts) -> Result<(), Status> {
+    if parts.method == http::Method::CONNECT {
+        return Err(Status::new(
+            StatusCode::BAD_REQUEST,
+            Reason::BadRequest,
+            "MCA is not a forward proxy: CONNECT is not supported",
+        ));
+    }
+    let target = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    parts.uri = target.into();
+    parts.headers.remove(http::header::HOST);
+    Ok(())
+}
+
+/// MCA's own answer: a `Status` response, logged like any other.
+fn answer(status: Status, mut log: AccessLog) -> Response<ResponseBody> {
+    log.status = status.code.as_u16();
+    log.fail(status.message.clone());
+    let response: Response<Full<Bytes>> = status.into_response();
+    let (parts, body) = response.into_parts();
+    let body = Counted::response(body.map_err(|never| match never {}), log).boxed_unsync();
+    Response::from_parts(parts, body)
+}

@@ -1,0 +1,99 @@
+//! HTTP/1.1 upgrades: `kubectl exec`, `attach` and `port-forward` over SPDY/3.1 or WebSocket.
+//!
+//! MCA does not speak either protocol. It forwards the upgrade request (with its own
+//! credentials, over an HTTP/1.1-only upstream connection), relays the API server's answer,
+//! and, if that is `101 Switching Protocols`, splices the two upgraded connections together
+//! until either side closes. Protocol negotiation (`Sec-WebSocket-Protocol`,
+//! `X-Stream-Protocol-Version`) passes through untouched in both directions.
+
+use std::sync::atomic::Ordering;
+
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio_util::task::TaskTracker;
+
+use super::{
+    ResponseBody, access_log::AccessLog, access_log::Counted, answer, headers, to_origin_form,
+};
+use crate::{
+    status::{Reason, Status},
+    upstream::{Upstream, failure_status},
+};
+
+/// Copies bytes both ways between the upgraded connections until either side closes,
+/// counting them into the access log.
+async fn splice(
+    client: hyper::upgrade::OnUpgrade,
+    server: hyper::upgrade::OnUpgrade,
+    log: &AccessLog,
+) -> Result<(), String> {
+    let (client, server) =
+        tokio::try_join!(client, server).map_err(|error| format!("upgrade failed: {error}"))?;
+    let (mut client, mut server) = (TokioIo::new(client), TokioIo::new(server));
+    // A reset from either side is how many sessions end; it is noted, not MCA's failure.
+    let (sent, received) = tokio::io::copy_bidirectional(&mut client, &mut server)
+        .await
+        .map_err(|error| format!("tunnel closed: {error}"))?;
+    log.bytes_in.store(sent, Ordering::Relaxed);
+    log.bytes_out.store(received, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Forwards an upgrade request; on `101` the tunnel runs on `tunnels` and the access log line
+/// is written when it closes.
+pub async fn forward(
+    upstream: &Upstream,
+    tunnels: &TaskTracker,
+    mut request: Request<Incoming>,
+    mut log: AccessLog,
+) -> Response<ResponseBody> {
+    if request.version() != Version::HTTP_11 {
+        return answer(
+            Status::new(
+                StatusCode::BAD_REQUEST,
+                Reason::BadRequest,
+                "protocol upgrades need HTTP/1.1; this request came over HTTP/2",
+            ),
+            log,
+        );
+    }
+    let client_side = hyper::upgrade::on(&mut request);
+    let (mut parts, _body) = request.into_parts();
+    if let Err(status) = to_origin_form(&mut parts) {
+        return answer(status, log);
+    }
+    headers::strip_hop_by_hop(&mut parts.headers, true);
+    let request = Request::from_parts(
+        parts,
+        Empty::new().map_err(|never| match never {}).boxed_unsync(),
+    );
+
+    let mut response = match upstream.send_upgrade(request).await {
+        Ok(response) => response,
+        Err(error) => return answer(failure_status(&error), log),
+    };
+    log.status = response.status().as_u16();
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // The API server refused (forbidden, not found, no such container...): relay as is.
+        let (mut parts, body) = response.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers, false);
+        return Response::from_parts(parts, Counted::response(body, log).boxed_unsync());
+    }
+
+    let upstream_side = hyper::upgrade::on(&mut response);
+    tunnels.spawn(async move {
+        if let Err(why) = splice(client_side, upstream_side, &log).await {
+            log.fail(why);
+        }
+    });
+
+    // Relay the 101 with its negotiation headers; hyper completes the client-side upgrade
+    // once this response is written.
+    let (parts, _body) = response.into_parts();
+    Response::from_parts(
+        parts,
+        Empty::new().map_err(|never| match never {}).boxed_unsync(),
+    )
+}

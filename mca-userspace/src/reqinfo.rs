@@ -1,0 +1,579 @@
+//! Kubernetes request info: what a request does (verb) to which resource, derived from its
+//! method, path and query exactly as the API server's `RequestInfoFactory` does it
+//! (k8s.io/apiserver/pkg/endpoints/request/requestinfo.go), so MCA's logs and routing agree
+//! with the server's audit log and RBAC.
+//!
+//! Resource paths look like
+//!
+//! ```text
+//! /api/{version}/namespaces/{namespace}/{resource}/{name}/{subresource}
+//! /apis/{group}/{version}/{resource}/{name}
+//! /apis/{group}/{version}/watch/namespaces/{namespace}/{resource}   (deprecated watch form)
+//! ```
+//!
+//! Anything else (`/version`, `/healthz`, `/openapi/v3`, `/api`, `/apis`) is a non-resource
+//! request whose verb is the lower-cased HTTP method.
+
+use std::borrow::Cow;
+
+/// What a request does, as the API server sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RequestInfo {
+    /// Whether the path names an API resource; if false only `verb` and `path` are meaningful.
+    pub is_resource_request: bool,
+    /// The request path, without the query.
+    pub path: String,
+    /// Kubernetes verb: get, list, watch, create, update, patch, delete, deletecollection,
+    /// proxy; for non-resource requests the lower-cased HTTP method.
+    pub verb: String,
+    /// `api` or `apis`; empty for non-resource requests.
+    pub api_prefix: String,
+    /// API group; empty for the core group.
+    pub api_group: String,
+    /// API version, e.g. `v1`.
+    pub api_version: String,
+    /// Namespace; empty for cluster-scoped requests.
+    pub namespace: String,
+    /// Resource, e.g. `pods`.
+    pub resource: String,
+    /// Subresource, e.g. `log`, `exec`, `status`.
+    pub subresource: String,
+    /// Object name; for lists also taken from a `metadata.name=` field selector.
+    pub name: String,
+}
+
+/// Subresources of a namespace object itself, which must not be mistaken for a resource
+/// inside the namespace: `/api/v1/namespaces/x/status` is the namespace `x`'s status.
+const NAMESPACE_SUBRESOURCES: [&str; 2] = ["status", "finalize"];
+
+impl RequestInfo {
+    /// Parses `method` and `path_and_query` (the request target, e.g.
+    /// `/api/v1/namespaces/default/pods?watch=1`). Never fails: unparseable paths are
+    /// non-resource requests, which is also what the API server does.
+    pub fn parse(method: &str, path_and_query: &str) -> Self {
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((path, query)) => (path, query),
+            None => (path_and_query, ""),
+        };
+        let non_resource = || Self {
+            is_resource_request: false,
+            path: path.to_owned(),
+            verb: method.to_ascii_lowercase(),
+            ..Self::default()
+        };
+
+        // Like Go's strings.Split(strings.Trim(path, "/"), "/"): inner empty segments stay.
+        let mut parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        if parts.len() < 3 {
+            return non_resource();
+        }
+        let mut info = Self {
+            is_resource_request: true,
+            path: path.to_owned(),
+            api_prefix: parts[0].to_owned(),
+            ..Self::default()
+        };
+        match parts[0] {
+            "api" => parts.drain(..1),
+            // A group needs /apis/{group}/{version}/{resource} at least.
+            "apis" if parts.len() >= 4 => {
+                info.api_group = parts[1].to_owned();
+                parts.drain(..2)
+            }
+            _ => return non_resource(),
+        };
+        info.api_version = parts.remove(0).to_owned();
+
+        if parts[0] == "watch" || parts[0] == "proxy" {
+            if parts.len() < 2 {
+                // e.g. /api/v1/watch, which the server rejects: log it for what it is.
+                return non_resource();
+            }
+            info.verb = parts.remove(0).to_owned();
+        } else {
+            info.verb = match method {
+                "POST" => "create",
+                "GET" | "HEAD" => "get",
+                "PUT" => "update",
+                "PATCH" => "patch",
+                "DELETE" => "delete",
+                _ => "",
+            }
+            .to_owned();
+        }
+
+        if parts[0] == "namespaces" && parts.len() > 1 {
+            info.namespace = parts[1].to_owned();
+            // /namespaces/{ns}/{resource}/... names a resource inside the namespace, unless
+            // what follows is a subresource of the namespace object itself.
+            if parts.len() > 2 && !NAMESPACE_SUBRESOURCES.contains(&parts[2]) {
+                parts.drain(..2);
+            }
+        }
+
+        // parts: resource/name/subresource/anything-else; proxy paths carry no subresource.
+        info.resource = parts[0].to_owned();
+        if let Some(name) = parts.get(1) {
+            info.name = (*name).to_owned();
+        }
+        if let Some(subresource) = parts.get(2).filter(|_| info.verb != "proxy") {
+            info.subresource = (*subresource).to_owned();
+        }
+
+        // A GET without a name is a list (or a watch); a DELETE without one a deletecollection.
+        if info.name.is_empty() {
+            match info.verb.as_str() {
+                "get" => {
+                    info.verb = "list".to_owned();
+                    info.refine_list(query);
+                }
+                "delete" => info.verb = "deletecollection".to_owned(),
+                _ => {}
+            }
+        }
+        info
+    }
+
+    /// A list with `watch=true` is a watch; a list narrowed to one object by
+    /// `fieldSelector=metadata.name=x` names that object (RBAC checks it by name).
+    fn refine_list(&mut self, query: &str) {
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            match &*key {
+                "watch" if parse_go_bool(&value) => self.verb = "watch".to_owned(),
+                "fieldSelector" => {
+                    if let Some(name) = exact_name_match(&value) {
+                        self.name = name.into_owned();
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// `strconv.ParseBool`'s true values; everything else (including parse errors) is false here.
+fn parse_go_bool(value: &str) -> bool {
+    matches!(value, "1" | "t" | "T" | "true" | "TRUE" | "True")
+}
+
+/// The name in a field selector that requires `metadata.name` to equal exactly one valid path
+/// segment, as `fields.Selector.RequiresExactMatch("metadata.name")` finds it.
+fn exact_name_match(selector: &str) -> Option<Cow<'_, str>> {
+    let mut found = None;
+    for term in selector.split(',') {
+        let (field, value) = term
+            .split_once("==")
+            .or_else(|| term.split_once('='))
+            .filter(|(field, _)| !field.ends_with('!'))?;
+        if field.trim() == "metadata.name" {
+            found = Some(value.trim());
+        }
+    }
+    found
+        .filter(|name| {
+            !name.is_empty() && *name != "." && *name != ".." && !name.contains(['/', '%'])
+        })
+        .map(Cow::Borrowed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (method, target, verb, group, version, namespace, resource, subresource, name)
+    #[allow(clippy::type_complexity)]
+    const RESOURCE_CASES: &[(&str, &str, &str, &str, &str, &str, &str, &str, &str)] = &[
+        (
+            "GET",
+            "/api/v1/namespaces",
+            "list",
+            "",
+            "v1",
+            "",
+            "namespaces",
+            "",
+            "",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/other",
+            "get",
+            "",
+            "v1",
+            "other",
+            "namespaces",
+            "",
+            "other",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/other/pods",
+            "list",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/other/pods/foo",
+            "get",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "foo",
+        ),
+        (
+            "HEAD",
+            "/api/v1/namespaces/other/pods/foo",
+            "get",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "foo",
+        ),
+        ("GET", "/api/v1/pods", "list", "", "v1", "", "pods", "", ""),
+        (
+            "POST",
+            "/api/v1/namespaces/other/pods",
+            "create",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "",
+        ),
+        (
+            "PUT",
+            "/api/v1/namespaces/other/pods/foo",
+            "update",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "foo",
+        ),
+        (
+            "PATCH",
+            "/api/v1/namespaces/other/pods/foo",
+            "patch",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "foo",
+        ),
+        (
+            "DELETE",
+            "/api/v1/namespaces/other/pods/foo",
+            "delete",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "foo",
+        ),
+        (
+            "DELETE",
+            "/api/v1/namespaces/other/pods",
+            "deletecollection",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/other/pods/foo/log",
+            "get",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "log",
+            "foo",
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/other/pods/foo/exec",
+            "create",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "exec",
+            "foo",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/other/pods/foo/portforward",
+            "get",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "portforward",
+            "foo",
+        ),
+        (
+            "PUT",
+            "/api/v1/namespaces/other/finalize",
+            "update",
+            "",
+            "v1",
+            "other",
+            "namespaces",
+            "finalize",
+            "other",
+        ),
+        (
+            "PUT",
+            "/api/v1/namespaces/other/status",
+            "update",
+            "",
+            "v1",
+            "other",
+            "namespaces",
+            "status",
+            "other",
+        ),
+        (
+            "GET",
+            "/api/v1/watch/namespaces/other/pods",
+            "watch",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "",
+        ),
+        (
+            "GET",
+            "/api/v1/watch/namespaces/other/pods/foo",
+            "watch",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "foo",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/other/pods?watch=1",
+            "watch",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/other/pods?watch=true&resourceVersion=5",
+            "watch",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/other/pods?watch=false",
+            "list",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/other/pods?watch=yes",
+            "list",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/other/pods?fieldSelector=metadata.name%3Dfoo",
+            "list",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "foo",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/other/pods?fieldSelector=metadata.name%3D%3Dfoo&watch=1",
+            "watch",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "foo",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/other/pods?fieldSelector=metadata.name!%3Dfoo",
+            "list",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "",
+        ),
+        (
+            "GET",
+            "/api/v1/proxy/namespaces/other/pods/foo",
+            "proxy",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "foo",
+        ),
+        (
+            "GET",
+            "/apis/apps/v1/namespaces/other/deployments",
+            "list",
+            "apps",
+            "v1",
+            "other",
+            "deployments",
+            "",
+            "",
+        ),
+        (
+            "GET",
+            "/apis/apps/v1/namespaces/other/deployments/web/scale",
+            "get",
+            "apps",
+            "v1",
+            "other",
+            "deployments",
+            "scale",
+            "web",
+        ),
+        (
+            "GET",
+            "/apis/extensions/v1beta1/watch/namespaces/other/ingresses",
+            "watch",
+            "extensions",
+            "v1beta1",
+            "other",
+            "ingresses",
+            "",
+            "",
+        ),
+        (
+            "GET",
+            "/apis/rbac.authorization.k8s.io/v1/clusterroles/admin",
+            "get",
+            "rbac.authorization.k8s.io",
+            "v1",
+            "",
+            "clusterroles",
+            "",
+            "admin",
+        ),
+        (
+            "GET",
+            "//api/v1/pods//",
+            "list",
+            "",
+            "v1",
+            "",
+            "pods",
+            "",
+            "",
+        ),
+        (
+            "GET",
+            "/api/v1/proxy/namespaces/other/pods/foo/sub/path",
+            "proxy",
+            "",
+            "v1",
+            "other",
+            "pods",
+            "",
+            "foo",
+        ),
+        ("OPTIONS", "/api/v1/pods", "", "", "v1", "", "pods", "", ""),
+    ];
+
+    #[test]
+    fn resource_requests() {
+        for &(method, target, verb, group, version, ns, resource, sub, name) in RESOURCE_CASES {
+            let info = RequestInfo::parse(method, target);
+            let got = (
+                info.is_resource_request,
+                info.verb.as_str(),
+                info.api_group.as_str(),
+                info.api_version.as_str(),
+                info.namespace.as_str(),
+                info.resource.as_str(),
+                info.subresource.as_str(),
+                info.name.as_str(),
+            );
+            assert_eq!(
+                got,
+                (true, verb, group, version, ns, resource, sub, name),
+                "{method} {target}"
+            );
+        }
+    }
+
+    #[test]
+    fn non_resource_requests() {
+        for (method, target) in [
+            ("GET", "/"),
+            ("GET", "/version"),
+            ("GET", "/api"),
+            ("GET", "/apis"),
+            ("GET", "/api/v1"),
+            ("GET", "/apis/apps/v1"),
+            ("GET", "/healthz/ready"),
+            ("GET", "/openapi/v3/apis/apps/v1"),
+            ("GET", "/api/v1/watch"),
+            ("POST", "/other/v1/pods"),
+        ] {
+            let info = RequestInfo::parse(method, target);
+            assert!(!info.is_resource_request, "{target} is a resource request");
+            assert_eq!(info.verb, method.to_ascii_lowercase());
+            assert_eq!(info.path, target);
+        }
+    }
+
+    #[test]
+    fn path_excludes_query() {
+        let info = RequestInfo::parse("GET", "/version?timeout=32s");
+        assert_eq!(info.path, "/version");
+    }
+}

@@ -1,0 +1,431 @@
+//! The real API server and MCA's credentials for it.
+//!
+//! Configuration comes from kube's config loading, so MCA authenticates exactly as kube-rs
+//! clients do: bearer tokens, token files (re-read about once a minute, which picks up rotated
+//! projected tokens), client certificates, exec plugins and kubeconfig impersonation. The
+//! request path is a tower stack built from kube's own layers:
+//!
+//! ```text
+//! BaseUri (cluster URL + request path) → ExtraHeaders (kubeconfig `as:`) → Auth → hyper client
+//! ```
+//!
+//! Two hyper clients share the TLS settings: one negotiates HTTP/2 or HTTP/1.1 by ALPN for
+//! ordinary requests; the other speaks only HTTP/1.1, because `Upgrade` (exec, attach,
+//! port-forward) exists only there.
+
+use std::{
+    future::Future,
+    path::{Path, PathBuf},
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use crate::status::{Reason, Status};
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use kube::{
+    Config,
+    client::ConfigExt,
+    config::{AuthInfo, KubeConfigOptions, Kubeconfig},
+};
+use rustls::pki_types::{CertificateDer, pem::PemObject};
+use tower::{BoxError, ServiceBuilder, ServiceExt, util::BoxCloneSyncService};
+
+/// The request body MCA forwards upstream.
+pub type UpstreamBody = UnsyncBoxBody<Bytes, hyper::Error>;
+
+type UpstreamService = BoxCloneSyncService<Request<UpstreamBody>, Response<Incoming>, BoxError>;
+
+/// Where MCA's upstream configuration comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// In-cluster: MCA's own ServiceAccount and `KUBERNETES_SERVICE_HOST`/`_PORT`.
+    InCluster {
+        /// The real ServiceAccount directory (`token`, `ca.crt`, `namespace`).
+        sa_dir: PathBuf,
+        /// The API server host, an IP or a name.
+        host: String,
+        /// The API server port.
+        port: u16,
+    },
+    /// A kubeconfig file (or kube's default search when `path` is `None`), for local use.
+    Kubeconfig {
+        /// The kubeconfig path.
+        path: Option<PathBuf>,
+        /// The context; the current context when `None`.
+        context: Option<String>,
+    },
+}
+
+/// Errors while loading the upstream configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The ServiceAccount directory is incomplete.
+    #[error("reading {path}: {source}")]
+    ServiceAccount {
+        /// The file that could not be read.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `ca.crt` holds no usable certificate.
+    #[error("{path} holds no PEM certificate")]
+    NoCertificate {
+        /// The CA file.
+        path: PathBuf,
+    },
+    /// The host/port do not form a URL.
+    #[error("invalid API server address {0}")]
+    Address(String),
+    /// kube could not load or use the kubeconfig.
+    #[error("loading the kubeconfig: {0}")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    /// kube could not build TLS or auth from the configuration.
+    #[error("configuring the upstream client: {0}")]
+    Client(#[from] kube::Error),
+}
+
+/// A connection to `url` took longer than the connect timeout (TCP and TLS together).
+#[derive(Debug, thiserror::Error)]
+#[error("connecting to the API server timed out after {0:?}")]
+pub struct ConnectTimeout(pub Duration);
+
+/// The real API server: its URL, MCA's namespace there, and the authenticated clients.
+#[derive(Clone)]
+pub struct Upstream {
+    url: Uri,
+    namespace: String,
+    ordinary: UpstreamService,
+    upgrades: UpstreamService,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("url", &self.url)
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// Loads the configuration from `source` and builds the clients.
+    pub async fn load(source: &Source, connect_timeout: Duration) -> Result<Self, Error> {
+        let config = match source {
+            Source::InCluster { sa_dir, host, port } => in_cluster_config(sa_dir, host, *port)?,
+            Source::Kubeconfig { path, context } => {
+                let options = KubeConfigOptions {
+                    context: context.clone(),
+                    ..KubeConfigOptions::default()
+                };
+                match path {
+                    Some(path) => {
+                        let kubeconfig = Kubeconfig::read_from(path)?;
+                        Config::from_custom_kubeconfig(kubeconfig, &options).await?
+                    }
+                    None => Config::from_kubeconfig(&options).await?,
+                }
+            }
+        };
+        Self::from_config(config, connect_timeout)
+    }
+
+    /// Builds the clients for a kube configuration.
+    pub fn from_config(config: Config, connect_timeout: Duration) -> Result<Self, Error> {
+        let tls = config.rustls_client_config()?;
+        let connector = |http2: bool| -> Result<_, Error> {
+            let mut http = HttpConnector::new();
+            http.enforce_http(false);
+            http.set_nodelay(true);
+            let builder = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls.clone())
+                .https_or_http();
+            let builder = match &config.tls_server_name {
+                Some(name) => {
+                    builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(
+                        name.clone()
+                            .try_into()
+                            .map_err(|_| Error::Address(name.clone()))?,
+                    ))
+                }
+                None => builder,
+            };
+            let https = if http2 {
+                builder.enable_all_versions().wrap_connector(http)
+            } else {
+                builder.enable_http1().wrap_connector(http)
+            };
+            Ok(TimeoutConnector {
+                inner: https,
+                timeout: connect_timeout,
+            })
+        };
+        let ordinary = Client::builder(TokioExecutor::new()).build(connector(true)?);
+        let upgrades = Client::builder(TokioExecutor::new()).build(connector(false)?);
+        Ok(Self {
+            url: config.cluster_url.clone(),
+            namespace: config.default_namespace.clone(),
+            ordinary: stack(&config, ordinary)?,
+            upgrades: stack(&config, upgrades)?,
+        })
+    }
+
+    /// The API server's URL.
+    pub fn url(&self) -> &Uri {
+        &self.url
+    }
+
+    /// MCA's namespace: the real ServiceAccount's, or the kubeconfig context's.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Sends a request (its URI only a path and query) with MCA's credentials.
+    pub async fn send(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, BoxError> {
+        self.ordinary.clone().oneshot(request).await
+    }
+
+    /// Sends an HTTP/1.1 `Upgrade` request with MCA's credentials.
+    pub async fn send_upgrade(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, BoxError> {
+        self.upgrades.clone().oneshot(request).await
+    }
+}
+
+/// The `Status` a client gets when a request could not be forwarded: 504 when the API server
+/// did not answer in time, 503 when it cannot be reached or MCA has no usable credentials, 502
+/// when TLS or HTTP with it failed. The message says what happened without any credential.
+pub fn failure_status(error: &BoxError) -> Status {
+    use http::StatusCode;
+
+    let message = error_chain(error.as_ref());
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
+    while let Some(error) = source {
+        if error.is::<ConnectTimeout>() {
+            return Status::new(StatusCode::GATEWAY_TIMEOUT, Reason::Timeout, message);
+        }
+        if error.is::<kube::client::AuthError>() {
+            return Status::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Reason::ServiceUnavailable,
+                format!("MCA has no usable credentials for the API server: {message}"),
+            );
+        }
+        // tokio-rustls reports TLS failures as io::Error wrapping a rustls::Error.
+        let io = error.downcast_ref::<std::io::Error>();
+        let tls = error.is::<rustls::Error>()
+            || io
+                .and_then(|io| io.get_ref())
+                .is_some_and(|inner| inner.is::<rustls::Error>());
+        if tls {
+            return Status::new(
+                StatusCode::BAD_GATEWAY,
+                Reason::InternalError,
+                format!("TLS with the API server failed: {message}"),
+            );
+        }
+        if let Some(io) = io {
+            use std::io::ErrorKind::*;
+            match io.kind() {
+                TimedOut => {
+                    return Status::new(StatusCode::GATEWAY_TIMEOUT, Reason::Timeout, message);
+                }
+                ConnectionRefused | HostUnreachable | NetworkUnreachable | AddrNotAvailable
+                | NotFound => {
+                    return Status::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        Reason::ServiceUnavailable,
+                        format!("the API server is unreachable: {message}"),
+                    );
+                }
+                _ => {}
+            }
+        }
+        source = error.source();
+    }
+    let connect = error
+        .downcast_ref::<hyper_util::client::legacy::Error>()
+        .is_some_and(|error| error.is_connect());
+    if connect {
+        Status::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Reason::ServiceUnavailable,
+            format!("the API server is unreachable: {message}"),
+        )
+    } else {
+        Status::new(
+            StatusCode::BAD_GATEWAY,
+            Reason::InternalError,
+            format!("forwarding to the API server failed: {message}"),
+        )
+    }
+}
+
+/// `outer: inner: innermost`, skipping links that repeat their source's text.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut source = Some(error);
+    while let Some(error) = source {
+        let text = error.to_string();
+        if !parts.last().is_some_and(|last| last.ends_with(&text)) {
+            parts.push(text);
+        }
+        source = error.source();
+    }
+    parts.join(": ")
+}
+
+/// kube's middleware around a hyper client, boxed.
+fn stack(
+    config: &Config,
+    client: Client<Connector, UpstreamBody>,
+) -> Result<UpstreamService, Error> {
+    let service = ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .layer(config.extra_headers_layer()?)
+        .option_layer(config.auth_layer()?)
+        // kube's auth layer is an `Either` of two services that must fail alike.
+        .service(client.map_err(BoxError::from));
+    Ok(BoxCloneSyncService::new(service))
+}
+
+/// The in-cluster configuration kube's `Config::incluster_env` builds, but reading the
+/// ServiceAccount from `sa_dir` rather than the fixed path: MCA's real ServiceAccount is
+/// mounted somewhere the application cannot see it.
+fn in_cluster_config(sa_dir: &Path, host: &str, port: u16) -> Result<Config, Error> {
+    let read = |name: &str| {
+        let path = sa_dir.join(name);
+        std::fs::read(&path).map_err(|source| Error::ServiceAccount { path, source })
+    };
+    let namespace = String::from_utf8_lossy(&read("namespace")?)
+        .trim()
+        .to_owned();
+    let ca_path = sa_dir.join("ca.crt");
+    let roots: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(&read("ca.crt")?)
+        .filter_map(Result::ok)
+        .map(|der| der.to_vec())
+        .collect();
+    if roots.is_empty() {
+        return Err(Error::NoCertificate { path: ca_path });
+    }
+    // Fail now, not on the first request, if the token is missing.
+    read("token")?;
+
+    let authority = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let url: Uri = format!("https://{authority}")
+        .parse()
+        .map_err(|_| Error::Address(authority))?;
+    let mut config = Config::new(url);
+    config.default_namespace = namespace;
+    config.root_cert = Some(roots);
+    config.root_cert_file = Some(ca_path);
+    config.auth_info = AuthInfo {
+        token_file: Some(sa_dir.join("token").to_string_lossy().into_owned()),
+        ..AuthInfo::default()
+    };
+    Ok(config)
+}
+
+type Connector = TimeoutConnector<hyper_rustls::HttpsConnector<HttpConnector>>;
+
+/// Bounds TCP connect and TLS handshake together: a server that accepts but never completes
+/// the handshake would otherwise hang the request forever.
+#[derive(Clone)]
+struct TimeoutConnector<C> {
+    inner: C,
+    timeout: Duration,
+}
+
+impl<C> tower::Service<Uri> for TimeoutConnector<C>
+where
+    C: tower::Service<Uri>,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<C::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, connecting).await {
+                Ok(result) => result.map_err(Into::into),
+                Err(_) => Err(ConnectTimeout(timeout).into()),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_map_to_status_codes() {
+        let timeout: BoxError = ConnectTimeout(Duration::from_secs(1)).into();
+        assert_eq!(failure_status(&timeout).code, 504);
+        let refused: BoxError = std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into();
+        assert_eq!(failure_status(&refused).code, 503);
+        let tls: BoxError = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        )
+        .into();
+        let status = failure_status(&tls);
+        assert_eq!(status.code, 502);
+        assert!(
+            status.message.contains("UnknownIssuer"),
+            "{}",
+            status.message
+        );
+        let other: BoxError = "connection closed before message completed".into();
+        assert_eq!(failure_status(&other).code, 502);
+    }
+
+    #[test]
+    fn in_cluster_reads_the_given_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::tls::CertAuthority::generate().unwrap();
+        std::fs::write(dir.path().join("ca.crt"), ca.cert_pem()).unwrap();
+        std::fs::write(dir.path().join("token"), "t").unwrap();
+        std::fs::write(dir.path().join("namespace"), "team-a\n").unwrap();
+        let config = in_cluster_config(dir.path(), "fd00::1", 443).unwrap();
+        assert_eq!(config.cluster_url, "https://[fd00::1]:443/");
+        assert_eq!(config.default_namespace, "team-a");
+        assert_eq!(config.root_cert.unwrap().len(), 1);
+        assert!(config.auth_info.token_file.unwrap().ends_with("/token"));
+    }
+
+    #[test]
+    fn in_cluster_names_the_missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = in_cluster_config(dir.path(), "10.0.0.1", 443).unwrap_err();
+        assert!(error.to_string().contains("namespace"), "{error}");
+        std::fs::write(dir.path().join("namespace"), "ns").unwrap();
+        std::fs::write(dir.path().join("ca.crt"), "not pem").unwrap();
+        let error = in_cluster_config(dir.path(), "10.0.0.1", 443).unwrap_err();
+        assert!(matches!(error, Error::NoCertificate { .. }), "{error}");
+    }
+}
