@@ -1,1 +1,6 @@
-//! tests
+//! End-to-end test support for MCA: a test API server, the pod sandbox, and helpers to run
+//! MCA and real clients the way a pod would.
+
+pub mod apiserver;
+pub mod harness;
+pub mod sandbox;

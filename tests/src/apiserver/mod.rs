@@ -1,0 +1,301 @@
+//! A small Kubernetes API server for MCA's end-to-end tests and demo.
+//!
+//! It is real where MCA could tell the difference: TLS with its own CA (HTTP/2 or HTTP/1.1 by
+//! ALPN), bearer-token authentication (401 `Status` for anything else), discovery, pods with
+//! get/list (paginated, JSON or Table)/watch (chunked)/create, `log?follow=true`, and the
+//! exec/attach/port-forward upgrades over WebSocket and SPDY/3.1. It records the headers of
+//! every request so tests can check what crossed MCA: that the application's token and
+//! `Impersonate-*` headers never arrive, and that MCA's token does.
+
+mod pods;
+mod remotecommand;
+mod spdy;
+mod websocket;
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, Mutex, RwLock},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use rcgen::{CertificateParams, IsCa, Issuer, KeyPair, SanType};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+pub use pods::PodStore;
+
+/// Response body type of the test server.
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// One request as the server received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// HTTP method.
+    pub method: String,
+    /// Path and query.
+    pub target: String,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
+    /// All headers, names lower-case, in arrival order.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Recorded {
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether any header name starts with `prefix` (case-insensitive).
+    pub fn has_header_prefix(&self, prefix: &str) -> bool {
+        let prefix = prefix.to_ascii_lowercase();
+        self.headers.iter().any(|(n, _)| n.starts_with(&prefix))
+    }
+}
+
+/// Server state shared by all connections.
+pub struct State {
+    tokens: RwLock<Vec<String>>,
+    requests: Mutex<Vec<Recorded>>,
+    /// The pods.
+    pub pods: PodStore,
+    log_gate: Semaphore,
+}
+
+/// A running test API server, on a runtime of its own; stopped when dropped.
+pub struct ApiServer {
+    addr: SocketAddr,
+    ca_pem: String,
+    state: Arc<State>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl ApiServer {
+    /// Serves on `listener` (which may live in another network namespace), accepting `token`.
+    /// `names` are extra DNS names or IPs for the serving certificate.
+    pub fn start(
+        listener: std::net::TcpListener,
+        token: &str,
+        names: &[String],
+    ) -> anyhow::Result<Self> {
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let listener = {
+            let _context = runtime.enter();
+            tokio::net::TcpListener::from_std(listener)?
+        };
+        let (ca_pem, tls) = tls_config(addr, names)?;
+        let state = Arc::new(State {
+            tokens: RwLock::new(vec![token.to_owned()]),
+            requests: Mutex::default(),
+            pods: PodStore::default(),
+            log_gate: Semaphore::new(0),
+        });
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        runtime.spawn(serve(listener, acceptor, Arc::clone(&state)));
+        Ok(Self {
+            addr,
+            ca_pem,
+            state,
+            _runtime: runtime,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The PEM of the CA that signed the server's certificate.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The shared state (pods, recorded requests).
+    pub fn state(&self) -> &Arc<State> {
+        &self.state
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    /// Replaces the accepted tokens, e.g. to simulate rotation.
+    pub fn set_tokens(&self, tokens: &[&str]) {
+        *self.state.tokens.write().unwrap() = tokens.iter().map(|t| t.to_string()).collect();
+    }
+
+    /// Lets a `log?follow=true` stream that is waiting emit its next line.
+    pub fn release_log_line(&self) {
+        self.state.log_gate.add_permits(1);
+    }
+}
+
+fn tls_config(
+    addr: SocketAddr,
+    names: &[String],
+) -> anyhow::Result<(String, rustls::ServerConfig)> {
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "mca-test-apiserver-ca");
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()])?;
+    params.subject_alt_names.push(SanType::IpAddress(addr.ip()));
+    for name in names {
+        params.subject_alt_names.push(match name.parse() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(name.as_str().try_into()?),
+        });
+    }
+    let cert = params.signed_by(&key, &issuer)?;
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok((ca_cert.pem(), config))
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    state: Arc<State>,
+) {
+    let http = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let (acceptor, state, http) = (acceptor.clone(), Arc::clone(&state), http.clone());
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let service = hyper::service::service_fn(move |request| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(handle(state, request).await) }
+            });
+            let _ = http
+                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                .await;
+        });
+    }
+}
+
+async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Body> {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |t| t.to_string());
+    state.requests.lock().unwrap().push(Recorded {
+        method: request.method().to_string(),
+        target: target.clone(),
+        version: format!("{:?}", request.version()),
+        headers: request
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+    });
+    if !authenticated(&state, &request) {
+        return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+    }
+
+    let path = request.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (request.method(), segments.as_slice()) {
+        (&Method::GET, ["version"]) => json_response(
+            StatusCode::OK,
+            &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-mca-test",
+                    "platform": "linux/amd64"}),
+        ),
+        (&Method::GET, ["api"]) => json_response(
+            StatusCode::OK,
+            &json!({"kind": "APIVersions", "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0",
+                                                     "serverAddress": "127.0.0.1:443"}]}),
+        ),
+        (&Method::GET, ["apis"]) => json_response(
+            StatusCode::OK,
+            &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}),
+        ),
+        (&Method::GET, ["api", "v1"]) => json_response(StatusCode::OK, &pods::resource_list()),
+        (_, ["api", "v1", "namespaces", namespace, "pods", rest @ ..]) => {
+            let (namespace, rest) = (namespace.to_string(), rest.join("/"));
+            pods::route(state, request, &namespace, &rest).await
+        }
+        _ => status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("the server could not find the requested resource ({path})"),
+        ),
+    }
+}
+
+fn authenticated(state: &State, request: &Request<Incoming>) -> bool {
+    let Some(presented) = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    state.tokens.read().unwrap().iter().any(|t| t == presented)
+}
+
+/// A JSON response.
+fn json_response(code: StatusCode, value: &Value) -> Response<Body> {
+    bytes_response(code, "application/json", Bytes::from(value.to_string()))
+}
+
+fn bytes_response(code: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(Full::new(body).boxed_unsync());
+    *response.status_mut() = code;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// A Kubernetes `Status` failure.
+fn status(code: StatusCode, reason: &str, message: &str) -> Response<Body> {
+    json_response(
+        code,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": message, "reason": reason, "code": code.as_u16()}),
+    )
+}
+
+/// How long a waiting `log?follow=true` stream waits for [`ApiServer::release_log_line`].
+const LOG_GATE_TIMEOUT: Duration = Duration::from_secs(60);

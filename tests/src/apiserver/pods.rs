@@ -1,0 +1,338 @@
+//! Pods: the one resource the test server stores, with the verbs MCA must carry.
+
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+
+use super::{Body, LOG_GATE_TIMEOUT, State, bytes_response, json_response, status};
+
+/// A change to a pod, as a watch reports it.
+#[derive(Debug, Clone)]
+struct Event {
+    namespace: String,
+    kind: &'static str,
+    object: Value,
+}
+
+/// The pods, by namespace and name, and a feed of changes for watches.
+pub struct PodStore {
+    inner: Mutex<(BTreeMap<(String, String), Value>, u64)>,
+    events: broadcast::Sender<Event>,
+}
+
+impl Default for PodStore {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::default(),
+            events: broadcast::channel(256).0,
+        }
+    }
+}
+
+impl PodStore {
+    /// Adds a running pod named `name` with one container `app`.
+    pub fn insert(&self, namespace: &str, name: &str) -> Value {
+        self.create(
+            namespace,
+            json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "app", "image": "busybox"}]}}),
+        )
+        .expect("inserting a new pod")
+    }
+
+    fn create(&self, namespace: &str, mut pod: Value) -> Result<Value, String> {
+        let name = pod["metadata"]["name"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .ok_or("metadata.name is required")?
+            .to_owned();
+        let mut inner = self.inner.lock().unwrap();
+        let key = (namespace.to_owned(), name.clone());
+        if inner.0.contains_key(&key) {
+            return Err(format!("pods \"{name}\" already exists"));
+        }
+        inner.1 += 1;
+        let rv = inner.1;
+        pod["apiVersion"] = json!("v1");
+        pod["kind"] = json!("Pod");
+        let meta = &mut pod["metadata"];
+        meta["namespace"] = json!(namespace);
+        meta["resourceVersion"] = json!(rv.to_string());
+        meta["uid"] = json!(format!("00000000-0000-0000-0000-{rv:012}"));
+        meta["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+        if pod["status"]["phase"].is_null() {
+            pod["status"] = json!({"phase": "Running"});
+        }
+        inner.0.insert(key, pod.clone());
+        let _ = self.events.send(Event {
+            namespace: namespace.to_owned(),
+            kind: "ADDED",
+            object: pod.clone(),
+        });
+        Ok(pod)
+    }
+
+    fn get(&self, namespace: &str, name: &str) -> Option<Value> {
+        let inner = self.inner.lock().unwrap();
+        inner
+            .0
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    fn list(&self, namespace: &str) -> (Vec<Value>, u64) {
+        let inner = self.inner.lock().unwrap();
+        let items = inner
+            .0
+            .iter()
+            .filter(|((ns, _), _)| ns == namespace)
+            .map(|(_, pod)| pod.clone())
+            .collect();
+        (items, inner.1)
+    }
+}
+
+/// The discovery document for the core group.
+pub fn resource_list() -> Value {
+    let resource = |name: &str, verbs: &[&str]| {
+        json!({"name": name, "singularName": if name.contains('/') { "" } else { "pod" },
+               "namespaced": true, "kind": "Pod", "verbs": verbs, "shortNames": if name == "pods" { vec!["po"] } else { vec![] }})
+    };
+    json!({
+        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1",
+        "resources": [
+            resource("pods", &["create", "delete", "get", "list", "watch"]),
+            resource("pods/log", &["get"]),
+            resource("pods/exec", &["create", "get"]),
+            resource("pods/attach", &["create", "get"]),
+            resource("pods/portforward", &["create", "get"]),
+        ]
+    })
+}
+
+/// Serves `/api/v1/namespaces/{namespace}/pods/{rest}`.
+pub async fn route(
+    state: Arc<State>,
+    request: Request<Incoming>,
+    namespace: &str,
+    rest: &str,
+) -> Response<Body> {
+    let query: BTreeMap<String, String> =
+        form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+    match (request.method().clone(), parts.as_slice()) {
+        (Method::GET, []) if query.get("watch").is_some_and(|w| w == "1" || w == "true") => {
+            watch(&state, namespace, &query)
+        }
+        (Method::GET, []) => list(&state, &request, namespace, &query),
+        (Method::POST, []) => create(&state, request, namespace).await,
+        (Method::GET, [name]) => match state.pods.get(namespace, name) {
+            Some(pod) => json_response(StatusCode::OK, &pod),
+            None => not_found(name),
+        },
+        (_, [name, _]) if state.pods.get(namespace, name).is_none() => not_found(name),
+        (Method::GET, [_, "log"]) => log(state, &query),
+        (_, [_, "exec" | "attach"]) => super::remotecommand::exec(request),
+        (_, [_, "portforward"]) => super::remotecommand::port_forward(request),
+        _ => status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "not supported by the test server",
+        ),
+    }
+}
+
+fn not_found(name: &str) -> Response<Body> {
+    status(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        &format!("pods \"{name}\" not found"),
+    )
+}
+
+fn list(
+    state: &State,
+    request: &Request<Incoming>,
+    namespace: &str,
+    query: &BTreeMap<String, String>,
+) -> Response<Body> {
+    let (items, rv) = state.pods.list(namespace);
+    let start: usize = query
+        .get("continue")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let limit: usize = query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|l| *l > 0)
+        .unwrap_or(usize::MAX);
+    let end = start.saturating_add(limit).min(items.len());
+    let page = items.get(start..end).unwrap_or_default().to_vec();
+    let mut metadata = json!({"resourceVersion": rv.to_string()});
+    if end < items.len() {
+        metadata["continue"] = json!(end.to_string());
+    }
+    let accept = header_str(request, header::ACCEPT);
+    let body = if accept.contains("as=Table") {
+        table(&page, metadata)
+    } else {
+        json!({"apiVersion": "v1", "kind": "PodList", "metadata": metadata, "items": page})
+    };
+    let mut response = json_response(StatusCode::OK, &body);
+    if header_str(request, header::ACCEPT_ENCODING).contains("gzip") {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(body.to_string().as_bytes())
+            .expect("gzip to memory");
+        response = bytes_response(
+            StatusCode::OK,
+            "application/json",
+            Bytes::from(gz.finish().expect("gzip to memory")),
+        );
+        response.headers_mut().insert(
+            header::CONTENT_ENCODING,
+            header::HeaderValue::from_static("gzip"),
+        );
+    }
+    response
+}
+
+fn header_str(request: &Request<Incoming>, name: header::HeaderName) -> String {
+    request
+        .headers()
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn table(pods: &[Value], metadata: Value) -> Value {
+    let column = |name: &str| json!({"name": name, "type": "string", "format": if name == "Name" { "name" } else { "" }, "description": "", "priority": 0});
+    let rows: Vec<Value> = pods
+        .iter()
+        .map(|pod| {
+            json!({
+                "cells": [pod["metadata"]["name"], pod["status"]["phase"], "1m"],
+                "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                           "metadata": pod["metadata"]}
+            })
+        })
+        .collect();
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": metadata,
+           "columnDefinitions": [column("Name"), column("Status"), column("Age")], "rows": rows})
+}
+
+async fn create(state: &State, request: Request<Incoming>, namespace: &str) -> Response<Body> {
+    let body = match request.into_body().collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => return status(StatusCode::BAD_REQUEST, "BadRequest", "unreadable body"),
+    };
+    let pod: Value = match serde_json::from_slice(&body) {
+        Ok(pod) => pod,
+        Err(error) => return status(StatusCode::BAD_REQUEST, "BadRequest", &error.to_string()),
+    };
+    match state.pods.create(namespace, pod) {
+        Ok(pod) => json_response(StatusCode::CREATED, &pod),
+        Err(message) if message.contains("exists") => {
+            status(StatusCode::CONFLICT, "AlreadyExists", &message)
+        }
+        Err(message) => status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", &message),
+    }
+}
+
+/// A streaming body fed through a channel.
+fn channel_body() -> (mpsc::Sender<Bytes>, Body) {
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (Ok(Frame::data(chunk)), rx))
+    });
+    (tx, StreamBody::new(stream).boxed_unsync())
+}
+
+fn watch(state: &State, namespace: &str, query: &BTreeMap<String, String>) -> Response<Body> {
+    let mut events = state.pods.events.subscribe();
+    let from: u64 = query
+        .get("resourceVersion")
+        .and_then(|rv| rv.parse().ok())
+        .unwrap_or(0);
+    let initial: Vec<Value> = if from == 0 {
+        state.pods.list(namespace).0
+    } else {
+        Vec::new()
+    };
+    let timeout = Duration::from_secs(
+        query
+            .get("timeoutSeconds")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(300),
+    );
+    let namespace = namespace.to_owned();
+    let (tx, body) = channel_body();
+    tokio::spawn(async move {
+        let line = |kind: &str, object: &Value| {
+            Bytes::from(format!("{}\n", json!({"type": kind, "object": object})))
+        };
+        for pod in &initial {
+            if tx.send(line("ADDED", pod)).await.is_err() {
+                return;
+            }
+        }
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                () = &mut deadline => return,
+                event = events.recv() => match event {
+                    Ok(event) if event.namespace == namespace => {
+                        if tx.send(line(event.kind, &event.object)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                },
+                () = tx.closed() => return,
+            }
+        }
+    });
+    let mut response = Response::new(body);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// `log`: two lines; with `follow=true` the second waits for the test to release it, so a
+/// test can prove the first arrived through MCA while the stream was still open.
+fn log(state: Arc<State>, query: &BTreeMap<String, String>) -> Response<Body> {
+    let follow = query.get("follow").is_some_and(|f| f == "true" || f == "1");
+    let (tx, body) = channel_body();
+    tokio::spawn(async move {
+        let _ = tx.send(Bytes::from_static(b"log line 1\n")).await;
+        if follow {
+            match tokio::time::timeout(LOG_GATE_TIMEOUT, state.log_gate.acquire()).await {
+                Ok(Ok(permit)) => permit.forget(),
+                _ => return,
+            }
+        }
+        let _ = tx.send(Bytes::from_static(b"log line 2\n")).await;
+    });
+    let mut response = Response::new(body);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain"),
+    );
+    response
+}

@@ -1,0 +1,357 @@
+//! Running MCA and clients in a [`Pod`] against the test API server (or, with
+//! `MCA_E2E_KUBECONFIG`, a real cluster).
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use crate::{apiserver::ApiServer, sandbox::Pod};
+
+/// The token in MCA's real ServiceAccount, the one the test API server accepts.
+pub const REAL_TOKEN: &str = "real-sa-token-1";
+/// The namespace of MCA's real ServiceAccount.
+pub const NAMESPACE: &str = "team-a";
+
+/// The workspace's root directory.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_owned()
+}
+
+/// The directory holding this build's binaries (`target/debug`).
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let deps = exe.parent().expect("target/debug/deps");
+    deps.parent().expect("target/debug").to_owned()
+}
+
+/// The `mca` binary of this build; `cargo xtask test` builds it before the tests run.
+pub fn mca_binary() -> PathBuf {
+    let path = target_dir().join("mca");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (cargo build -p mca-userspace), or run `cargo xtask test`",
+        path.display()
+    );
+    path
+}
+
+/// A program installed in the e2e Python virtualenv (`kubectl`, `python`), which
+/// `cargo xtask setup` creates; `MCA_E2E_VENV` overrides its location.
+pub fn venv_program(name: &str) -> PathBuf {
+    let venv = std::env::var_os("MCA_E2E_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/e2e-venv"));
+    let path = venv.join("bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo xtask setup` to install the e2e clients",
+        path.display()
+    );
+    path
+}
+
+/// A test client script shipped in `tests/clients/`.
+pub fn client_script(name: &str) -> PathBuf {
+    workspace_root().join("tests/clients").join(name)
+}
+
+/// The real cluster's kubeconfig, when the suite should run against one.
+pub fn real_cluster() -> Option<PathBuf> {
+    std::env::var_os("MCA_E2E_KUBECONFIG").map(PathBuf::from)
+}
+
+/// A running MCA process; killed on drop.
+pub struct Mca {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Mca {
+    /// Starts MCA in `pod`, in-cluster style: its real ServiceAccount holds [`REAL_TOKEN`] and
+    /// the API server's CA, and KUBERNETES_SERVICE_HOST/PORT point at `upstream`.
+    pub fn start(pod: &Pod, upstream: &ApiServer, args: &[&str]) -> anyhow::Result<Self> {
+        let sa = pod.real_sa_dir();
+        std::fs::write(sa.join("token"), REAL_TOKEN)?;
+        std::fs::write(sa.join("ca.crt"), upstream.ca_pem())?;
+        std::fs::write(sa.join("namespace"), NAMESPACE)?;
+        let mut command = pod.command(mca_binary());
+        command
+            .env("KUBERNETES_SERVICE_HOST", upstream.addr().ip().to_string())
+            .env(
+                "KUBERNETES_SERVICE_PORT",
+                upstream.addr().port().to_string(),
+            )
+            .arg("run")
+            .arg("--sa-dir")
+            .arg(&sa);
+        Self::spawn(pod, command, args)
+    }
+
+    /// Starts MCA in `pod` with a kubeconfig upstream.
+    pub fn start_with_kubeconfig(
+        pod: &Pod,
+        kubeconfig: &std::path::Path,
+        args: &[&str],
+    ) -> anyhow::Result<Self> {
+        let mut command = pod.command(mca_binary());
+        command
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .arg("run")
+            .arg("--kubeconfig")
+            .arg(kubeconfig);
+        Self::spawn(pod, command, args)
+    }
+
+    fn spawn(pod: &Pod, mut command: Command, args: &[&str]) -> anyhow::Result<Self> {
+        command
+            .arg("--listen")
+            .arg(pod.mca_addr().to_string())
+            .arg("--admin-listen")
+            .arg(pod.admin_addr().to_string())
+            .arg("--fake-sa-dir")
+            .arg(pod.fake_sa_dir())
+            .args(["--log-format", "json"])
+            .args(args)
+            .env("MCA_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().context("starting mca")?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().expect("piped")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("piped")),
+        ] {
+            let lines = Arc::clone(&lines);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        let mca = Self { child, lines };
+        mca.wait_for_log(
+            |line| line.contains("MCA is ready"),
+            Duration::from_secs(30),
+        )
+        .context("MCA did not become ready")?;
+        Ok(mca)
+    }
+
+    /// Waits until a log line satisfies `pred`; fails with the log if MCA exits or time runs
+    /// out.
+    pub fn wait_for_log(
+        &self,
+        pred: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.lines.lock().unwrap().iter().find(|l| pred(l)) {
+                return Ok(line.clone());
+            }
+            if Instant::now() > deadline {
+                bail!("timed out; MCA's log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything MCA logged so far.
+    pub fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// The access-log lines (JSON objects) so far.
+    pub fn access_log(&self) -> Vec<Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["target"] == "mca::access")
+            .collect()
+    }
+
+    /// Waits for an access-log line matching `pred` (lines are written when a request ends).
+    pub fn wait_for_access(&self, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+        let line = self.wait_for_log(
+            |l| {
+                serde_json::from_str::<Value>(l)
+                    .is_ok_and(|v| v["target"] == "mca::access" && pred(&v))
+            },
+            Duration::from_secs(20),
+        )?;
+        Ok(serde_json::from_str(&line)?)
+    }
+
+    /// The process id (of `ip netns exec`, which execs into mca).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "MCA did not exit within {timeout:?} of SIGTERM; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether MCA has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+}
+
+impl Drop for Mca {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A pod with the test API server and MCA running in it.
+pub struct Env {
+    /// MCA.
+    pub mca: Mca,
+    /// The test API server; `None` against a real cluster.
+    pub apiserver: Option<ApiServer>,
+    /// The pod (dropped last: it removes the network namespace).
+    pub pod: Pod,
+}
+
+impl Env {
+    /// The standard setup: against the test API server, or against the real cluster when
+    /// `MCA_E2E_KUBECONFIG` is set.
+    pub fn start(args: &[&str]) -> anyhow::Result<Self> {
+        match real_cluster() {
+            Some(kubeconfig) => Self::start_real(&kubeconfig, args),
+            None => Self::start_test(args),
+        }
+    }
+
+    /// Always against the test API server (tests that inspect what the server received).
+    pub fn start_test(args: &[&str]) -> anyhow::Result<Self> {
+        let pod = Pod::new()?;
+        let apiserver = ApiServer::start(pod.listen("127.0.0.1:0")?, REAL_TOKEN, &[])?;
+        apiserver.state().pods.insert(NAMESPACE, "web");
+        let mca = Mca::start(&pod, &apiserver, args)?;
+        Ok(Self {
+            mca,
+            apiserver: Some(apiserver),
+            pod,
+        })
+    }
+
+    fn start_real(kubeconfig: &std::path::Path, args: &[&str]) -> anyhow::Result<Self> {
+        let pod = Pod::new_host_network()?;
+        let mca = Mca::start_with_kubeconfig(&pod, kubeconfig, args)?;
+        Ok(Self {
+            mca,
+            apiserver: None,
+            pod,
+        })
+    }
+
+    /// The test API server; panics against a real cluster.
+    pub fn apiserver(&self) -> &ApiServer {
+        self.apiserver
+            .as_ref()
+            .expect("this test needs the test API server")
+    }
+
+    /// Runs `program args` as the application and returns its output.
+    pub fn app_output(
+        &self,
+        program: impl AsRef<std::ffi::OsStr>,
+        args: &[&str],
+    ) -> anyhow::Result<Output> {
+        let output = self
+            .pod
+            .app(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()?;
+        Ok(output)
+    }
+
+    /// Runs kubectl as the application; fails unless it succeeds. Returns stdout.
+    pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
+        succeed(
+            self.app_output(venv_program("kubectl"), args)?,
+            "kubectl",
+            args,
+        )
+    }
+
+    /// Runs the Python client script as the application; fails unless it succeeds.
+    pub fn python(&self, args: &[&str]) -> anyhow::Result<String> {
+        let script = client_script("python_client.py");
+        let mut full = vec![script.to_str().expect("utf-8 path")];
+        full.extend_from_slice(args);
+        succeed(
+            self.app_output(venv_program("python"), &full)?,
+            "python",
+            args,
+        )
+    }
+
+    /// The admin endpoint `path` as seen from inside the pod: (status code, body).
+    pub fn admin_get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut stream = self.pod.connect(self.pod.admin_addr())?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: mca\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let code = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .context("admin response has no status")?;
+        let body = response
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
+        Ok((code, body))
+    }
+}
+
+/// Returns stdout of a successful run, or an error with everything it printed.
+pub fn succeed(output: Output, what: &str, args: &[&str]) -> anyhow::Result<String> {
+    if !output.status.success() {
+        bail!(
+            "{what} {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}

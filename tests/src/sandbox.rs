@@ -1,0 +1,192 @@
+//! A pod, simulated: a network namespace of its own (loopback only, no route out, so nothing a
+//! test dials can leave the machine), the containers' processes inside it, and for the
+//! application a private mount namespace where MCA's fake ServiceAccount directory is
+//! bind-mounted at the standard path, so unmodified in-cluster clients run as in a pod.
+
+use std::{
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::Command,
+    sync::atomic::{AtomicUsize, Ordering},
+};
+
+use anyhow::{Context, bail};
+
+/// Where in-cluster clients look for their ServiceAccount.
+pub const SERVICE_ACCOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// A simulated pod. Dropping it deletes the network namespace.
+pub struct Pod {
+    netns: Option<String>,
+    dir: tempfile::TempDir,
+    mca_addr: SocketAddr,
+    admin_addr: SocketAddr,
+}
+
+impl Pod {
+    /// Creates the pod's network namespace with loopback up and nothing else.
+    pub fn new() -> anyhow::Result<Self> {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let netns = format!(
+            "mca-e2e-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        run(Command::new("ip").args(["netns", "add", &netns]))
+            .context("creating a network namespace (needs root and iproute2)")?;
+        run(Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"]))?;
+        // The pod has its own loopback, so the standard ports are free.
+        Self::with(
+            Some(netns),
+            "127.0.0.1:6443".parse()?,
+            "127.0.0.1:9901".parse()?,
+        )
+    }
+
+    /// A pod on the host's network (for a real cluster, which a network namespace with no
+    /// route out cannot reach): only the mount namespace is the pod's; ports are free ones.
+    pub fn new_host_network() -> anyhow::Result<Self> {
+        let free = || -> anyhow::Result<SocketAddr> {
+            Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+        };
+        Self::with(None, free()?, free()?)
+    }
+
+    fn with(
+        netns: Option<String>,
+        mca_addr: SocketAddr,
+        admin_addr: SocketAddr,
+    ) -> anyhow::Result<Self> {
+        let pod = Self {
+            netns,
+            dir: tempfile::tempdir()?,
+            mca_addr,
+            admin_addr,
+        };
+        for dir in ["fake-sa", "real-sa", "home"] {
+            std::fs::create_dir_all(pod.dir.path().join(dir))?;
+        }
+        Ok(pod)
+    }
+
+    /// Where MCA listens in the pod, and where the application is pointed.
+    pub fn mca_addr(&self) -> SocketAddr {
+        self.mca_addr
+    }
+
+    /// MCA's admin listener in the pod.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Scratch directory of the pod.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Where MCA writes the fake ServiceAccount (the app sees it at the standard path).
+    pub fn fake_sa_dir(&self) -> PathBuf {
+        self.dir.path().join("fake-sa")
+    }
+
+    /// MCA's real ServiceAccount directory.
+    pub fn real_sa_dir(&self) -> PathBuf {
+        self.dir.path().join("real-sa")
+    }
+
+    /// Runs `f` on a thread that has entered the pod's network namespace: sockets it creates
+    /// belong to the pod, and stay there when handed back.
+    pub fn in_netns<T: Send>(
+        &self,
+        f: impl FnOnce() -> std::io::Result<T> + Send,
+    ) -> anyhow::Result<T> {
+        let Some(netns) = &self.netns else {
+            return Ok(f()?);
+        };
+        let path = format!("/run/netns/{netns}");
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let ns = std::fs::File::open(&path)?;
+                    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .map_err(std::io::Error::from)?;
+                    f()
+                })
+                .join()
+                .expect("netns thread panicked")
+        })
+        .with_context(|| format!("in network namespace {netns}"))
+    }
+
+    /// A listener inside the pod (e.g. for the test API server).
+    pub fn listen(&self, addr: &str) -> anyhow::Result<TcpListener> {
+        self.in_netns(|| TcpListener::bind(addr))
+    }
+
+    /// A connection from inside the pod.
+    pub fn connect(&self, addr: SocketAddr) -> anyhow::Result<TcpStream> {
+        self.in_netns(|| TcpStream::connect(addr))
+    }
+
+    /// A process in the pod's network namespace, like a container sharing it (MCA).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns]).arg(program);
+                command
+            }
+            None => Command::new(program),
+        };
+        command
+            .env("HOME", self.dir.path().join("home"))
+            .env_remove("KUBECONFIG");
+        command
+    }
+
+    /// The application container: in the pod's network namespace, in a private mount
+    /// namespace with the fake ServiceAccount at the standard path, and with the env
+    /// overrides pointing in-cluster clients at MCA.
+    pub fn app(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let script = format!(
+            "mkdir -p {SERVICE_ACCOUNT_PATH} && mount --bind \"$MCA_FAKE_SA\" {SERVICE_ACCOUNT_PATH} && exec \"$@\""
+        );
+        let mut command = self.command("unshare");
+        command
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                &script,
+                "sh",
+            ])
+            .arg(program)
+            .env("MCA_FAKE_SA", self.fake_sa_dir())
+            .env("KUBERNETES_SERVICE_HOST", self.mca_addr.ip().to_string())
+            .env("KUBERNETES_SERVICE_PORT", self.mca_addr.port().to_string());
+        command
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        if let Some(netns) = &self.netns {
+            let _ = Command::new("ip").args(["netns", "del", netns]).status();
+        }
+    }
+}
+
+fn run(command: &mut Command) -> anyhow::Result<()> {
+    let output = command
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
+    if !output.status.success() {
+        bail!(
+            "{command:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
