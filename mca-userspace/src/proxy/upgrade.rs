@@ -6,16 +6,24 @@
 //! until either side closes. Protocol negotiation (`Sec-WebSocket-Protocol`,
 //! `X-Stream-Protocol-Version`) passes through untouched in both directions.
 
-use std::sync::atomic::Ordering;
+use std::{
+    io::ErrorKind,
+    pin::Pin,
+    sync::{Arc, atomic::Ordering},
+    task::{Context, Poll},
+};
 
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::task::TaskTracker;
 
 use super::{
-    ResponseBody, access_log::AccessLog, access_log::Counted, answer, headers, to_origin_form,
+    ResponseBody,
+    access_log::{AccessLog, ByteCounter, Counted},
+    answer, headers, to_origin_form,
 };
 use crate::{
     status::{Reason, Status},
@@ -31,14 +39,75 @@ async fn splice(
 ) -> Result<(), String> {
     let (client, server) =
         tokio::try_join!(client, server).map_err(|error| format!("upgrade failed: {error}"))?;
-    let (mut client, mut server) = (TokioIo::new(client), TokioIo::new(server));
-    // A reset from either side is how many sessions end; it is noted, not MCA's failure.
-    let (sent, received) = tokio::io::copy_bidirectional(&mut client, &mut server)
-        .await
-        .map_err(|error| format!("tunnel closed: {error}"))?;
-    log.bytes_in.store(sent, Ordering::Relaxed);
-    log.bytes_out.store(received, Ordering::Relaxed);
-    Ok(())
+    let mut client = CountedIo {
+        inner: TokioIo::new(client),
+        read: Arc::clone(&log.bytes_in),
+        written: Arc::clone(&log.bytes_out),
+    };
+    let mut server = TokioIo::new(server);
+    match tokio::io::copy_bidirectional(&mut client, &mut server).await {
+        Ok(_) => Ok(()),
+        // Clients often just drop the connection (no TLS close_notify, or a reset) when a
+        // session is over: that is how it ends, not a failure.
+        Err(error)
+            if matches!(
+                error.kind(),
+                ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset | ErrorKind::BrokenPipe
+            ) =>
+        {
+            Ok(())
+        }
+        Err(error) => Err(format!("tunnel failed: {error}")),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The client side of a tunnel, counting bytes each way into the access log as they
+    /// pass, so the counts are right however the tunnel ends.
+    struct CountedIo<T> {
+        #[pin]
+        inner: T,
+        read: ByteCounter,
+        written: ByteCounter,
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for CountedIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let polled = this.inner.poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        this.read.fetch_add(read as u64, Ordering::Relaxed);
+        polled
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for CountedIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let polled = this.inner.poll_write(cx, buf);
+        if let Poll::Ready(Ok(written)) = &polled {
+            this.written.fetch_add(*written as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
 }
 
 /// Forwards an upgrade request; on `101` the tunnel runs on `tunnels` and the access log line

@@ -8,7 +8,8 @@
 //!   (`v4.channel.k8s.io` with `?ports=`: the Python client).
 //!
 //! The "container" runs a few fake programs: `echo ARGS`, `cat` (echoes stdin), `false`
-//! (exit 1), and the forwarded "port" is an echo server.
+//! (exit 1); attaching shows its main process saying hello; every forwarded "port" is an echo
+//! server.
 
 use std::collections::HashMap;
 
@@ -74,7 +75,8 @@ impl Program {
             Some("false") => (vec![], vec![], 1),
             Some("cat") => (vec![], vec![], 0),
             Some(other) => (vec![], format!("{other}: not found\n").into_bytes(), 127),
-            None => (vec![], b"no command\n".to_vec(), 127),
+            // attach: the container's main process says hello and exits.
+            None => (b"attached to app\n".to_vec(), vec![], 0),
         }
     }
 }
@@ -199,7 +201,7 @@ async fn exec_websocket(socket: Socket, protocol: &str, program: &Program) {
         code
     };
     let _ = sink.send(frame(ERROR, &exit_status(code))).await;
-    let _ = sink.send(Message::Close(None)).await;
+    let _ = sink.send(normal_close()).await;
     // Let the client finish the closing handshake.
     while let Some(Ok(_)) = stream.next().await {}
 }
@@ -424,5 +426,13 @@ async fn port_forward_channels(socket: Socket, ports: &[u16]) {
             break;
         }
     }
-    let _ = sink.send(Message::Close(None)).await;
+    let _ = sink.send(normal_close()).await;
+}
+
+/// A close frame with status 1000, as the API server sends when a session ends.
+fn normal_close() -> Message {
+    Message::Close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+        reason: "".into(),
+    }))
 }
