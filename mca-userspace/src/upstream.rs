@@ -211,8 +211,7 @@ pub fn failure_status(error: &BoxError) -> Status {
     use http::StatusCode;
 
     let message = error_chain(error.as_ref());
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
-    while let Some(error) = source {
+    for error in causes(error.as_ref()) {
         if error.is::<ConnectTimeout>() {
             return Status::new(StatusCode::GATEWAY_TIMEOUT, Reason::Timeout, message);
         }
@@ -223,20 +222,14 @@ pub fn failure_status(error: &BoxError) -> Status {
                 format!("MCA has no usable credentials for the API server: {message}"),
             );
         }
-        // tokio-rustls reports TLS failures as io::Error wrapping a rustls::Error.
-        let io = error.downcast_ref::<std::io::Error>();
-        let tls = error.is::<rustls::Error>()
-            || io
-                .and_then(|io| io.get_ref())
-                .is_some_and(|inner| inner.is::<rustls::Error>());
-        if tls {
+        if error.is::<rustls::Error>() {
             return Status::new(
                 StatusCode::BAD_GATEWAY,
                 Reason::InternalError,
                 format!("TLS with the API server failed: {message}"),
             );
         }
-        if let Some(io) = io {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind::*;
             match io.kind() {
                 TimedOut => {
@@ -253,7 +246,6 @@ pub fn failure_status(error: &BoxError) -> Status {
                 _ => {}
             }
         }
-        source = error.source();
     }
     let connect = error
         .downcast_ref::<hyper_util::client::legacy::Error>()
@@ -273,16 +265,28 @@ pub fn failure_status(error: &BoxError) -> Status {
     }
 }
 
-/// `outer: inner: innermost`, skipping links that repeat their source's text.
+/// An error and its causes, outermost first. An `io::Error` wrapping another error reports
+/// the wrapped error's *source* as its own, skipping the wrapped error itself (hyper-rustls
+/// wraps tokio-rustls's `io::Error`, which wraps the `rustls::Error`), so step into it.
+fn causes<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |error| {
+        match error.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as _),
+            None => error.source(),
+        }
+    })
+}
+
+/// `outer: inner: innermost`, skipping links that only repeat their cause's text.
 fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
-    let mut source = Some(error);
-    while let Some(error) = source {
+    for error in causes(error) {
         let text = error.to_string();
         if !parts.last().is_some_and(|last| last.ends_with(&text)) {
             parts.push(text);
         }
-        source = error.source();
     }
     parts.join(": ")
 }
@@ -388,10 +392,11 @@ mod tests {
         assert_eq!(failure_status(&timeout).code, 504);
         let refused: BoxError = std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into();
         assert_eq!(failure_status(&refused).code, 503);
-        let tls: BoxError = std::io::Error::new(
+        // As hyper-rustls reports it: io::Error(Other, io::Error(InvalidData, rustls::Error)).
+        let tls: BoxError = std::io::Error::other(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
-        )
+        ))
         .into();
         let status = failure_status(&tls);
         assert_eq!(status.code, 502);

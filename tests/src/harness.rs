@@ -3,6 +3,7 @@
 
 use std::{
     io::{BufRead, BufReader},
+    net::SocketAddr,
     path::PathBuf,
     process::{Child, Command, ExitStatus, Output, Stdio},
     sync::{Arc, Mutex},
@@ -78,19 +79,21 @@ pub struct Mca {
 
 impl Mca {
     /// Starts MCA in `pod`, in-cluster style: its real ServiceAccount holds [`REAL_TOKEN`] and
-    /// the API server's CA, and KUBERNETES_SERVICE_HOST/PORT point at `upstream`.
-    pub fn start(pod: &Pod, upstream: &ApiServer, args: &[&str]) -> anyhow::Result<Self> {
+    /// `upstream_ca`, and KUBERNETES_SERVICE_HOST/PORT point at `upstream`.
+    pub fn start(
+        pod: &Pod,
+        upstream: SocketAddr,
+        upstream_ca: &str,
+        args: &[&str],
+    ) -> anyhow::Result<Self> {
         let sa = pod.real_sa_dir();
         std::fs::write(sa.join("token"), REAL_TOKEN)?;
-        std::fs::write(sa.join("ca.crt"), upstream.ca_pem())?;
+        std::fs::write(sa.join("ca.crt"), upstream_ca)?;
         std::fs::write(sa.join("namespace"), NAMESPACE)?;
         let mut command = pod.command(mca_binary());
         command
-            .env("KUBERNETES_SERVICE_HOST", upstream.addr().ip().to_string())
-            .env(
-                "KUBERNETES_SERVICE_PORT",
-                upstream.addr().port().to_string(),
-            )
+            .env("KUBERNETES_SERVICE_HOST", upstream.ip().to_string())
+            .env("KUBERNETES_SERVICE_PORT", upstream.port().to_string())
             .arg("run")
             .arg("--sa-dir")
             .arg(&sa);
@@ -258,7 +261,7 @@ impl Env {
         let pod = Pod::new()?;
         let apiserver = ApiServer::start(pod.listen("127.0.0.1:0")?, REAL_TOKEN, &[])?;
         apiserver.state().pods.insert(NAMESPACE, "web");
-        let mca = Mca::start(&pod, &apiserver, args)?;
+        let mca = Mca::start(&pod, apiserver.addr(), apiserver.ca_pem(), args)?;
         Ok(Self {
             mca,
             apiserver: Some(apiserver),

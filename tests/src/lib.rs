@@ -2,5 +2,6 @@
 //! MCA and real clients the way a pod would.
 
 pub mod apiserver;
+pub mod client;
 pub mod harness;
 pub mod sandbox;

@@ -79,7 +79,16 @@ pub struct ApiServer {
     addr: SocketAddr,
     ca_pem: String,
     state: Arc<State>,
-    _runtime: tokio::runtime::Runtime,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        // Not a blocking shutdown: the server may be dropped inside an async test.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl ApiServer {
@@ -113,7 +122,7 @@ impl ApiServer {
             addr,
             ca_pem,
             state,
-            _runtime: runtime,
+            runtime: Some(runtime),
         })
     }
 

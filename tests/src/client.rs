@@ -1,0 +1,139 @@
+//! A precise HTTPS client for tests that need to see exactly what MCA answers: it connects
+//! from inside the pod, verifies MCA with the fake ServiceAccount's `ca.crt`, and offers the
+//! ALPN protocols a test chooses.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http::{Request, Response, Version};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+
+use crate::sandbox::Pod;
+
+enum Sender {
+    Http1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+/// One TLS connection to MCA.
+pub struct Https {
+    sender: Sender,
+    /// The certificate MCA presented.
+    pub peer_certificate: CertificateDer<'static>,
+}
+
+/// TLS settings trusting only `ca_pem`, offering `alpn`.
+pub fn tls_config(ca_pem: &str, alpn: &[&[u8]]) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+impl Https {
+    /// Connects to MCA in `pod` as `server_name`, trusting the fake ServiceAccount's CA.
+    pub async fn connect(pod: &Pod, server_name: &str, alpn: &[&[u8]]) -> anyhow::Result<Self> {
+        let ca = std::fs::read_to_string(pod.fake_sa_dir().join("ca.crt"))?;
+        let config = tls_config(&ca, alpn)?;
+        let tcp = pod.connect(pod.mca_addr())?;
+        tcp.set_nonblocking(true)?;
+        let tcp = tokio::net::TcpStream::from_std(tcp)?;
+        let name = ServerName::try_from(server_name.to_owned())?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .with_context(|| format!("TLS to MCA as {server_name}"))?;
+        let (_, session) = tls.get_ref();
+        let peer_certificate = session
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .context("no certificate")?
+            .clone()
+            .into_owned();
+        let h2 = session.alpn_protocol() == Some(b"h2");
+        let io = TokioIo::new(tls);
+        let sender = if h2 {
+            let (sender, connection) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+            tokio::spawn(connection);
+            Sender::Http2(sender)
+        } else {
+            let (sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+            tokio::spawn(connection.with_upgrades());
+            Sender::Http1(sender)
+        };
+        Ok(Self {
+            sender,
+            peer_certificate,
+        })
+    }
+
+    /// Sends a request (URI: path and query; for HTTP/2 an authority is added).
+    pub async fn send(
+        &mut self,
+        mut request: Request<Full<Bytes>>,
+    ) -> anyhow::Result<Response<Incoming>> {
+        Ok(match &mut self.sender {
+            Sender::Http1(sender) => {
+                request
+                    .headers_mut()
+                    .entry(http::header::HOST)
+                    .or_insert(http::HeaderValue::from_static("kubernetes.default.svc"));
+                sender.send_request(request).await?
+            }
+            Sender::Http2(sender) => {
+                let uri = format!("https://kubernetes.default.svc{}", request.uri());
+                *request.uri_mut() = uri.parse()?;
+                *request.version_mut() = Version::HTTP_2;
+                sender.send_request(request).await?
+            }
+        })
+    }
+
+    /// `GET path` with the placeholder token, as an in-cluster client sends it.
+    pub async fn get(&mut self, path: &str) -> anyhow::Result<Response<Incoming>> {
+        self.send(
+            Request::get(path)
+                .header("authorization", "Bearer mca-placeholder-token")
+                .body(Full::default())?,
+        )
+        .await
+    }
+}
+
+/// The whole body.
+pub async fn body_bytes(response: Response<Incoming>) -> anyhow::Result<Bytes> {
+    Ok(response.into_body().collect().await?.to_bytes())
+}
+
+/// The whole body as JSON.
+pub async fn body_json(response: Response<Incoming>) -> anyhow::Result<serde_json::Value> {
+    Ok(serde_json::from_slice(&body_bytes(response).await?)?)
+}
+
+/// The next data chunk of a streaming body, or `None` at its end; fails after `timeout`.
+pub async fn next_chunk(body: &mut Incoming, timeout: Duration) -> anyhow::Result<Option<Bytes>> {
+    loop {
+        let frame = match tokio::time::timeout(timeout, body.frame()).await {
+            Ok(frame) => frame,
+            Err(_) => bail!("no data within {timeout:?}: is the stream buffered?"),
+        };
+        match frame {
+            None => return Ok(None),
+            Some(frame) => {
+                if let Ok(data) = frame?.into_data() {
+                    return Ok(Some(data));
+                }
+            }
+        }
+    }
+}
