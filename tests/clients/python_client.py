@@ -35,13 +35,14 @@ def main(argv):
         created = core.create_namespaced_pod(args[0], body)
         print(created.metadata.name, created.metadata.resource_version)
     elif command == "watch":
-        wanted = int(args[1])
-        seen = 0
+        # Watch the namespace until the named pod shows up.
         for event in watch.Watch().stream(core.list_namespaced_pod, args[0], timeout_seconds=30):
-            print(event["type"], event["object"].metadata.name, flush=True)
-            seen += 1
-            if seen >= wanted:
+            if event["object"].metadata.name == args[1]:
+                print(event["type"], args[1], flush=True)
                 break
+    elif command == "delete":
+        core.delete_namespaced_pod(args[1], args[0])
+        print("deleted", args[1])
     elif command == "exec":
         out = stream(
             core.connect_get_namespaced_pod_exec,

@@ -28,11 +28,15 @@ pub fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
-/// The directory holding this build's binaries (`target/debug`).
+/// The directory holding this build's binaries (`target/debug`): a test runs from
+/// `target/debug/deps`, a binary such as the demo from `target/debug` itself.
 fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let deps = exe.parent().expect("target/debug/deps");
-    deps.parent().expect("target/debug").to_owned()
+    let exe = std::env::current_exe().expect("the running executable's path");
+    let dir = exe.parent().expect("an executable lives in a directory");
+    match dir.file_name() {
+        Some(name) if name == "deps" => dir.parent().expect("target/debug").to_owned(),
+        _ => dir.to_owned(),
+    }
 }
 
 /// The `mca` binary of this build; `cargo xtask test` builds it before the tests run.
@@ -277,6 +281,20 @@ impl Env {
             apiserver: None,
             pod,
         })
+    }
+
+    /// The namespace the tests work in: MCA's ServiceAccount namespace against the test API
+    /// server; `MCA_E2E_NAMESPACE` (default `default`) against a real cluster.
+    pub fn namespace(&self) -> String {
+        match &self.apiserver {
+            Some(_) => NAMESPACE.to_owned(),
+            None => std::env::var("MCA_E2E_NAMESPACE").unwrap_or_else(|_| "default".to_owned()),
+        }
+    }
+
+    /// A pod name unique to this test run and `tag`.
+    pub fn unique_name(&self, tag: &str) -> String {
+        format!("mca-e2e-{}-{tag}", std::process::id())
     }
 
     /// The test API server; panics against a real cluster.

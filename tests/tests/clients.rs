@@ -1,12 +1,15 @@
 //! Unmodified in-cluster clients (kubectl, the Python `kubernetes` client, kube-rs) in the pod
-//! sandbox, served through MCA; against the test API server, or a real cluster when
-//! `MCA_E2E_KUBECONFIG` is set.
+//! sandbox, served through MCA: against the test API server, or against a real cluster when
+//! `MCA_E2E_KUBECONFIG` is set (then in `MCA_E2E_NAMESPACE`, default `default`).
 
-use mca_tests::harness::{Env, NAMESPACE, REAL_TOKEN};
+use mca_tests::harness::{Env, REAL_TOKEN, succeed};
 
-/// The server saw MCA's token on every request, never the app's.
+/// Against the test API server: it saw MCA's token on every request, never the app's, and no
+/// `Impersonate-*` header.
 fn assert_only_real_token(env: &Env) {
-    let Some(server) = &env.apiserver else { return };
+    let Some(server) = &env.apiserver else {
+        return;
+    };
     let requests = server.requests();
     assert!(!requests.is_empty());
     for request in &requests {
@@ -22,41 +25,46 @@ fn assert_only_real_token(env: &Env) {
 }
 
 #[test]
-fn kubectl_get_create_and_logs() -> anyhow::Result<()> {
+fn kubectl_create_get_list_logs_delete() -> anyhow::Result<()> {
     let env = Env::start(&[])?;
-    let out = env.kubectl(&["get", "pods", "-o", "name"])?;
-    assert!(out.contains("pod/web"), "{out}");
-    let out = env.kubectl(&["get", "pods"])?;
-    assert!(out.contains("NAME") && out.contains("web"), "{out}");
-
+    let (ns, name) = (env.namespace(), env.unique_name("kubectl"));
     let manifest = env.pod.dir().join("pod.json");
     std::fs::write(
         &manifest,
-        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"made-by-kubectl"},
-            "spec":{"containers":[{"name":"app","image":"busybox"}]}}"#,
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}"}},
+                "spec":{{"containers":[{{"name":"app","image":"busybox","command":["sleep","600"]}}]}}}}"#
+        ),
     )?;
     let out = env.kubectl(&[
         "create",
+        "-n",
+        &ns,
         "--validate=false",
         "-f",
         manifest.to_str().unwrap(),
     ])?;
-    assert!(out.contains("pod/made-by-kubectl created"), "{out}");
+    assert!(out.contains(&format!("pod/{name} created")), "{out}");
+    let out = env.kubectl(&["get", "pods", "-n", &ns, "-o", "name"])?;
+    assert!(out.lines().any(|l| l == format!("pod/{name}")), "{out}");
+    let out = env.kubectl(&["get", "pods", "-n", &ns])?;
+    assert!(out.starts_with("NAME") && out.contains(&name), "{out}");
     let out = env.kubectl(&[
         "get",
         "pod",
-        "made-by-kubectl",
+        &name,
+        "-n",
+        &ns,
         "-o",
         "jsonpath={.metadata.namespace}",
     ])?;
-    assert_eq!(out, NAMESPACE);
-    let out = env.kubectl(&["logs", "web"])?;
-    assert_eq!(out, "log line 1\nlog line 2\n");
+    assert_eq!(out, ns);
 
-    assert_only_real_token(&env);
     if let Some(server) = &env.apiserver {
-        // kubectl sent the placeholder token to MCA; the server never saw it. kubectl's
-        // Table request and gzip acceptance passed through unchanged.
+        // `logs` needs a running container: the test server's pods always run.
+        let out = env.kubectl(&["logs", &name])?;
+        assert_eq!(out, "log line 1\nlog line 2\n");
+        // kubectl's Table request and its gzip acceptance passed through unchanged.
         let table = server
             .requests()
             .into_iter()
@@ -65,36 +73,41 @@ fn kubectl_get_create_and_logs() -> anyhow::Result<()> {
         assert!(
             table
                 .target
-                .starts_with(&format!("/api/v1/namespaces/{NAMESPACE}/pods?")),
+                .starts_with(&format!("/api/v1/namespaces/{ns}/pods?")),
             "{table:?}"
         );
         assert_eq!(table.header("accept-encoding"), Some("gzip"));
     }
+    let out = env.kubectl(&["delete", "pod", &name, "-n", &ns, "--wait=false"])?;
+    assert!(out.contains("deleted"), "{out}");
+
+    assert_only_real_token(&env);
     let line = env
         .mca
         .wait_for_access(|l| l["verb"] == "create" && l["resource"] == "pods")?;
-    assert_eq!(line["namespace"], NAMESPACE);
+    assert_eq!(line["namespace"], ns.as_str());
     assert_eq!(line["status"], 201);
     assert_eq!(line["stripped"], "authorization");
     Ok(())
 }
 
 #[test]
-fn python_client_list_get_create_watch() -> anyhow::Result<()> {
+fn python_client_create_get_list_watch_delete() -> anyhow::Result<()> {
     let env = Env::start(&[])?;
-    let out = env.python(&["list", NAMESPACE])?;
-    assert!(out.lines().any(|l| l == "web"), "{out}");
-    let out = env.python(&["get", NAMESPACE, "web"])?;
-    assert_eq!(out.trim(), "web Running");
-    let out = env.python(&["create", NAMESPACE, "made-by-python"])?;
-    assert!(out.starts_with("made-by-python "), "{out}");
-    let out = env.python(&["watch", NAMESPACE, "2"])?;
-    assert_eq!(
-        out.lines().collect::<Vec<_>>(),
-        ["ADDED made-by-python", "ADDED web"]
-    );
-    let out = env.python(&["--impersonate", "list", NAMESPACE])?;
-    assert!(out.contains("web"), "{out}");
+    let (ns, name) = (env.namespace(), env.unique_name("python"));
+    let out = env.python(&["create", &ns, &name])?;
+    assert!(out.starts_with(&format!("{name} ")), "{out}");
+    let out = env.python(&["get", &ns, &name])?;
+    assert!(out.starts_with(&format!("{name} ")), "{out}");
+    let out = env.python(&["list", &ns])?;
+    assert!(out.lines().any(|l| l == name), "{out}");
+    let out = env.python(&["watch", &ns, &name])?;
+    assert_eq!(out.trim(), format!("ADDED {name}"));
+    // Impersonation headers the app adds never reach the server.
+    let out = env.python(&["--impersonate", "list", &ns])?;
+    assert!(out.lines().any(|l| l == name), "{out}");
+    env.python(&["delete", &ns, &name])?;
+
     assert_only_real_token(&env);
     let line = env.mca.wait_for_access(|l| {
         l["stripped"]
@@ -109,20 +122,16 @@ fn python_client_list_get_create_watch() -> anyhow::Result<()> {
 }
 
 #[test]
-fn kube_rs_client_list_get_create_watch() -> anyhow::Result<()> {
+fn kube_rs_client_create_get_list_watch_delete() -> anyhow::Result<()> {
     let env = Env::start(&[])?;
+    let (ns, name) = (env.namespace(), env.unique_name("kube-rs"));
     let client = env!("CARGO_BIN_EXE_mca-kube-client");
-    let run = |args: &[&str]| {
-        mca_tests::harness::succeed(env.app_output(client, args)?, "mca-kube-client", args)
-    };
-    assert!(run(&["list", NAMESPACE])?.lines().any(|l| l == "web"));
-    assert_eq!(run(&["get", NAMESPACE, "web"])?.trim(), "web Running");
-    assert!(run(&["create", NAMESPACE, "made-by-kube-rs"])?.starts_with("made-by-kube-rs "));
-    let out = run(&["watch", NAMESPACE, "2"])?;
-    assert_eq!(
-        out.lines().collect::<Vec<_>>(),
-        ["ADDED made-by-kube-rs", "ADDED web"]
-    );
+    let run = |args: &[&str]| succeed(env.app_output(client, args)?, "mca-kube-client", args);
+    assert!(run(&["create", &ns, &name])?.starts_with(&format!("{name} ")));
+    assert!(run(&["get", &ns, &name])?.starts_with(&format!("{name} ")));
+    assert!(run(&["list", &ns])?.lines().any(|l| l == name));
+    assert_eq!(run(&["watch", &ns, &name])?.trim(), format!("ADDED {name}"));
+    run(&["delete", &ns, &name])?;
     assert_only_real_token(&env);
     Ok(())
 }

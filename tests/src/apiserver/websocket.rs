@@ -13,6 +13,9 @@ use tokio_tungstenite::{
 
 use super::{Body, status};
 
+/// A response refusing an upgrade.
+pub type Refusal = Box<Response<Body>>;
+
 /// An upgraded WebSocket connection.
 pub type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
@@ -26,11 +29,12 @@ pub fn is_websocket(request: &Request<Incoming>) -> bool {
 }
 
 /// Accepts a WebSocket upgrade choosing the first of the client's subprotocols that is in
-/// `supported`. Returns the 101 response, the chosen protocol and the pending upgrade.
+/// `supported`. Returns the 101 response, the chosen protocol and the pending upgrade, or the
+/// refusal to send instead.
 pub fn accept(
     request: &mut Request<Incoming>,
     supported: &[&str],
-) -> Result<(Response<Body>, String, OnUpgrade), Response<Body>> {
+) -> Result<(Response<Body>, String, OnUpgrade), Refusal> {
     let key = request
         .headers()
         .get(header::SEC_WEBSOCKET_KEY)

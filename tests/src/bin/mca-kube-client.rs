@@ -2,7 +2,8 @@
 //! `Client::try_default()` finds the (fake) ServiceAccount and KUBERNETES_SERVICE_HOST/PORT
 //! exactly as in a real pod.
 //!
-//! Usage: `mca-kube-client list NS | get NS NAME | create NS NAME | watch NS COUNT`
+//! Usage: `mca-kube-client list NS | get NS NAME | create NS NAME | watch NS NAME |
+//! delete NS NAME`
 
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
@@ -44,21 +45,23 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         "watch" => {
-            let wanted: usize = arg(2).parse()?;
+            // Watch the namespace until the named pod shows up.
             let mut events = pods
                 .watch(&WatchParams::default().timeout(30), "0")
                 .await?
                 .boxed();
-            let mut seen = 0;
             while let Some(event) = events.try_next().await? {
-                if let WatchEvent::Added(pod) | WatchEvent::Modified(pod) = event {
-                    println!("ADDED {}", pod.metadata.name.unwrap_or_default());
-                    seen += 1;
-                    if seen >= wanted {
-                        break;
-                    }
+                if let WatchEvent::Added(pod) = event
+                    && pod.metadata.name.as_deref() == Some(arg(2))
+                {
+                    println!("ADDED {}", arg(2));
+                    break;
                 }
             }
+        }
+        "delete" => {
+            pods.delete(arg(2), &Default::default()).await?;
+            println!("deleted {}", arg(2));
         }
         other => anyhow::bail!("unknown command {other:?}"),
     }

@@ -1,0 +1,143 @@
+//! MCA's upstream from a kubeconfig (`--kubeconfig`, `--context`), with each way kube-rs
+//! authenticates: bearer token, token file, exec plugin, client certificate.
+
+use std::os::unix::fs::PermissionsExt;
+
+use http::StatusCode;
+use mca_tests::{
+    apiserver::ApiServer,
+    client::{Https, body_json},
+    harness::{Mca, REAL_TOKEN},
+    sandbox::Pod,
+};
+use serde_json::{Value, json};
+
+const NAMESPACE: &str = "from-context";
+
+/// Writes a kubeconfig whose context `good` uses `user` against `server`, plus a context `bad`
+/// pointing nowhere; `bad` is the current context unless `current` says otherwise.
+fn write_kubeconfig(
+    pod: &Pod,
+    server: &ApiServer,
+    user: Value,
+    current: &str,
+) -> anyhow::Result<std::path::PathBuf> {
+    let config = json!({
+        "apiVersion": "v1", "kind": "Config", "current-context": current,
+        "clusters": [
+            {"name": "test", "cluster": {"server": format!("https://{}", server.addr()),
+                                         "certificate-authority-data": encode(server.ca_pem())}},
+            {"name": "nowhere", "cluster": {"server": "https://127.0.0.1:1"}}
+        ],
+        "users": [{"name": "mca", "user": user}],
+        "contexts": [
+            {"name": "good", "context": {"cluster": "test", "user": "mca", "namespace": NAMESPACE}},
+            {"name": "bad", "context": {"cluster": "nowhere", "user": "mca"}}
+        ]
+    });
+    let path = pod.dir().join("kubeconfig");
+    std::fs::write(&path, config.to_string())?;
+    Ok(path)
+}
+
+/// kubeconfig `*-data` fields are base64.
+fn encode(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// Starts MCA with the kubeconfig and checks a list goes through; returns what the server saw.
+async fn list_through_mca(
+    pod: &Pod,
+    server: &ApiServer,
+    kubeconfig: &std::path::Path,
+    args: &[&str],
+) -> anyhow::Result<mca_tests::apiserver::Recorded> {
+    let _mca = Mca::start_with_kubeconfig(pod, kubeconfig, args)?;
+    // The fake ServiceAccount carries the context's namespace.
+    assert_eq!(
+        std::fs::read_to_string(pod.fake_sa_dir().join("namespace"))?,
+        NAMESPACE
+    );
+    server.state().pods.insert(NAMESPACE, "web");
+    let mut client = Https::connect(pod, "kubernetes.default.svc", &[b"h2"]).await?;
+    let response = client
+        .get(&format!("/api/v1/namespaces/{NAMESPACE}/pods"))
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        body_json(response).await?["items"][0]["metadata"]["name"],
+        "web"
+    );
+    Ok(server.requests().pop().expect("the server saw the list"))
+}
+
+fn setup() -> anyhow::Result<(Pod, ApiServer)> {
+    let pod = Pod::new()?;
+    let server = ApiServer::start(pod.listen("127.0.0.1:0")?, REAL_TOKEN, &[])?;
+    Ok((pod, server))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bearer_token_and_context_selection() -> anyhow::Result<()> {
+    let (pod, server) = setup()?;
+    let kubeconfig = write_kubeconfig(&pod, &server, json!({"token": REAL_TOKEN}), "bad")?;
+    let seen = list_through_mca(&pod, &server, &kubeconfig, &["--context", "good"]).await?;
+    assert_eq!(
+        seen.header("authorization"),
+        Some(format!("Bearer {REAL_TOKEN}").as_str())
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_file() -> anyhow::Result<()> {
+    let (pod, server) = setup()?;
+    let token_file = pod.dir().join("token");
+    std::fs::write(&token_file, REAL_TOKEN)?;
+    let kubeconfig = write_kubeconfig(&pod, &server, json!({"tokenFile": token_file}), "good")?;
+    let seen = list_through_mca(&pod, &server, &kubeconfig, &[]).await?;
+    assert_eq!(
+        seen.header("authorization"),
+        Some(format!("Bearer {REAL_TOKEN}").as_str())
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_plugin() -> anyhow::Result<()> {
+    let (pod, server) = setup()?;
+    let plugin = pod.dir().join("credential-plugin");
+    std::fs::write(
+        &plugin,
+        format!(
+            "#!/bin/sh\necho '{}'\n",
+            json!({"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential",
+                   "status": {"token": REAL_TOKEN}})
+        ),
+    )?;
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755))?;
+    let user = json!({"exec": {"apiVersion": "client.authentication.k8s.io/v1",
+                                "command": plugin, "interactiveMode": "Never"}});
+    let kubeconfig = write_kubeconfig(&pod, &server, user, "good")?;
+    let seen = list_through_mca(&pod, &server, &kubeconfig, &[]).await?;
+    assert_eq!(
+        seen.header("authorization"),
+        Some(format!("Bearer {REAL_TOKEN}").as_str())
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_certificate() -> anyhow::Result<()> {
+    let (pod, server) = setup()?;
+    let (cert, key) = server.client_certificate("mca")?;
+    let user = json!({"client-certificate-data": encode(&cert),
+                      "client-key-data": encode(&key)});
+    let kubeconfig = write_kubeconfig(&pod, &server, user, "good")?;
+    let seen = list_through_mca(&pod, &server, &kubeconfig, &[]).await?;
+    assert!(seen.client_certificate);
+    // The app's placeholder token is gone and no other replaced it.
+    assert_eq!(seen.header("authorization"), None);
+    Ok(())
+}
