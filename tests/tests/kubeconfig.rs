@@ -72,6 +72,14 @@ async fn list_through_mca(
     Ok(server.requests().pop().expect("the server saw the list"))
 }
 
+fn assert_real_bearer(seen: mca_tests::apiserver::Recorded) -> anyhow::Result<()> {
+    assert_eq!(
+        seen.header("authorization"),
+        Some(format!("Bearer {REAL_TOKEN}").as_str())
+    );
+    Ok(())
+}
+
 fn setup() -> anyhow::Result<(Pod, ApiServer)> {
     let pod = Pod::new()?;
     let server = ApiServer::start(pod.listen("127.0.0.1:0")?, REAL_TOKEN, &[])?;
@@ -82,12 +90,7 @@ fn setup() -> anyhow::Result<(Pod, ApiServer)> {
 async fn bearer_token_and_context_selection() -> anyhow::Result<()> {
     let (pod, server) = setup()?;
     let kubeconfig = write_kubeconfig(&pod, &server, json!({"token": REAL_TOKEN}), "bad")?;
-    let seen = list_through_mca(&pod, &server, &kubeconfig, &["--context", "good"]).await?;
-    assert_eq!(
-        seen.header("authorization"),
-        Some(format!("Bearer {REAL_TOKEN}").as_str())
-    );
-    Ok(())
+    assert_real_bearer(list_through_mca(&pod, &server, &kubeconfig, &["--context", "good"]).await?)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -96,12 +99,7 @@ async fn token_file() -> anyhow::Result<()> {
     let token_file = pod.dir().join("token");
     std::fs::write(&token_file, REAL_TOKEN)?;
     let kubeconfig = write_kubeconfig(&pod, &server, json!({"tokenFile": token_file}), "good")?;
-    let seen = list_through_mca(&pod, &server, &kubeconfig, &[]).await?;
-    assert_eq!(
-        seen.header("authorization"),
-        Some(format!("Bearer {REAL_TOKEN}").as_str())
-    );
-    Ok(())
+    assert_real_bearer(list_through_mca(&pod, &server, &kubeconfig, &[]).await?)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -120,12 +118,7 @@ async fn exec_plugin() -> anyhow::Result<()> {
     let user = json!({"exec": {"apiVersion": "client.authentication.k8s.io/v1",
                                 "command": plugin, "interactiveMode": "Never"}});
     let kubeconfig = write_kubeconfig(&pod, &server, user, "good")?;
-    let seen = list_through_mca(&pod, &server, &kubeconfig, &[]).await?;
-    assert_eq!(
-        seen.header("authorization"),
-        Some(format!("Bearer {REAL_TOKEN}").as_str())
-    );
-    Ok(())
+    assert_real_bearer(list_through_mca(&pod, &server, &kubeconfig, &[]).await?)
 }
 
 #[tokio::test(flavor = "multi_thread")]

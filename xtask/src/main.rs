@@ -4,6 +4,7 @@
 //!   virtualenv with kubectl and the `kubernetes` client). Idempotent.
 //! - `demo`: set up, build, and run the local demo (no cluster needed).
 //! - `test`: set up, check formatting and lints, build, and run every test.
+//! - `fuzz`: run a cargo-fuzz target for a bounded time.
 
 use std::{
     path::{Path, PathBuf},
@@ -38,6 +39,15 @@ enum Task {
     Demo,
     /// Check formatting and lints, then run all tests (unit and end-to-end).
     Test,
+    /// Fuzz a parser with cargo-fuzz (nightly) for a bounded time.
+    Fuzz {
+        /// The fuzz target (`mca-userspace/fuzz/fuzz_targets/<target>.rs`).
+        #[arg(default_value = "reqinfo")]
+        target: String,
+        /// How long to fuzz.
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -74,6 +84,15 @@ fn main() -> anyhow::Result<()> {
                 );
             }
             cargo(&root, &["test", "--workspace"])
+        }
+        Task::Fuzz { target, seconds } => {
+            if !on_path("cargo-fuzz") {
+                cargo(&root, &["install", "cargo-fuzz", "--locked"])?;
+            }
+            run(Command::new("cargo")
+                .args(["+nightly", "fuzz", "run", &target, "--"])
+                .arg(format!("-max_total_time={seconds}"))
+                .current_dir(root.join("mca-userspace")))
         }
     }
 }

@@ -124,12 +124,8 @@ fn accept_spdy(
         )));
     }
     let on_upgrade = hyper::upgrade::on(request);
-    let mut response = Response::new(Body::default());
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let headers = response.headers_mut();
-    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    headers.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
-    headers.insert(
+    let mut response = websocket::switching_protocols("SPDY/3.1");
+    response.headers_mut().insert(
         "x-stream-protocol-version",
         HeaderValue::from_static(protocol),
     );

@@ -13,6 +13,16 @@ use tokio_tungstenite::{
 
 use super::{Body, status};
 
+/// A `101 Switching Protocols` to `protocol`.
+pub fn switching_protocols(protocol: &'static str) -> Response<Body> {
+    let mut response = Response::new(Body::default());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static(protocol));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    response
+}
+
 /// A response refusing an upgrade.
 pub type Refusal = Box<Response<Body>>;
 
@@ -65,11 +75,8 @@ pub fn accept(
             )
         })?;
     let on_upgrade = hyper::upgrade::on(request);
-    let mut response = Response::new(Body::default());
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let mut response = switching_protocols("websocket");
     let headers = response.headers_mut();
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     headers.insert(
         header::SEC_WEBSOCKET_ACCEPT,
         accept_key.parse().expect("base64 is a header value"),

@@ -1,0 +1,26 @@
+//! Fuzzes the request-info parser with arbitrary methods and request targets: it must never
+//! panic, and what it returns must be consistent with its input.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use mca::reqinfo::RequestInfo;
+
+const METHODS: [&str; 8] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT"];
+
+fuzz_target!(|input: (u8, &str)| {
+    let (method, target) = input;
+    let method = METHODS[usize::from(method) % METHODS.len()];
+    let info = RequestInfo::parse(method, target);
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    assert_eq!(info.path, path);
+    if info.is_resource_request {
+        assert!(info.api_prefix == "api" || info.api_prefix == "apis");
+        assert!(!info.resource.is_empty() || path.trim_matches('/').split('/').count() > 2);
+        if info.api_prefix == "api" {
+            assert!(info.api_group.is_empty());
+        }
+    } else {
+        assert_eq!(info.verb, method.to_ascii_lowercase());
+        assert!(info.resource.is_empty() && info.namespace.is_empty());
+    }
+});
