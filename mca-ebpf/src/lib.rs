@@ -1,6 +1,4 @@
-//! MCA's eBPF programs: `cgroup/connect4` and `cgroup/connect6` hooks that redirect an
-//! application's connections to the Kubernetes API server into MCA's listener.
-//!
-//! The programs arrive with eBPF interception; until then MCA runs in env-override mode only
-//! and this crate holds no code. It is in the workspace now so the layout is final.
+//! The library target exists so `mca-userspace` can name this crate as a build dependency
+//! (and rebuild when it changes); the programs are the `mca` binary built for
+//! `bpfel-unknown-none`.
 #![no_std]

@@ -3,6 +3,7 @@
 //! `/livez` answers 200 while the process serves at all. `/readyz` answers 200 only once the
 //! fake ServiceAccount is written and the proxy listens (so a sidecar startup probe holds the
 //! application back until MCA can serve it), and 503 again while MCA drains on shutdown.
+//! `/interception` reports whether eBPF interception is active and its counters.
 
 use std::{
     convert::Infallible,
@@ -18,6 +19,8 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+
+use crate::intercept::Interception;
 
 /// Whether MCA is ready to serve applications.
 #[derive(Debug, Clone, Default)]
@@ -36,15 +39,24 @@ impl Readiness {
 }
 
 /// Serves the admin endpoints on `listener` forever.
-pub async fn serve(listener: TcpListener, readiness: Readiness) {
+pub async fn serve(
+    listener: TcpListener,
+    readiness: Readiness,
+    interception: Option<Arc<Interception>>,
+) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
         };
         let readiness = readiness.clone();
+        let interception = interception.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                std::future::ready(Ok::<_, Infallible>(route(&request, &readiness)))
+                std::future::ready(Ok::<_, Infallible>(route(
+                    &request,
+                    &readiness,
+                    interception.as_deref(),
+                )))
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), service)
@@ -53,7 +65,14 @@ pub async fn serve(listener: TcpListener, readiness: Readiness) {
     }
 }
 
-fn route(request: &Request<Incoming>, readiness: &Readiness) -> Response<Full<Bytes>> {
+fn route(
+    request: &Request<Incoming>,
+    readiness: &Readiness,
+    interception: Option<&Interception>,
+) -> Response<Full<Bytes>> {
+    if request.uri().path() == "/interception" {
+        return interception_report(interception);
+    }
     let (status, body) = match (request.method(), request.uri().path()) {
         (&Method::GET | &Method::HEAD, "/livez") => (StatusCode::OK, "ok\n"),
         (&Method::GET | &Method::HEAD, "/readyz") if readiness.get() => (StatusCode::OK, "ok\n"),
@@ -64,5 +83,23 @@ fn route(request: &Request<Incoming>, readiness: &Readiness) -> Response<Full<By
     };
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
+    response
+}
+
+/// `/interception`: whether eBPF interception is active, where, and its counters.
+fn interception_report(interception: Option<&Interception>) -> Response<Full<Bytes>> {
+    let report = match interception {
+        Some(interception) => serde_json::json!({
+            "mode": "ebpf",
+            "cgroup": interception.cgroup(),
+            "counters": interception.counters().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+        }),
+        None => serde_json::json!({"mode": "env"}),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(report.to_string())));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     response
 }

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::telemetry::LogFormat;
+use crate::{intercept::Mode, telemetry::LogFormat};
 
 /// MCA: a sidecar that transparently proxies an application's Kubernetes API traffic.
 #[derive(Debug, Parser)]
@@ -88,6 +88,35 @@ pub struct RunArgs {
         value_parser = parse_duration
     )]
     pub upstream_connect_timeout: Duration,
+
+    /// How applications reach MCA: `ebpf` redirects their connects to the API server with
+    /// cgroup hooks (needs CAP_BPF, CAP_NET_ADMIN and a cgroup v2 mount); `env` relies on
+    /// KUBERNETES_SERVICE_HOST=127.0.0.1 / KUBERNETES_SERVICE_PORT in the app; `auto` tries
+    /// eBPF and falls back to env.
+    #[arg(long, env = "MCA_INTERCEPT", value_enum, default_value = "auto")]
+    pub intercept: Mode,
+
+    /// The cgroup whose processes are intercepted (absolute, or relative to the cgroup2
+    /// mount); by default the parent of MCA's own cgroup, i.e. the pod's.
+    #[arg(long, env = "MCA_CGROUP")]
+    pub cgroup: Option<PathBuf>,
+
+    /// More destinations to intercept (API server endpoint IP:port pairs, extras), besides
+    /// MCA's own KUBERNETES_SERVICE_HOST:PORT and an IP upstream address.
+    #[arg(
+        long = "intercept-address",
+        env = "MCA_INTERCEPT_ADDRESS",
+        value_delimiter = ','
+    )]
+    pub intercept_addresses: Vec<SocketAddr>,
+
+    /// uids whose connects are never redirected (MCA's own cgroup always is exempt).
+    #[arg(long = "exempt-uid", env = "MCA_EXEMPT_UID", value_delimiter = ',')]
+    pub exempt_uids: Vec<u32>,
+
+    /// Forward the eBPF programs' debug events into the log.
+    #[arg(long, env = "MCA_EBPF_LOG")]
+    pub ebpf_log: bool,
 
     /// Log format.
     #[arg(long, env = "MCA_LOG_FORMAT", value_enum, default_value = "text")]

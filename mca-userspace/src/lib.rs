@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod intercept;
 pub mod proxy;
 pub mod reqinfo;
 pub mod run;

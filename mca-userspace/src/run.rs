@@ -5,7 +5,10 @@
 //! certificate, then the listeners, and only then the fake ServiceAccount is written and
 //! readiness raised, so an application never starts against a proxy that cannot serve it.
 
-use std::sync::Arc;
+use std::{
+    net::{IpAddr, SocketAddr, SocketAddrV4},
+    sync::Arc,
+};
 
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -14,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     admin::{self, Readiness},
     cli::RunArgs,
+    intercept::{Interception, Mode, Settings},
     proxy::Proxy,
     sa,
     tls::{CertAuthority, ServingCert, SubjectNames},
@@ -43,6 +47,9 @@ pub enum Error {
     /// The fake ServiceAccount could not be written.
     #[error(transparent)]
     ServiceAccount(#[from] sa::Error),
+    /// `--intercept=ebpf` and eBPF interception could not be set up.
+    #[error("eBPF interception failed (--intercept=ebpf): {0}")]
+    Intercept(crate::intercept::Error),
 }
 
 /// Where the upstream configuration comes from: an explicit kubeconfig or context wins; else
@@ -87,10 +94,48 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             .await
             .map_err(|source| Error::Listen { addr, source })
     };
-    let listener = bind(args.listen).await?;
+    let mut listeners = vec![bind(args.listen).await?];
     let admin_listener = bind(args.admin_listen).await?;
+    let interception = match args.intercept {
+        Mode::Env => None,
+        mode => {
+            // Redirected IPv6 connects land on MCA's IPv6 loopback listener when it has one.
+            let v6 = loopback_v6_listener(args.listen).await;
+            let settings = intercept_settings(
+                &args,
+                &upstream,
+                v6.as_ref().and_then(|l| l.local_addr().ok()),
+            );
+            match (Interception::start(&settings), mode) {
+                (Ok(interception), _) => {
+                    tracing::info!(
+                        cgroup = %interception.cgroup().display(),
+                        destinations = ?settings.destinations,
+                        "eBPF interception active: connects to these destinations are redirected to MCA"
+                    );
+                    listeners.extend(v6);
+                    Some(Arc::new(interception))
+                }
+                (Err(error), Mode::Ebpf) => return Err(Error::Intercept(error)),
+                (Err(error), _) => {
+                    tracing::warn!(
+                        %error,
+                        "eBPF interception unavailable, falling back to env-override mode: \
+                         applications must use KUBERNETES_SERVICE_HOST={} KUBERNETES_SERVICE_PORT={}",
+                        args.listen.ip(),
+                        args.listen.port()
+                    );
+                    None
+                }
+            }
+        }
+    };
     let readiness = Readiness::default();
-    tokio::spawn(admin::serve(admin_listener, readiness.clone()));
+    tokio::spawn(admin::serve(
+        admin_listener,
+        readiness.clone(),
+        interception.clone(),
+    ));
 
     sa::provision(&args.fake_sa_dir, serving.ca_pem(), upstream.namespace())?;
     readiness.set(true);
@@ -114,11 +159,82 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             shutdown.cancel();
         }
     });
-    Proxy::new(upstream)
-        .serve(listener, tls, shutdown, args.shutdown_grace)
+    Proxy::new(upstream, interception.clone())
+        .serve(listeners, tls, shutdown, args.shutdown_grace)
         .await;
+    if let Some(interception) = interception {
+        tracing::info!(counters = ?interception.counters(), "detaching eBPF interception");
+    }
     tracing::info!("MCA stopped");
     Ok(())
+}
+
+/// MCA's IPv6 loopback listener on the same port, when it listens on IPv4 loopback and the
+/// host has IPv6; without it, redirected IPv6 connects go to the v4-mapped IPv4 listener.
+async fn loopback_v6_listener(listen: SocketAddr) -> Option<TcpListener> {
+    if !listen.ip().is_loopback() || !listen.is_ipv4() {
+        return None;
+    }
+    let addr = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, listen.port()));
+    match TcpListener::bind(addr).await {
+        Ok(listener) => Some(listener),
+        Err(error) => {
+            tracing::info!(%addr, %error, "no IPv6 loopback listener");
+            None
+        }
+    }
+}
+
+/// What to intercept: MCA's own KUBERNETES_SERVICE_HOST:PORT (the Service the app would dial),
+/// the upstream's address if it is an IP, and `--intercept-address` extras.
+fn intercept_settings(args: &RunArgs, upstream: &Upstream, v6: Option<SocketAddr>) -> Settings {
+    let service = std::env::var("KUBERNETES_SERVICE_HOST")
+        .ok()
+        .and_then(|host| host.trim_matches(['[', ']']).parse::<IpAddr>().ok())
+        .map(|ip| {
+            let port = std::env::var("KUBERNETES_SERVICE_PORT")
+                .ok()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(443);
+            SocketAddr::new(ip, port)
+        });
+    let url = upstream.url();
+    let upstream_addr = url
+        .host()
+        .and_then(|host| host.trim_matches(['[', ']']).parse::<IpAddr>().ok())
+        .map(|ip| {
+            let default = if url.scheme_str() == Some("http") {
+                80
+            } else {
+                443
+            };
+            SocketAddr::new(ip, url.port_u16().unwrap_or(default))
+        });
+    let mut destinations: Vec<SocketAddr> = Vec::new();
+    for addr in service
+        .into_iter()
+        .chain(upstream_addr)
+        .chain(args.intercept_addresses.iter().copied())
+    {
+        if !destinations.contains(&addr) {
+            destinations.push(addr);
+        }
+    }
+    let redirect_v4 = match args.listen {
+        SocketAddr::V4(v4) => v4,
+        SocketAddr::V6(v6) => SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, v6.port()),
+    };
+    Settings {
+        cgroup: args.cgroup.clone(),
+        destinations,
+        redirect_v4,
+        redirect_v6: match v6 {
+            Some(SocketAddr::V6(v6)) => Some(v6),
+            _ => None,
+        },
+        exempt_uids: args.exempt_uids.clone(),
+        log: args.ebpf_log,
+    }
 }
 
 async fn wait_for_signal() -> &'static str {

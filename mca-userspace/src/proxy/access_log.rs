@@ -6,6 +6,7 @@
 //! counted by [`Counted`] bodies as they stream, never by buffering.
 
 use std::{
+    net::SocketAddr,
     pin::Pin,
     sync::{
         Arc,
@@ -35,6 +36,8 @@ pub struct AccessLog {
     pub status: u16,
     /// Request headers removed before forwarding (names only, never values).
     pub stripped: Vec<&'static str>,
+    /// The address the client dialled, when eBPF redirected its connection to MCA.
+    pub original_destination: Option<SocketAddr>,
     error: Option<String>,
     /// Bytes received from the client (request body, or client→server after an upgrade).
     pub bytes_in: ByteCounter,
@@ -52,6 +55,7 @@ impl AccessLog {
             start: Instant::now(),
             status: 0,
             stripped: Vec::new(),
+            original_destination: None,
             error: None,
             bytes_in: ByteCounter::default(),
             bytes_out: ByteCounter::default(),
@@ -84,6 +88,7 @@ impl Drop for AccessLog {
             bytes_in = self.bytes_in.load(Ordering::Relaxed),
             bytes_out = self.bytes_out.load(Ordering::Relaxed),
             stripped = %self.stripped.join(","),
+            original_dst = %self.original_destination.map(|a| a.to_string()).unwrap_or_default(),
             error = self.error.as_deref().unwrap_or(""),
             "request"
         );

@@ -21,12 +21,13 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::{conn::auto, graceful::GracefulShutdown},
 };
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use self::access_log::{AccessLog, Counted};
 use crate::{
+    intercept::Interception,
     reqinfo::RequestInfo,
     status::{Reason, Status},
     upstream::Upstream,
@@ -38,47 +39,52 @@ pub type ResponseBody = UnsyncBoxBody<Bytes, hyper::Error>;
 /// A client that never finishes its TLS handshake is dropped after this long.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The proxy: where requests go, and the upgraded connections still open.
+/// The proxy: where requests go, the upgraded connections still open, and the eBPF
+/// interception (if active) that knows where redirected clients meant to go.
 #[derive(Debug)]
 pub struct Proxy {
     upstream: Upstream,
+    interception: Option<Arc<Interception>>,
     tunnels: TaskTracker,
 }
 
 impl Proxy {
     /// A proxy to `upstream`.
-    pub fn new(upstream: Upstream) -> Arc<Self> {
+    pub fn new(upstream: Upstream, interception: Option<Arc<Interception>>) -> Arc<Self> {
         Arc::new(Self {
             upstream,
+            interception,
             tunnels: TaskTracker::new(),
         })
     }
 
-    /// Accepts connections on `listener` until `shutdown` fires, then stops accepting and
+    /// Accepts connections on `listeners` until `shutdown` fires, then stops accepting and
     /// lets requests and tunnels in flight finish for up to `grace`.
     pub async fn serve(
         self: Arc<Self>,
-        listener: TcpListener,
+        listeners: Vec<TcpListener>,
         tls: TlsAcceptor,
         shutdown: CancellationToken,
         grace: Duration,
     ) {
         let graceful = GracefulShutdown::new();
         let http = auto::Builder::new(TokioExecutor::new());
+        let (accepted_tx, mut accepted) = tokio::sync::mpsc::channel(64);
+        let mut acceptors = tokio::task::JoinSet::new();
+        for listener in listeners {
+            acceptors.spawn(accept_loop(listener, accepted_tx.clone()));
+        }
         loop {
             let (tcp, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+                Some(connection) = accepted.recv() => connection,
                 () = shutdown.cancelled() => break,
             };
-            let _ = tcp.set_nodelay(true);
+            // Look the original destination up now: the entry is keyed by this connection's
+            // client end, which a later connection may reuse.
+            let original = self
+                .interception
+                .as_ref()
+                .and_then(|interception| interception.original_destination(peer));
             let proxy = Arc::clone(&self);
             let tls = tls.clone();
             let http = http.clone();
@@ -96,7 +102,7 @@ impl Proxy {
                     }
                 };
                 let service = hyper::service::service_fn(move |request| {
-                    Arc::clone(&proxy).handle(request, peer)
+                    Arc::clone(&proxy).handle(request, original)
                 });
                 let connection = http
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -106,7 +112,8 @@ impl Proxy {
                 }
             });
         }
-        drop(listener);
+        // Dropping the accept loops closes the listeners: new connections are refused.
+        acceptors.shutdown().await;
         self.tunnels.close();
         tracing::info!(
             connections = graceful.count(),
@@ -123,11 +130,11 @@ impl Proxy {
         }
     }
 
-    /// Serves one request.
+    /// Serves one request; `original` is the address the client dialled if eBPF redirected it.
     async fn handle(
         self: Arc<Self>,
         mut request: Request<Incoming>,
-        peer: SocketAddr,
+        original: Option<SocketAddr>,
     ) -> Result<Response<ResponseBody>, Infallible> {
         let target = request
             .uri()
@@ -135,6 +142,7 @@ impl Proxy {
             .map_or("/", |target| target.as_str());
         let info = RequestInfo::parse(request.method().as_str(), target);
         let mut log = AccessLog::start(info, request.method().clone(), request.version());
+        log.original_destination = original;
         log.stripped = headers::strip_credentials(request.headers_mut());
 
         let response = if headers::is_upgrade(request.headers()) {
@@ -142,7 +150,6 @@ impl Proxy {
         } else {
             self.forward(request, log).await
         };
-        tracing::trace!(%peer, status = %response.status(), "response headers sent");
         Ok(response)
     }
 
@@ -201,4 +208,26 @@ fn answer(status: Status, mut log: AccessLog) -> Response<ResponseBody> {
     let (parts, body) = response.into_parts();
     let body = Counted::response(body.map_err(|never| match never {}), log).boxed_unsync();
     Response::from_parts(parts, body)
+}
+
+/// Accepts connections on `listener` and hands them to the serving loop.
+async fn accept_loop(
+    listener: TcpListener,
+    accepted: tokio::sync::mpsc::Sender<(TcpStream, SocketAddr)>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                if accepted.send((tcp, peer)).await.is_err() {
+                    return;
+                }
+            }
+            Err(error) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }

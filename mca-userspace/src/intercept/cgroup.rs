@@ -1,0 +1,99 @@
+//! Finding cgroups: the cgroup v2 mount (wherever it is: `/sys/fs/cgroup`,
+//! `/sys/fs/cgroup/unified` on hybrid hosts, ...) and the cgroup a process runs in.
+
+use std::{
+    io,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+/// The mount point of the cgroup v2 hierarchy, from `/proc/self/mountinfo`.
+pub fn cgroup2_mount() -> io::Result<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    parse_cgroup2_mount(&mountinfo)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no cgroup2 filesystem is mounted"))
+}
+
+/// The mount point of the first `cgroup2` entry in a mountinfo table.
+fn parse_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        // `id parent major:minor root mountpoint options [optional...] - fstype source super`
+        let (left, right) = line.split_once(" - ")?;
+        let fstype = right.split_whitespace().next()?;
+        (fstype == "cgroup2").then(|| left.split_whitespace().nth(4).map(unescape))?
+    })
+}
+
+/// mountinfo escapes spaces and the like as `\ooo` octal.
+fn unescape(field: &str) -> PathBuf {
+    let mut out = Vec::with_capacity(field.len());
+    let bytes = field.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|_| bytes[i] == b'\\')
+            .and_then(|o| std::str::from_utf8(o).ok())
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
+        match octal {
+            Some(byte) => {
+                out.push(byte);
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    use std::os::unix::ffi::OsStringExt;
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+/// This process's cgroup v2 directory (the `0::` line of `/proc/self/cgroup`, under `mount`).
+pub fn own_cgroup(mount: &Path) -> io::Result<PathBuf> {
+    let table = std::fs::read_to_string("/proc/self/cgroup")?;
+    let relative = table
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not in a cgroup v2 hierarchy"))?;
+    Ok(mount.join(relative.trim_start_matches('/')))
+}
+
+/// A cgroup's id, as `bpf_get_current_cgroup_id()` reports it: its directory's inode.
+pub fn cgroup_id(path: &Path) -> io::Result<u64> {
+    Ok(std::fs::metadata(path)?.ino())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_cgroup2_wherever_it_is_mounted() {
+        let hybrid = "\
+25 30 0:22 / /sys rw,nosuid shared:7 - sysfs sysfs rw
+33 25 0:28 / /sys/fs/cgroup ro,nosuid shared:9 - tmpfs tmpfs ro,mode=755
+34 33 0:29 / /sys/fs/cgroup/unified rw,nosuid shared:10 - cgroup2 cgroup2 rw,nsdelegate
+35 33 0:30 / /sys/fs/cgroup/systemd rw,nosuid shared:11 - cgroup cgroup rw,name=systemd";
+        assert_eq!(
+            parse_cgroup2_mount(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let escaped = "40 1 0:35 / /mnt/my\\040cgroups rw - cgroup2 none rw";
+        assert_eq!(
+            parse_cgroup2_mount(escaped),
+            Some(PathBuf::from("/mnt/my cgroups"))
+        );
+        assert_eq!(
+            parse_cgroup2_mount("25 30 0:22 / /sys rw - sysfs sysfs rw"),
+            None
+        );
+    }
+
+    #[test]
+    fn this_process_has_a_cgroup_with_an_id() {
+        let own = own_cgroup(&cgroup2_mount().unwrap()).unwrap();
+        assert!(cgroup_id(&own).unwrap() > 0, "{}", own.display());
+    }
+}

@@ -1,0 +1,401 @@
+//! eBPF interception: the connect hooks that bring an application's API-server connections
+//! to MCA without any change to the application.
+//!
+//! [`Interception::start`] loads the embedded programs (see `mca-ebpf`), attaches them to the
+//! pod's cgroup, and fills their maps: which destinations to redirect, where to (MCA's
+//! listener), and who is exempt (MCA's own cgroup, so its upstream connections go out). The
+//! attachments are bpf links owned by this process and never pinned: if MCA exits or is
+//! killed, the kernel detaches them, so no redirect is left pointing at a dead port.
+
+mod cgroup;
+
+use std::{
+    fs::File,
+    net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
+    path::PathBuf,
+    sync::Mutex,
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray},
+    programs::{CgroupAttachMode, CgroupSockAddr, SockOps},
+};
+use mca_common::{ClientEnd, Config, Destination, counter};
+
+/// The programs, built for `bpfel-unknown-none` by `build.rs`; empty when built without
+/// bpf-linker.
+static BYTECODE: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mca"));
+
+/// How applications reach MCA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// eBPF where it loads; otherwise env overrides, with one log line saying why.
+    Auto,
+    /// eBPF or fail.
+    Ebpf,
+    /// Env overrides only (`KUBERNETES_SERVICE_HOST=127.0.0.1`, `KUBERNETES_SERVICE_PORT`).
+    Env,
+}
+
+/// Why interception could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// This binary has no eBPF programs.
+    #[error("this mca binary was built without eBPF programs (bpf-linker was missing)")]
+    NotBuilt,
+    /// The cgroup to attach to could not be found or opened.
+    #[error("cgroup {path}: {source}")]
+    Cgroup {
+        /// The cgroup (or cgroup table) involved.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The kernel refused the object (no CAP_BPF/CAP_SYS_ADMIN, no BPF support, ...).
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    /// A program failed to load or attach.
+    #[error("program {name}: {source}")]
+    Program {
+        /// Program name.
+        name: &'static str,
+        /// Why.
+        source: aya::programs::ProgramError,
+    },
+    /// A map was missing or could not be written.
+    #[error("map {name}: {source}")]
+    Map {
+        /// Map name.
+        name: &'static str,
+        /// Why.
+        source: aya::maps::MapError,
+    },
+}
+
+/// What to intercept and where to send it.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The cgroup to attach to; by default the parent of MCA's own cgroup (the pod's).
+    pub cgroup: Option<PathBuf>,
+    /// Destinations to redirect (the API server's Service and endpoint addresses).
+    pub destinations: Vec<SocketAddr>,
+    /// MCA's IPv4 listener.
+    pub redirect_v4: SocketAddrV4,
+    /// MCA's IPv6 listener, if it has one; IPv6 connects go to `::ffff:<v4>` otherwise.
+    pub redirect_v6: Option<SocketAddrV6>,
+    /// uids whose connects are never redirected, besides MCA's own cgroup.
+    pub exempt_uids: Vec<u32>,
+    /// Emit aya-log debug events from the programs.
+    pub log: bool,
+}
+
+/// Active interception; dropping it detaches the programs.
+pub struct Interception {
+    cgroup: PathBuf,
+    originals: Mutex<HashMap<MapData, ClientEnd, Destination>>,
+    counters: PerCpuArray<MapData, u64>,
+    // Owns the programs and their links: dropped last.
+    _ebpf: Ebpf,
+}
+
+impl std::fmt::Debug for Interception {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interception")
+            .field("cgroup", &self.cgroup)
+            .finish_non_exhaustive()
+    }
+}
+
+const SOCK_ADDR_PROGRAMS: [&str; 4] = ["connect4", "connect6", "getpeername4", "getpeername6"];
+
+impl Interception {
+    /// Loads, configures and attaches the programs.
+    pub fn start(settings: &Settings) -> Result<Self, Error> {
+        if BYTECODE.is_empty() {
+            return Err(Error::NotBuilt);
+        }
+        let cgroup_err = |path: PathBuf| move |source| Error::Cgroup { path, source };
+        let mount = cgroup::cgroup2_mount().map_err(cgroup_err("/proc/self/mountinfo".into()))?;
+        let own = cgroup::own_cgroup(&mount).map_err(cgroup_err("/proc/self/cgroup".into()))?;
+        let target = match &settings.cgroup {
+            Some(path) if path.is_absolute() => path.clone(),
+            Some(path) => mount.join(path),
+            None => own.parent().unwrap_or(&mount).to_owned(),
+        };
+        let own_id = cgroup::cgroup_id(&own).map_err(cgroup_err(own.clone()))?;
+        let cgroup_file = File::open(&target).map_err(cgroup_err(target.clone()))?;
+
+        raise_memlock_limit();
+        let mut ebpf = EbpfLoader::new().load(BYTECODE)?;
+        configure(&mut ebpf, settings, own_id)?;
+        if settings.log {
+            start_logger(&mut ebpf);
+        }
+        for name in SOCK_ADDR_PROGRAMS {
+            let program: &mut CgroupSockAddr = program(&mut ebpf, name)?;
+            program
+                .load()
+                .map_err(|source| Error::Program { name, source })?;
+            program
+                .attach(&cgroup_file, CgroupAttachMode::Single)
+                .map_err(|source| Error::Program { name, source })?;
+        }
+        let sock_ops: &mut SockOps = program(&mut ebpf, "established")?;
+        let name = "established";
+        sock_ops
+            .load()
+            .map_err(|source| Error::Program { name, source })?;
+        sock_ops
+            .attach(&cgroup_file, CgroupAttachMode::Single)
+            .map_err(|source| Error::Program { name, source })?;
+
+        let originals =
+            HashMap::try_from(take_map(&mut ebpf, "ORIGINAL_BY_CLIENT")?).map_err(|source| {
+                Error::Map {
+                    name: "ORIGINAL_BY_CLIENT",
+                    source,
+                }
+            })?;
+        let counters =
+            PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?).map_err(|source| {
+                Error::Map {
+                    name: "COUNTERS",
+                    source,
+                }
+            })?;
+        Ok(Self {
+            cgroup: target,
+            originals: Mutex::new(originals),
+            counters,
+            _ebpf: ebpf,
+        })
+    }
+
+    /// The cgroup the programs are attached to.
+    pub fn cgroup(&self) -> &std::path::Path {
+        &self.cgroup
+    }
+
+    /// The address the client at `peer` originally dialled, if its connection was redirected.
+    /// Each connection's entry is handed out once.
+    pub fn original_destination(&self, peer: SocketAddr) -> Option<SocketAddr> {
+        let key = client_end(peer);
+        let mut originals = self.originals.lock().unwrap_or_else(|e| e.into_inner());
+        let original = originals.get(&key, 0).ok()?;
+        let _ = originals.remove(&key);
+        Some(to_socket_addr(&original))
+    }
+
+    /// The programs' counters, summed over CPUs, with their names.
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        (0..counter::COUNT)
+            .map(|index| {
+                let total = self
+                    .counters
+                    .get(&index, 0)
+                    .map(|values| values.iter().sum())
+                    .unwrap_or(0);
+                (counter::NAMES[index as usize], total)
+            })
+            .collect()
+    }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, Error>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let program = ebpf.program_mut(name).ok_or(Error::Program {
+        name,
+        source: aya::programs::ProgramError::UnexpectedProgramType,
+    })?;
+    program
+        .try_into()
+        .map_err(|source| Error::Program { name, source })
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, Error> {
+    ebpf.take_map(name).ok_or(Error::Map {
+        name,
+        source: aya::maps::MapError::InvalidName {
+            name: name.to_owned(),
+        },
+    })
+}
+
+/// Fills the maps the programs read: config, destinations, exemptions.
+fn configure(ebpf: &mut Ebpf, settings: &Settings, own_cgroup: u64) -> Result<(), Error> {
+    let map_err = |name: &'static str| move |source| Error::Map { name, source };
+    let redirect_ip6 = match settings.redirect_v6 {
+        Some(v6) => words(v6.ip()),
+        None => words(&settings.redirect_v4.ip().to_ipv6_mapped()),
+    };
+    let config = Config {
+        redirect_ip4: u32::from_ne_bytes(settings.redirect_v4.ip().octets()),
+        redirect_ip6,
+        redirect_port: u32::from(settings.redirect_v4.port().to_be()),
+        log: u32::from(settings.log),
+    };
+    let mut array: Array<_, Config> =
+        Array::try_from(ebpf.map_mut("CONFIG").ok_or_else(|| missing("CONFIG"))?)
+            .map_err(map_err("CONFIG"))?;
+    array.set(0, config, 0).map_err(map_err("CONFIG"))?;
+
+    let mut intercept: HashMap<_, Destination, u8> = HashMap::try_from(
+        ebpf.map_mut("INTERCEPT")
+            .ok_or_else(|| missing("INTERCEPT"))?,
+    )
+    .map_err(map_err("INTERCEPT"))?;
+    for destination in &settings.destinations {
+        intercept
+            .insert(to_destination(*destination), 1, 0)
+            .map_err(map_err("INTERCEPT"))?;
+    }
+
+    let mut cgroups: HashMap<_, u64, u8> = HashMap::try_from(
+        ebpf.map_mut("EXEMPT_CGROUPS")
+            .ok_or_else(|| missing("EXEMPT_CGROUPS"))?,
+    )
+    .map_err(map_err("EXEMPT_CGROUPS"))?;
+    cgroups
+        .insert(own_cgroup, 1, 0)
+        .map_err(map_err("EXEMPT_CGROUPS"))?;
+
+    let mut uids: HashMap<_, u32, u8> = HashMap::try_from(
+        ebpf.map_mut("EXEMPT_UIDS")
+            .ok_or_else(|| missing("EXEMPT_UIDS"))?,
+    )
+    .map_err(map_err("EXEMPT_UIDS"))?;
+    for uid in &settings.exempt_uids {
+        uids.insert(uid, 1, 0).map_err(map_err("EXEMPT_UIDS"))?;
+    }
+    Ok(())
+}
+
+fn missing(name: &'static str) -> Error {
+    Error::Map {
+        name,
+        source: aya::maps::MapError::InvalidName {
+            name: name.to_owned(),
+        },
+    }
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones use memory cgroups, so
+/// a refusal (no CAP_SYS_RESOURCE) only matters if loading then fails, which says so itself.
+fn raise_memlock_limit() {
+    use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
+    if let Err(error) = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY) {
+        tracing::debug!(%error, "could not lift RLIMIT_MEMLOCK");
+    }
+}
+
+/// Forwards the programs' aya-log events into MCA's log.
+fn start_logger(ebpf: &mut Ebpf) {
+    use tokio::io::{Interest, unix::AsyncFd};
+    let logger = match aya_log::EbpfLogger::init(ebpf) {
+        Ok(logger) => logger,
+        Err(error) => {
+            tracing::warn!(%error, "eBPF debug events unavailable");
+            return;
+        }
+    };
+    // SAFETY: the AsyncFd owns the logger, and with it the ring buffer's fd, so the fd stays
+    // open for as long as it is registered.
+    #[allow(unsafe_code)]
+    let registered = unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) };
+    let Ok(mut logger) = registered else {
+        return;
+    };
+    tokio::spawn(async move {
+        while let Ok(mut guard) = logger.readable_mut().await {
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
+}
+
+/// An address as the kernel stores it: four network-order words.
+fn words(ip: &Ipv6Addr) -> [u32; 4] {
+    let o = ip.octets();
+    std::array::from_fn(|i| {
+        u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
+    })
+}
+
+fn to_ipv6(ip: IpAddr) -> Ipv6Addr {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    }
+}
+
+fn to_destination(addr: SocketAddr) -> Destination {
+    Destination {
+        addr: words(&to_ipv6(addr.ip())),
+        port: u32::from(addr.port().to_be()),
+    }
+}
+
+fn to_socket_addr(destination: &Destination) -> SocketAddr {
+    let bytes: Vec<u8> = destination
+        .addr
+        .iter()
+        .flat_map(|w| w.to_ne_bytes())
+        .collect();
+    let ip = Ipv6Addr::from(<[u8; 16]>::try_from(bytes).expect("four words are 16 bytes"));
+    let port = u16::from_be(destination.port as u16);
+    match ip.to_ipv4_mapped() {
+        Some(v4) => SocketAddr::from((v4, port)),
+        None => SocketAddr::from((ip, port)),
+    }
+}
+
+/// The sock_ops program's key for a client: v4-mapped address, host-order port.
+fn client_end(peer: SocketAddr) -> ClientEnd {
+    ClientEnd {
+        addr: words(&to_ipv6(peer.ip())),
+        port: u32::from(peer.port()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_round_trip_in_kernel_layout() {
+        for addr in ["10.96.0.1:443", "[fd00::1]:6443", "127.0.0.1:6443"] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let destination = to_destination(addr);
+            assert_eq!(to_socket_addr(&destination), addr);
+        }
+        // What connect4 sees for 10.96.0.1:443: user_ip4 is the address's bytes in memory
+        // order, user_port the port's.
+        let destination = to_destination("10.96.0.1:443".parse().unwrap());
+        assert_eq!(
+            destination,
+            Destination::v4(
+                u32::from_ne_bytes([10, 96, 0, 1]),
+                u32::from(443u16.to_be())
+            )
+        );
+        assert!(destination.is_v4());
+    }
+
+    #[test]
+    fn client_ends_are_v4_mapped_with_host_order_ports() {
+        let end = client_end("127.0.0.1:40000".parse().unwrap());
+        assert_eq!(
+            end.addr,
+            [
+                0,
+                0,
+                Destination::V4_MAPPED_MARKER,
+                u32::from_ne_bytes([127, 0, 0, 1])
+            ]
+        );
+        assert_eq!(end.port, 40000);
+    }
+}
