@@ -13,7 +13,10 @@ use std::{
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use crate::{apiserver::ApiServer, sandbox::Pod};
+use crate::{
+    apiserver::ApiServer,
+    sandbox::{Pod, SERVICE_V4},
+};
 
 /// The token in MCA's real ServiceAccount, the one the test API server accepts.
 pub const REAL_TOKEN: &str = "real-sa-token-1";
@@ -77,7 +80,7 @@ pub fn real_cluster() -> Option<PathBuf> {
 
 /// A running MCA process; killed on drop.
 pub struct Mca {
-    child: Child,
+    child: Mutex<Child>,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
@@ -129,6 +132,12 @@ impl Mca {
             .arg(pod.fake_sa_dir())
             .args(["--log-format", "json"])
             .args(args)
+            // The env-override suites must not touch the host's cgroups.
+            .args(if args.contains(&"--intercept") {
+                &[][..]
+            } else {
+                &["--intercept", "env"][..]
+            })
             .env("MCA_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -145,7 +154,10 @@ impl Mca {
                 }
             });
         }
-        let mca = Self { child, lines };
+        let mca = Self {
+            child: Mutex::new(child),
+            lines,
+        };
         mca.wait_for_log(
             |line| line.contains("MCA is ready"),
             Duration::from_secs(30),
@@ -165,6 +177,11 @@ impl Mca {
         loop {
             if let Some(line) = self.lines.lock().unwrap().iter().find(|l| pred(l)) {
                 return Ok(line.clone());
+            }
+            if let Ok(Some(status)) = self.child.lock().unwrap().try_wait() {
+                // Let the log readers catch up with its last words.
+                std::thread::sleep(Duration::from_millis(100));
+                bail!("MCA exited ({status}); its log:\n{}", self.log());
             }
             if Instant::now() > deadline {
                 bail!("timed out; MCA's log:\n{}", self.log());
@@ -203,18 +220,18 @@ impl Mca {
 
     /// The process id (of `ip netns exec`, which execs into mca).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.lock().unwrap().id()
     }
 
     /// Sends SIGTERM and waits for the exit.
     pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
         nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::unistd::Pid::from_raw(self.pid() as i32),
             nix::sys::signal::Signal::SIGTERM,
         )?;
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.child.try_wait()? {
+            if let Some(status) = self.child.lock().unwrap().try_wait()? {
                 return Ok(status);
             }
             if Instant::now() > deadline {
@@ -229,14 +246,15 @@ impl Mca {
 
     /// Whether MCA has exited.
     pub fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
+        matches!(self.child.lock().unwrap().try_wait(), Ok(Some(_)))
     }
 }
 
 impl Drop for Mca {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
@@ -271,6 +289,52 @@ impl Env {
             apiserver: Some(apiserver),
             pod,
         })
+    }
+
+    /// eBPF mode: a pod with the Service addresses and cgroups, the test API server at
+    /// [`SERVICE_V4`] in it, and MCA attached to the pod's cgroup, its own cgroup exempt.
+    pub fn start_ebpf(args: &[&str]) -> anyhow::Result<Self> {
+        let pod = Pod::with_service()?;
+        let apiserver = ApiServer::start(pod.listen(SERVICE_V4)?, REAL_TOKEN, &[])?;
+        apiserver.state().pods.insert(NAMESPACE, "web");
+        let cgroup = pod
+            .cgroup()
+            .expect("an eBPF pod has a cgroup")
+            .to_str()
+            .expect("UTF-8")
+            .to_owned();
+        let mut all = vec!["--intercept", "ebpf", "--cgroup", &cgroup];
+        all.extend_from_slice(args);
+        let mca = Mca::start(&pod, apiserver.addr(), apiserver.ca_pem(), &all)?;
+        Ok(Self {
+            mca,
+            apiserver: Some(apiserver),
+            pod,
+        })
+    }
+
+    /// Runs the raw client (`tests/clients/raw_client.py`) as the application: dials `host`
+    /// `port` directly and verifies TLS as `server_name` against `cafile`. Returns its output
+    /// whatever the outcome.
+    pub fn raw_client(
+        &self,
+        host: &str,
+        port: u16,
+        server_name: &str,
+        cafile: &str,
+    ) -> anyhow::Result<Output> {
+        let script = client_script("raw_client.py");
+        let port = port.to_string();
+        self.app_output(
+            venv_program("python"),
+            &[
+                script.to_str().expect("UTF-8"),
+                host,
+                &port,
+                server_name,
+                cafile,
+            ],
+        )
     }
 
     fn start_real(kubeconfig: &std::path::Path, args: &[&str]) -> anyhow::Result<Self> {

@@ -15,12 +15,18 @@ use anyhow::{Context, bail};
 /// Where in-cluster clients look for their ServiceAccount.
 pub const SERVICE_ACCOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
-/// A simulated pod. Dropping it deletes the network namespace.
+/// The API server's Service address inside an eBPF pod, as in a kind cluster.
+pub const SERVICE_V4: &str = "10.96.0.1:443";
+/// An IPv6 Service address inside an eBPF pod.
+pub const SERVICE_V6: &str = "[fd00:10:96::1]:443";
+
+/// A simulated pod. Dropping it deletes its cgroups and network namespace.
 pub struct Pod {
     netns: Option<String>,
     dir: tempfile::TempDir,
     mca_addr: SocketAddr,
     admin_addr: SocketAddr,
+    cgroup: Option<PathBuf>,
 }
 
 impl Pod {
@@ -52,6 +58,34 @@ impl Pod {
         Self::with(None, free()?, free()?)
     }
 
+    /// A pod for eBPF interception: like [`Pod::new`], plus the Service addresses
+    /// ([`SERVICE_V4`], [`SERVICE_V6`]) on the pod's loopback, where a test API server can
+    /// stand in for the real one (so an unintercepted connect stays inside the pod), and a
+    /// cgroup v2 subtree `pod/{mca,app}` for MCA and the application.
+    pub fn with_service() -> anyhow::Result<Self> {
+        let mut pod = Self::new()?;
+        let netns = pod
+            .netns
+            .clone()
+            .expect("Pod::new makes a network namespace");
+        for addr in ["10.96.0.1/32", "fd00:10:96::1/128"] {
+            run(Command::new("ip").args(["-n", &netns, "addr", "add", addr, "dev", "lo"]))?;
+        }
+        let mount = mca::intercept::cgroup2_mount()?;
+        let cgroup = mount.join(&netns);
+        for dir in ["mca", "app"] {
+            std::fs::create_dir_all(cgroup.join(dir))
+                .with_context(|| format!("creating cgroup {}", cgroup.display()))?;
+        }
+        pod.cgroup = Some(cgroup);
+        Ok(pod)
+    }
+
+    /// The pod's cgroup, for eBPF pods.
+    pub fn cgroup(&self) -> Option<&Path> {
+        self.cgroup.as_deref()
+    }
+
     fn with(
         netns: Option<String>,
         mca_addr: SocketAddr,
@@ -62,6 +96,7 @@ impl Pod {
             dir: tempfile::tempdir()?,
             mca_addr,
             admin_addr,
+            cgroup: None,
         };
         for dir in ["fake-sa", "real-sa", "home"] {
             std::fs::create_dir_all(pod.dir.path().join(dir))?;
@@ -128,30 +163,53 @@ impl Pod {
         self.in_netns(|| TcpStream::connect(addr))
     }
 
-    /// A process in the pod's network namespace, like a container sharing it (MCA).
+    /// A process in the pod's network namespace, like a container sharing it; in an eBPF pod
+    /// it runs in the `mca` cgroup (MCA's container).
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut command = match &self.netns {
-            Some(netns) => {
-                let mut command = Command::new("ip");
-                command.args(["netns", "exec", netns]).arg(program);
-                command
-            }
-            None => Command::new(program),
-        };
+        self.container("mca", program)
+    }
+
+    /// A process of `container` (a child cgroup of the pod's, in eBPF pods). It enters the
+    /// cgroup first, then the network namespace (with nsenter, which leaves /sys and so the
+    /// cgroup mount in place, unlike `ip netns exec`).
+    fn container(&self, container: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new("sh");
+        let procs = self
+            .cgroup
+            .as_ref()
+            .map(|cgroup| cgroup.join(container).join("cgroup.procs"));
+        command.args([
+            "-c",
+            r#"[ -z "$1" ] || echo $$ > "$1" || exit 125; shift; exec "$@""#,
+            "sh",
+        ]);
+        command.arg(procs.unwrap_or_default());
+        if let Some(netns) = &self.netns {
+            command
+                .arg("nsenter")
+                .arg(format!("--net=/run/netns/{netns}"))
+                .arg("--");
+        }
         command
+            .arg(program)
             .env("HOME", self.dir.path().join("home"))
             .env_remove("KUBECONFIG");
         command
     }
 
-    /// The application container: in the pod's network namespace, in a private mount
-    /// namespace with the fake ServiceAccount at the standard path, and with the env
-    /// overrides pointing in-cluster clients at MCA.
+    /// The application container: in the pod's network namespace (and `app` cgroup), in a
+    /// private mount namespace with the fake ServiceAccount at the standard path. In an eBPF
+    /// pod its KUBERNETES_SERVICE_HOST/PORT are the Service's, as in a real pod; otherwise
+    /// they are the env overrides pointing at MCA.
     pub fn app(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let script = format!(
             "mkdir -p {SERVICE_ACCOUNT_PATH} && mount --bind \"$MCA_FAKE_SA\" {SERVICE_ACCOUNT_PATH} && exec \"$@\""
         );
-        let mut command = self.command("unshare");
+        let service: SocketAddr = match self.cgroup {
+            Some(_) => SERVICE_V4.parse().expect("a socket address"),
+            None => self.mca_addr,
+        };
+        let mut command = self.container("app", "unshare");
         command
             .args([
                 "--mount",
@@ -164,14 +222,19 @@ impl Pod {
             ])
             .arg(program)
             .env("MCA_FAKE_SA", self.fake_sa_dir())
-            .env("KUBERNETES_SERVICE_HOST", self.mca_addr.ip().to_string())
-            .env("KUBERNETES_SERVICE_PORT", self.mca_addr.port().to_string());
+            .env("KUBERNETES_SERVICE_HOST", service.ip().to_string())
+            .env("KUBERNETES_SERVICE_PORT", service.port().to_string());
         command
     }
 }
 
 impl Drop for Pod {
     fn drop(&mut self) {
+        if let Some(cgroup) = &self.cgroup {
+            for dir in ["mca", "app", ""] {
+                let _ = std::fs::remove_dir(cgroup.join(dir));
+            }
+        }
         if let Some(netns) = &self.netns {
             let _ = Command::new("ip").args(["netns", "del", netns]).status();
         }

@@ -9,6 +9,8 @@
 
 mod cgroup;
 
+pub use cgroup::cgroup2_mount;
+
 use std::{
     fs::File,
     net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},

@@ -1,0 +1,181 @@
+//! eBPF interception, for real: MCA attaches its cgroup connect hooks to the pod's cgroup, and
+//! unmodified clients that dial the API server's Service address are served by MCA. The pod's
+//! network namespace has no route out: the Service addresses live on its loopback, where the
+//! test API server stands in for the real one, so a connect that is not redirected stays in the
+//! pod (and is detectable: it reaches a server the app's CA does not trust).
+
+use mca_tests::harness::{Env, NAMESPACE, REAL_TOKEN};
+
+const APP_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
+
+/// The pod's `/interception` report.
+fn interception(env: &Env) -> anyhow::Result<serde_json::Value> {
+    let (code, body) = env.admin_get("/interception")?;
+    assert_eq!(code, 200);
+    Ok(serde_json::from_str(&body)?)
+}
+
+fn assert_only_real_token(env: &Env) {
+    for request in env.apiserver().requests() {
+        assert_eq!(
+            request.header("authorization"),
+            Some(format!("Bearer {REAL_TOKEN}").as_str()),
+            "{request:?}"
+        );
+    }
+}
+
+#[test]
+fn unmodified_clients_dialling_the_service_are_served_by_mca() -> anyhow::Result<()> {
+    let env = Env::start_ebpf(&[])?;
+    // kubectl and the Python client use in-cluster config as in a real pod: the Service
+    // address, no env overrides.
+    let out = env.kubectl(&["get", "pods", "-o", "name"])?;
+    assert_eq!(out.trim(), "pod/web");
+    let out = env.python(&["list", NAMESPACE])?;
+    assert_eq!(out.trim(), "web");
+    // curl dialling kubernetes.default.svc, resolved to the Service IP.
+    let output = env.app_output(
+        "curl",
+        &[
+            "-sS",
+            "--fail",
+            "--resolve",
+            "kubernetes.default.svc:443:10.96.0.1",
+            "--cacert",
+            APP_CA,
+            "-H",
+            "Authorization: Bearer mca-placeholder-token",
+            &format!("https://kubernetes.default.svc/api/v1/namespaces/{NAMESPACE}/pods/web"),
+        ],
+    )?;
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains(r#""name":"web""#));
+    // Had any request bypassed MCA, the server would have seen the placeholder token (and the
+    // app would not have trusted it).
+    assert_only_real_token(&env);
+
+    let line = env
+        .mca
+        .wait_for_access(|l| l["path"] == format!("/api/v1/namespaces/{NAMESPACE}/pods/web"))?;
+    assert_eq!(line["original_dst"], "10.96.0.1:443");
+    let report = interception(&env)?;
+    assert_eq!(report["mode"], "ebpf");
+    assert!(
+        report["counters"]["redirected_v4"].as_u64().unwrap() >= 3,
+        "{report}"
+    );
+    // MCA's own connection to the Service address was exempt, not looped back to itself.
+    assert!(
+        report["counters"]["exempted_v4"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    Ok(())
+}
+
+#[test]
+fn ipv6_and_v4_mapped_destinations_and_getpeername() -> anyhow::Result<()> {
+    let env = Env::start_ebpf(&[
+        "--intercept-address",
+        "[fd00:10:96::1]:443",
+        "--extra-san",
+        "fd00:10:96::1",
+    ])?;
+    for (host, peer) in [
+        ("10.96.0.1", "peer 10.96.0.1 443"),
+        ("fd00:10:96::1", "peer fd00:10:96::1 443"),
+        ("::ffff:10.96.0.1", "peer ::ffff:10.96.0.1 443"),
+    ] {
+        let output = env.raw_client(host, 443, "kubernetes.default.svc", APP_CA)?;
+        let out = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{host}: {output:?}");
+        // The app sees the address it dialled, not MCA's listener...
+        assert_eq!(out.lines().next(), Some(peer), "{out}");
+        // ...and was served by MCA (its CA verified, the request forwarded).
+        assert_eq!(out.lines().nth(1), Some("HTTP/1.1 200 OK"), "{out}");
+    }
+    let report = interception(&env)?;
+    assert!(
+        report["counters"]["redirected_v6"].as_u64().unwrap() >= 2,
+        "{report}"
+    );
+    assert!(
+        report["counters"]["peername_rewritten"].as_u64().unwrap() >= 3,
+        "{report}"
+    );
+    let line = env
+        .mca
+        .wait_for_access(|l| l["original_dst"] == "[fd00:10:96::1]:443")?;
+    assert_eq!(line["status"], 200);
+    assert_only_real_token(&env);
+    Ok(())
+}
+
+#[test]
+fn no_redirect_is_left_behind_when_mca_is_killed() -> anyhow::Result<()> {
+    let mut env = Env::start_ebpf(&[])?;
+    let output = env.raw_client("10.96.0.1", 443, "kubernetes.default.svc", APP_CA)?;
+    assert!(output.status.success(), "{output:?}");
+    // kill -9: no cleanup code runs in MCA.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(env.mca.pid() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    while !env.mca.exited() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // A new connect goes where it was aimed: to the "real" API server, whose certificate the
+    // app's (MCA) CA does not verify, but the server's own CA does.
+    let ca = env.pod.dir().join("apiserver-ca.crt");
+    std::fs::write(&ca, env.apiserver().ca_pem())?;
+    let output = env.raw_client("10.96.0.1", 443, "localhost", ca.to_str().unwrap())?;
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(out.lines().next(), Some("peer 10.96.0.1 443"));
+    // The placeholder token reached the server directly, which rejects it: MCA is out of the
+    // path.
+    assert_eq!(
+        out.lines().nth(1),
+        Some("HTTP/1.1 401 Unauthorized"),
+        "{out}"
+    );
+    let output = env.raw_client("10.96.0.1", 443, "kubernetes.default.svc", APP_CA)?;
+    assert!(!output.status.success(), "still redirected: {output:?}");
+    Ok(())
+}
+
+#[test]
+fn auto_falls_back_to_env_mode_and_ebpf_mode_fails_fast() -> anyhow::Result<()> {
+    // A cgroup that does not exist: eBPF cannot attach.
+    let env = Env::start_test(&["--intercept", "auto", "--cgroup", "/nonexistent/cgroup"])?;
+    let line = env.mca.wait_for_log(
+        |l| l.contains("falling back to env-override mode"),
+        std::time::Duration::from_secs(5),
+    )?;
+    assert!(line.contains("/nonexistent/cgroup"), "{line}");
+    assert_eq!(interception(&env)?["mode"], "env");
+    // The fake ServiceAccount is provisioned all the same, and env-mode clients work.
+    assert!(env.pod.fake_sa_dir().join("ca.crt").exists());
+    assert_eq!(
+        env.kubectl(&["get", "pods", "-o", "name"])?.trim(),
+        "pod/web"
+    );
+
+    let pod = mca_tests::sandbox::Pod::new()?;
+    let server =
+        mca_tests::apiserver::ApiServer::start(pod.listen("127.0.0.1:0")?, REAL_TOKEN, &[])?;
+    let started = mca_tests::harness::Mca::start(
+        &pod,
+        server.addr(),
+        server.ca_pem(),
+        &["--intercept", "ebpf", "--cgroup", "/nonexistent/cgroup"],
+    );
+    let error = format!("{:#}", started.err().expect("--intercept=ebpf must fail"));
+    assert!(
+        error.contains("eBPF interception failed (--intercept=ebpf)"),
+        "{error}"
+    );
+    // It failed before provisioning anything for the app.
+    assert!(!pod.fake_sa_dir().join("ca.crt").exists());
+    Ok(())
+}
