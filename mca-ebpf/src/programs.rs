@@ -13,7 +13,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::{SockAddrContext, SockOpsContext},
 };
-use aya_log_ebpf::debug;
+use aya_log_ebpf::info;
 use mca_common::{ClientEnd, Config, Destination, counter};
 
 /// Allow the syscall to proceed.
@@ -70,7 +70,7 @@ fn exempt() -> bool {
         )
     };
     // SAFETY: read-only lookups.
-    unsafe { EXEMPT_CGROUPS.get(&cgroup).is_some() || EXEMPT_UIDS.get(&uid).is_some() }
+    unsafe { EXEMPT_CGROUPS.get(cgroup).is_some() || EXEMPT_UIDS.get(uid).is_some() }
 }
 
 /// Looks `destination` up; if intercepted and the caller not exempt, records it under the
@@ -89,7 +89,7 @@ fn should_redirect(
     let config = config()?;
     // SAFETY: the context is a socket address context, as the helper requires.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr as *mut c_void) };
-    ORIGINAL_BY_COOKIE.insert(&cookie, destination, 0).ok()?;
+    ORIGINAL_BY_COOKIE.insert(cookie, destination, 0).ok()?;
     Some(config)
 }
 
@@ -107,9 +107,9 @@ pub fn connect4(ctx: SockAddrContext) -> i32 {
         }
         count(counter::REDIRECTED_V4);
         if config.log != 0 {
-            debug!(
+            info!(
                 &ctx,
-                "connect4 redirected to MCA (port {})",
+                "eBPF: connect4 to port {} redirected to MCA",
                 u16::from_be(destination.port as u16)
             );
         }
@@ -149,9 +149,9 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
         }
         count(counter::REDIRECTED_V6);
         if config.log != 0 {
-            debug!(
+            info!(
                 &ctx,
-                "connect6 redirected to MCA (port {})",
+                "eBPF: connect6 to port {} redirected to MCA",
                 u16::from_be(destination.port as u16)
             );
         }
@@ -167,7 +167,7 @@ pub fn established(ctx: SockOpsContext) -> u32 {
     // SAFETY: the context is a sock_ops context, as the helper requires.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.ops as *mut c_void) };
     // SAFETY: read-only lookup; the value is copied before anything else touches the map.
-    let Some(original) = (unsafe { ORIGINAL_BY_COOKIE.get(&cookie) }).copied() else {
+    let Some(original) = (unsafe { ORIGINAL_BY_COOKIE.get(cookie) }).copied() else {
         return 0;
     };
     let client = if ctx.family() == 2 {
@@ -193,7 +193,7 @@ pub fn established(ctx: SockOpsContext) -> u32 {
             port: ctx.local_port(),
         }
     };
-    let _ = ORIGINAL_BY_CLIENT.insert(&client, &original, 0);
+    let _ = ORIGINAL_BY_CLIENT.insert(client, original, 0);
     0
 }
 
@@ -202,7 +202,7 @@ fn original_peer(ctx: &SockAddrContext) -> Option<Destination> {
     // SAFETY: the context is a socket address context, as the helper requires.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr as *mut c_void) };
     // SAFETY: read-only lookup, copied out.
-    unsafe { ORIGINAL_BY_COOKIE.get(&cookie) }.copied()
+    unsafe { ORIGINAL_BY_COOKIE.get(cookie) }.copied()
 }
 
 #[cgroup_sock_addr(getpeername4)]

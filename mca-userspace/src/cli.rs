@@ -114,7 +114,7 @@ pub struct RunArgs {
     #[arg(long = "exempt-uid", env = "MCA_EXEMPT_UID", value_delimiter = ',')]
     pub exempt_uids: Vec<u32>,
 
-    /// Forward the eBPF programs' debug events into the log.
+    /// Log every redirect the eBPF programs make (aya-log events, at info level).
     #[arg(long, env = "MCA_EBPF_LOG")]
     pub ebpf_log: bool,
 

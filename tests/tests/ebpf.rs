@@ -80,6 +80,7 @@ fn ipv6_and_v4_mapped_destinations_and_getpeername() -> anyhow::Result<()> {
         "[fd00:10:96::1]:443",
         "--extra-san",
         "fd00:10:96::1",
+        "--ebpf-log",
     ])?;
     for (host, peer) in [
         ("10.96.0.1", "peer 10.96.0.1 443"),

