@@ -6,6 +6,7 @@
 //! - `build-ebpf`: build the eBPF programs on their own.
 //! - `demo`: set up, build, and run the local demo (no cluster needed).
 //! - `test`: set up, check formatting and lints, build, and run every test.
+//! - `bench`: connect() throughput with and without the eBPF programs, side by side.
 //! - `fuzz`: run a cargo-fuzz target for a bounded time.
 
 use std::{
@@ -54,6 +55,16 @@ enum Task {
     Test,
     /// Build the eBPF programs (nightly, bpfel-unknown-none, bpf-linker).
     BuildEbpf,
+    /// Measure what eBPF interception costs connect(): with and without the programs, side by
+    /// side in one run (root).
+    Bench {
+        /// Connects per measurement.
+        #[arg(long, default_value_t = 5000)]
+        connects: u32,
+        /// Rounds (baseline, attached, redirected each); the medians are reported.
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+    },
     /// Fuzz a parser with cargo-fuzz (nightly) for a bounded time.
     Fuzz {
         /// The fuzz target (`mca-userspace/fuzz/fuzz_targets/<target>.rs`).
@@ -81,6 +92,13 @@ fn main() -> anyhow::Result<()> {
             setup(&root)?;
             build_ebpf(&root, "build")
         }
+        Task::Bench { connects, rounds } => {
+            setup(&root)?;
+            cargo(&root, &["build", "-p", "mca-tests", "--bin", "mca-bench"])?;
+            run(Command::new(root.join("target/debug/mca-bench"))
+                .arg(connects.to_string())
+                .arg(rounds.to_string()))
+        }
         Task::Test => {
             setup(&root)?;
             cargo(&root, &["fmt", "--all", "--", "--check"])?;
@@ -103,7 +121,7 @@ fn main() -> anyhow::Result<()> {
                      test API server only; the real-cluster run is skipped."
                 );
             }
-            cargo(&root, &["test", "--workspace"])
+            test_workspace(&root)
         }
         Task::Fuzz { target, seconds } => {
             if !on_path("cargo-fuzz") {
@@ -115,6 +133,48 @@ fn main() -> anyhow::Result<()> {
                 .current_dir(root.join("mca-userspace")))
         }
     }
+}
+
+/// `cargo test --workspace`, echoing its output, then one closing line with the totals over
+/// every test binary (cargo's own last line is only the last binary's, often doc tests').
+fn test_workspace(root: &Path) -> anyhow::Result<()> {
+    use std::io::{BufRead, BufReader};
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut child = Command::new(cargo)
+        .args(["test", "--workspace"])
+        .current_dir(root)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running cargo test")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(counts) = line.strip_prefix("test result: ") {
+            let count = |word: &str| -> u64 {
+                counts
+                    .split(';')
+                    .find_map(|part| {
+                        part.trim()
+                            .strip_suffix(word)?
+                            .trim()
+                            .rsplit(' ')
+                            .next()?
+                            .parse()
+                            .ok()
+                    })
+                    .unwrap_or(0)
+            };
+            passed += count(" passed");
+            failed += count(" failed");
+        }
+    }
+    let status = child.wait()?;
+    println!("tests: {passed} passed, {failed} failed");
+    if !status.success() {
+        bail!("cargo test failed: {status}");
+    }
+    Ok(())
 }
 
 fn workspace_root() -> PathBuf {
