@@ -27,6 +27,7 @@ pub struct Pod {
     mca_addr: SocketAddr,
     admin_addr: SocketAddr,
     cgroup: Option<PathBuf>,
+    app_service: SocketAddr,
 }
 
 impl Pod {
@@ -63,7 +64,7 @@ impl Pod {
     /// stand in for the real one (so an unintercepted connect stays inside the pod), and a
     /// cgroup v2 subtree `pod/{mca,app}` for MCA and the application.
     pub fn with_service() -> anyhow::Result<Self> {
-        let mut pod = Self::new()?;
+        let pod = Self::new()?;
         let netns = pod
             .netns
             .clone()
@@ -71,14 +72,20 @@ impl Pod {
         for addr in ["10.96.0.1/32", "fd00:10:96::1/128"] {
             run(Command::new("ip").args(["-n", &netns, "addr", "add", addr, "dev", "lo"]))?;
         }
-        let mount = mca::intercept::cgroup2_mount()?;
-        let cgroup = mount.join(&netns);
+        pod.with_cgroups(&netns, SERVICE_V4.parse()?)
+    }
+
+    /// Gives the pod a cgroup v2 subtree `<name>/{mca,app}` (for eBPF interception), and the
+    /// application `service` as its KUBERNETES_SERVICE_HOST/PORT, as in a real pod.
+    pub fn with_cgroups(mut self, name: &str, service: SocketAddr) -> anyhow::Result<Self> {
+        let cgroup = mca::intercept::cgroup2_mount()?.join(name);
         for dir in ["mca", "app"] {
             std::fs::create_dir_all(cgroup.join(dir))
                 .with_context(|| format!("creating cgroup {}", cgroup.display()))?;
         }
-        pod.cgroup = Some(cgroup);
-        Ok(pod)
+        self.cgroup = Some(cgroup);
+        self.app_service = service;
+        Ok(self)
     }
 
     /// The pod's cgroup, for eBPF pods.
@@ -97,6 +104,7 @@ impl Pod {
             mca_addr,
             admin_addr,
             cgroup: None,
+            app_service: mca_addr,
         };
         for dir in ["fake-sa", "real-sa", "home"] {
             std::fs::create_dir_all(pod.dir.path().join(dir))?;
@@ -205,10 +213,7 @@ impl Pod {
         let script = format!(
             "mkdir -p {SERVICE_ACCOUNT_PATH} && mount --bind \"$MCA_FAKE_SA\" {SERVICE_ACCOUNT_PATH} && exec \"$@\""
         );
-        let service: SocketAddr = match self.cgroup {
-            Some(_) => SERVICE_V4.parse().expect("a socket address"),
-            None => self.mca_addr,
-        };
+        let service = self.app_service;
         let mut command = self.container("app", "unshare");
         command
             .args([

@@ -6,6 +6,8 @@
 //! - `build-ebpf`: build the eBPF programs on their own.
 //! - `demo`: set up, build, and run the local demo (no cluster needed).
 //! - `test`: set up, check formatting and lints, build, and run every test.
+//! - `run`: MCA in eBPF mode against a kubeconfig's cluster (or the test API server), with an
+//!   application sandbox.
 //! - `bench`: connect() throughput with and without the eBPF programs, side by side.
 //! - `fuzz`: run a cargo-fuzz target for a bounded time.
 
@@ -55,6 +57,13 @@ enum Task {
     Test,
     /// Build the eBPF programs (nightly, bpfel-unknown-none, bpf-linker).
     BuildEbpf,
+    /// Build everything and run MCA in eBPF mode against the kubeconfig's cluster (or the test
+    /// API server when there is none), with an application sandbox (root).
+    Run {
+        /// Arguments for the sandbox: `--kubeconfig PATH`, `--context NAME`, `-- COMMAND...`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Measure what eBPF interception costs connect(): with and without the programs, side by
     /// side in one run (root).
     Bench {
@@ -91,6 +100,12 @@ fn main() -> anyhow::Result<()> {
         Task::BuildEbpf => {
             setup(&root)?;
             build_ebpf(&root, "build")
+        }
+        Task::Run { args } => {
+            setup(&root)?;
+            cargo(&root, &["build", "--bins"])?;
+            build_ebpf(&root, "build")?;
+            run(Command::new(root.join("target/debug/mca-run")).args(args))
         }
         Task::Bench { connects, rounds } => {
             setup(&root)?;
