@@ -101,9 +101,11 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         mode => {
             // Redirected IPv6 connects land on MCA's IPv6 loopback listener when it has one.
             let v6 = loopback_v6_listener(args.listen).await;
+            let endpoints = upstream.api_endpoints().await;
             let settings = intercept_settings(
                 &args,
                 &upstream,
+                &endpoints,
                 v6.as_ref().and_then(|l| l.local_addr().ok()),
             );
             match (Interception::start(&settings), mode) {
@@ -186,8 +188,14 @@ async fn loopback_v6_listener(listen: SocketAddr) -> Option<TcpListener> {
 }
 
 /// What to intercept: MCA's own KUBERNETES_SERVICE_HOST:PORT (the Service the app would dial),
-/// the upstream's address if it is an IP, and `--intercept-address` extras.
-fn intercept_settings(args: &RunArgs, upstream: &Upstream, v6: Option<SocketAddr>) -> Settings {
+/// the upstream's address if it is an IP, the API server's endpoints, and `--intercept-address`
+/// extras.
+fn intercept_settings(
+    args: &RunArgs,
+    upstream: &Upstream,
+    endpoints: &[SocketAddr],
+    v6: Option<SocketAddr>,
+) -> Settings {
     let service = std::env::var("KUBERNETES_SERVICE_HOST")
         .ok()
         .and_then(|host| host.trim_matches(['[', ']']).parse::<IpAddr>().ok())
@@ -214,6 +222,7 @@ fn intercept_settings(args: &RunArgs, upstream: &Upstream, v6: Option<SocketAddr
     for addr in service
         .into_iter()
         .chain(upstream_addr)
+        .chain(endpoints.iter().copied())
         .chain(args.intercept_addresses.iter().copied())
     {
         if !destinations.contains(&addr) {

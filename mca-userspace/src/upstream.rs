@@ -24,6 +24,7 @@ use std::{
 use crate::status::{Reason, Status};
 use bytes::Bytes;
 use http::{Request, Response, Uri};
+use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use hyper_util::{
@@ -195,6 +196,40 @@ impl Upstream {
         self.ordinary.clone().oneshot(request).await
     }
 
+    /// The API server's own addresses (the `kubernetes` Service's EndpointSlices in `default`),
+    /// which clients may dial directly. Best effort: MCA's ServiceAccount may not be allowed to
+    /// read them, and then only the Service address is intercepted.
+    pub async fn api_endpoints(&self) -> Vec<std::net::SocketAddr> {
+        const PATH: &str = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices\
+                            ?labelSelector=kubernetes.io%2Fservice-name%3Dkubernetes";
+        let request = Request::get(PATH)
+            .header(http::header::ACCEPT, "application/json")
+            .body(UpstreamBody::default())
+            .expect("a valid request");
+        let fetched = async {
+            let response = self.send(request).await?;
+            if !response.status().is_success() {
+                return Err(format!("{}", response.status()).into());
+            }
+            let body = http_body_util::Limited::new(response.into_body(), 1 << 20)
+                .collect()
+                .await?
+                .to_bytes();
+            Ok::<_, BoxError>(serde_json::from_slice::<serde_json::Value>(&body)?)
+        };
+        match tokio::time::timeout(Duration::from_secs(5), fetched).await {
+            Ok(Ok(list)) => endpoint_addresses(&list),
+            Ok(Err(error)) => {
+                tracing::info!(%error, "could not list the API server's EndpointSlices");
+                Vec::new()
+            }
+            Err(_) => {
+                tracing::info!("listing the API server's EndpointSlices timed out");
+                Vec::new()
+            }
+        }
+    }
+
     /// Sends an HTTP/1.1 `Upgrade` request with MCA's credentials.
     pub async fn send_upgrade(
         &self,
@@ -291,6 +326,33 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// Every address × port of an EndpointSliceList.
+fn endpoint_addresses(list: &serde_json::Value) -> Vec<std::net::SocketAddr> {
+    let mut addresses = Vec::new();
+    for slice in list["items"].as_array().into_iter().flatten() {
+        let ports: Vec<u16> = slice["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|port| port["port"].as_u64()?.try_into().ok())
+            .collect();
+        let ips = slice["endpoints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|endpoint| endpoint["addresses"].as_array().into_iter().flatten())
+            .filter_map(|address| address.as_str()?.parse::<std::net::IpAddr>().ok());
+        for ip in ips {
+            addresses.extend(
+                ports
+                    .iter()
+                    .map(|port| std::net::SocketAddr::new(ip, *port)),
+            );
+        }
+    }
+    addresses
+}
+
 /// kube's middleware around a hyper client, boxed.
 fn stack(
     config: &Config,
@@ -385,6 +447,29 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoint_slices_give_every_address_and_port() {
+        let list = serde_json::json!({"items": [
+            {"endpoints": [{"addresses": ["172.18.0.2"]}, {"addresses": ["172.18.0.3", "junk"]}],
+             "ports": [{"name": "https", "port": 6443}]},
+            {"endpoints": [{"addresses": ["fd00::2"]}], "ports": [{"port": 6443}, {"port": 443}]},
+            {"endpoints": null}
+        ]});
+        let addresses: Vec<String> = endpoint_addresses(&list)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            addresses,
+            [
+                "172.18.0.2:6443",
+                "172.18.0.3:6443",
+                "[fd00::2]:6443",
+                "[fd00::2]:443"
+            ]
+        );
+    }
 
     #[test]
     fn failures_map_to_status_codes() {

@@ -4,7 +4,10 @@
 //! test API server stands in for the real one, so a connect that is not redirected stays in the
 //! pod (and is detectable: it reaches a server the app's CA does not trust).
 
-use mca_tests::harness::{Env, NAMESPACE, REAL_TOKEN};
+use mca_tests::{
+    apiserver::{API_ENDPOINT_IP, API_ENDPOINT_PORT},
+    harness::{Env, NAMESPACE, REAL_TOKEN},
+};
 
 const APP_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
 
@@ -34,6 +37,10 @@ fn unmodified_clients_dialling_the_service_are_served_by_mca() -> anyhow::Result
     assert_eq!(out.trim(), "pod/web");
     let out = env.python(&["list", NAMESPACE])?;
     assert_eq!(out.trim(), "web");
+    // An exec: an upgrade through the redirect, and a new upstream connection from MCA (its
+    // HTTP/1.1 client), which must not be redirected back to MCA itself.
+    let out = env.kubectl(&["exec", "web", "--", "echo", "through", "the", "redirect"])?;
+    assert_eq!(out, "through the redirect\n");
     // curl dialling kubernetes.default.svc, resolved to the Service IP.
     let output = env.app_output(
         "curl",
@@ -82,12 +89,15 @@ fn ipv6_and_v4_mapped_destinations_and_getpeername() -> anyhow::Result<()> {
         "fd00:10:96::1",
         "--ebpf-log",
     ])?;
-    for (host, peer) in [
-        ("10.96.0.1", "peer 10.96.0.1 443"),
-        ("fd00:10:96::1", "peer fd00:10:96::1 443"),
-        ("::ffff:10.96.0.1", "peer ::ffff:10.96.0.1 443"),
+    for (host, port, peer) in [
+        ("10.96.0.1", 443, "peer 10.96.0.1 443"),
+        ("fd00:10:96::1", 443, "peer fd00:10:96::1 443"),
+        ("::ffff:10.96.0.1", 443, "peer ::ffff:10.96.0.1 443"),
+        // The API server endpoint MCA found in the `kubernetes` EndpointSlice: the pod has no
+        // route there, so only a redirect gets through.
+        (API_ENDPOINT_IP, API_ENDPOINT_PORT, "peer 10.96.0.2 6443"),
     ] {
-        let output = env.raw_client(host, 443, "kubernetes.default.svc", APP_CA)?;
+        let output = env.raw_client(host, port, "kubernetes.default.svc", APP_CA)?;
         let out = String::from_utf8_lossy(&output.stdout);
         assert!(output.status.success(), "{host}: {output:?}");
         // The app sees the address it dialled, not MCA's listener...

@@ -33,6 +33,11 @@ use tokio::sync::Semaphore;
 
 pub use pods::PodStore;
 
+/// The API server endpoint the test server's EndpointSlice names.
+pub const API_ENDPOINT_IP: &str = "10.96.0.2";
+/// Its port.
+pub const API_ENDPOINT_PORT: u16 = 6443;
+
 /// Response body type of the test server.
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -289,6 +294,26 @@ async fn handle(
             &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}),
         ),
         (&Method::GET, ["api", "v1"]) => json_response(StatusCode::OK, &pods::resource_list()),
+        // The `kubernetes` Service's endpoints, which MCA intercepts too: an address with no
+        // route in the pod, so only a redirect reaches anything.
+        (
+            &Method::GET,
+            [
+                "apis",
+                "discovery.k8s.io",
+                "v1",
+                "namespaces",
+                "default",
+                "endpointslices",
+            ],
+        ) => json_response(
+            StatusCode::OK,
+            &json!({"kind": "EndpointSliceList", "apiVersion": "discovery.k8s.io/v1",
+                        "items": [{"metadata": {"name": "kubernetes"}, "addressType": "IPv4",
+                                   "endpoints": [{"addresses": [API_ENDPOINT_IP]}],
+                                   "ports": [{"name": "https", "port": API_ENDPOINT_PORT,
+                                              "protocol": "TCP"}]}]}),
+        ),
         (_, ["api", "v1", "namespaces", namespace, "pods", rest @ ..]) => {
             let (namespace, rest) = (namespace.to_string(), rest.join("/"));
             pods::route(state, request, &namespace, &rest).await
