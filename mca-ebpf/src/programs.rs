@@ -93,6 +93,23 @@ fn should_redirect(
     Some(config)
 }
 
+/// Counts a redirect of a `family` (4 or 6) connect and, with `--ebpf-log`, reports it.
+fn redirected(ctx: &SockAddrContext, config: &Config, family: u8, destination: &Destination) {
+    count(if family == 4 {
+        counter::REDIRECTED_V4
+    } else {
+        counter::REDIRECTED_V6
+    });
+    if config.log != 0 {
+        info!(
+            ctx,
+            "eBPF: connect{} to port {} redirected to MCA",
+            family,
+            u16::from_be(destination.port as u16)
+        );
+    }
+}
+
 #[cgroup_sock_addr(connect4)]
 pub fn connect4(ctx: SockAddrContext) -> i32 {
     let sa: *mut bpf_sock_addr = ctx.sock_addr;
@@ -105,14 +122,7 @@ pub fn connect4(ctx: SockAddrContext) -> i32 {
             (*sa).user_ip4 = config.redirect_ip4;
             (*sa).user_port = config.redirect_port;
         }
-        count(counter::REDIRECTED_V4);
-        if config.log != 0 {
-            info!(
-                &ctx,
-                "eBPF: connect4 to port {} redirected to MCA",
-                u16::from_be(destination.port as u16)
-            );
-        }
+        redirected(&ctx, config, 4, &destination);
     }
     ALLOW
 }
@@ -147,14 +157,7 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
             (*sa).user_ip6[3] = target[3];
             (*sa).user_port = config.redirect_port;
         }
-        count(counter::REDIRECTED_V6);
-        if config.log != 0 {
-            info!(
-                &ctx,
-                "eBPF: connect6 to port {} redirected to MCA",
-                u16::from_be(destination.port as u16)
-            );
-        }
+        redirected(&ctx, config, 6, &destination);
     }
     ALLOW
 }
