@@ -1,6 +1,7 @@
 //! The local demo (`cargo xtask demo`): a simulated pod with MCA in front of the test API
-//! server, and unmodified in-cluster clients in it. Shows what the application sends, what
-//! MCA logs, and what the API server receives. Needs root (network and mount namespaces).
+//! server, and unmodified in-cluster clients in it, first in env-override mode, then with eBPF
+//! interception. Shows what the application sends, what MCA logs, and what the API server
+//! receives. Needs root (network and mount namespaces, cgroups, eBPF).
 
 use mca_tests::harness::{Env, NAMESPACE, venv_program};
 
@@ -65,5 +66,37 @@ fn main() -> anyhow::Result<()> {
         "\nThe app sent \"Bearer mca-placeholder-token\"; MCA replaced it with its real \
          ServiceAccount token on every request."
     );
+    drop(env);
+    ebpf_mode(&kubectl)
+}
+
+/// The same with eBPF interception: the app keeps its real Service address.
+fn ebpf_mode(kubectl: &std::path::Path) -> anyhow::Result<()> {
+    println!("\n== eBPF mode: MCA's cgroup connect hooks redirect the app's connections to MCA");
+    let env = match Env::start_ebpf(&[]) {
+        Ok(env) => env,
+        Err(error) => {
+            println!("   eBPF interception is not available here: {error:#}");
+            return Ok(());
+        }
+    };
+    println!(
+        "   app env: KUBERNETES_SERVICE_HOST=10.96.0.1 KUBERNETES_SERVICE_PORT=443 (unchanged)\n"
+    );
+    println!("$ kubectl get pods");
+    let output = env.app_output(kubectl, &["get", "pods"])?;
+    print!("{}", String::from_utf8_lossy(&output.stdout));
+    eprint!("{}", String::from_utf8_lossy(&output.stderr));
+    let (_, report) = env.admin_get("/interception")?;
+    println!("\n$ curl http://127.0.0.1:9901/interception   (MCA's admin listener)\n   {report}");
+    if let Some(line) = env.mca.access_log().last() {
+        println!(
+            "\n   last access-log line: {} {} status={} original_dst={}",
+            line["verb"].as_str().unwrap_or(""),
+            line["path"].as_str().unwrap_or(""),
+            line["status"],
+            line["original_dst"].as_str().unwrap_or("")
+        );
+    }
     Ok(())
 }
