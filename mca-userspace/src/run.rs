@@ -98,6 +98,17 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     let admin_listener = bind(args.admin_listen).await?;
     let interception = match args.intercept {
         Mode::Env => None,
+        // Outside a pod, "the pod's cgroup" would be the user's session: only intercept a
+        // cgroup that was named.
+        Mode::Auto if args.cgroup.is_none() && matches!(source, Source::Kubeconfig { .. }) => {
+            tracing::info!(
+                "not in a pod and no --cgroup given: env-override mode (applications use \
+                 KUBERNETES_SERVICE_HOST={} KUBERNETES_SERVICE_PORT={})",
+                args.listen.ip(),
+                args.listen.port()
+            );
+            None
+        }
         mode => {
             // Redirected IPv6 connects land on MCA's IPv6 loopback listener when it has one.
             let v6 = loopback_v6_listener(args.listen).await;
