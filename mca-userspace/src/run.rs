@@ -6,7 +6,7 @@
 //! readiness raised, so an application never starts against a proxy that cannot serve it.
 
 use std::{
-    net::{IpAddr, SocketAddr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
     sync::Arc,
 };
 
@@ -52,33 +52,63 @@ pub enum Error {
     Intercept(crate::intercept::Error),
 }
 
+/// MCA's own view of the API server's Service: KUBERNETES_SERVICE_HOST/PORT, which the kubelet
+/// sets in every container of a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceEnv {
+    /// The Service host (an IP, bracket-less for IPv6), if MCA runs in a pod.
+    pub host: Option<String>,
+    /// The Service port.
+    pub port: u16,
+}
+
+impl ServiceEnv {
+    /// Reads the environment.
+    pub fn from_env() -> Result<Self, Error> {
+        let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
+        Ok(Self {
+            host: std::env::var("KUBERNETES_SERVICE_HOST").ok(),
+            port: port.parse().map_err(|_| Error::ServicePort(port))?,
+        })
+    }
+
+    /// The Service address, when the host is an IP.
+    fn addr(&self) -> Option<SocketAddr> {
+        let ip = self
+            .host
+            .as_deref()?
+            .trim_matches(['[', ']'])
+            .parse()
+            .ok()?;
+        Some(SocketAddr::new(ip, self.port))
+    }
+}
+
 /// Where the upstream configuration comes from: an explicit kubeconfig or context wins; else
 /// the in-cluster configuration when MCA runs in a pod; else kube's default kubeconfig.
-pub fn upstream_source(args: &RunArgs) -> Result<Source, Error> {
-    let service_host = std::env::var("KUBERNETES_SERVICE_HOST").ok();
-    if args.kubeconfig.is_some() || args.context.is_some() || service_host.is_none() {
-        return Ok(Source::Kubeconfig {
+pub fn upstream_source(args: &RunArgs, service: &ServiceEnv) -> Source {
+    match &service.host {
+        Some(host) if args.kubeconfig.is_none() && args.context.is_none() => Source::InCluster {
+            sa_dir: args.sa_dir.clone(),
+            host: host.clone(),
+            port: service.port,
+        },
+        _ => Source::Kubeconfig {
             path: args.kubeconfig.clone(),
             context: args.context.clone(),
-        });
+        },
     }
-    let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
-    Ok(Source::InCluster {
-        sa_dir: args.sa_dir.clone(),
-        host: service_host.unwrap_or_default(),
-        port: port.parse().map_err(|_| Error::ServicePort(port))?,
-    })
 }
 
 /// Runs the sidecar until SIGTERM or SIGINT, then drains and returns.
 pub async fn run(args: RunArgs) -> Result<(), Error> {
-    let source = upstream_source(&args)?;
+    let service = ServiceEnv::from_env()?;
+    let source = upstream_source(&args, &service);
     let upstream = Upstream::load(&source, args.upstream_connect_timeout).await?;
 
-    let service_host = std::env::var("KUBERNETES_SERVICE_HOST").ok();
     let names = SubjectNames::for_cluster(
         &args.cluster_domain,
-        service_host.as_deref(),
+        service.host.as_deref(),
         &args.extra_sans,
     )?;
     let serving = Arc::new(ServingCert::new(
@@ -96,53 +126,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     };
     let mut listeners = vec![bind(args.listen).await?];
     let admin_listener = bind(args.admin_listen).await?;
-    let interception = match args.intercept {
-        Mode::Env => None,
-        // Outside a pod, "the pod's cgroup" would be the user's session: only intercept a
-        // cgroup that was named.
-        Mode::Auto if args.cgroup.is_none() && matches!(source, Source::Kubeconfig { .. }) => {
-            tracing::info!(
-                "not in a pod and no --cgroup given: env-override mode (applications use \
-                 KUBERNETES_SERVICE_HOST={} KUBERNETES_SERVICE_PORT={})",
-                args.listen.ip(),
-                args.listen.port()
-            );
-            None
-        }
-        mode => {
-            // Redirected IPv6 connects land on MCA's IPv6 loopback listener when it has one.
-            let v6 = loopback_v6_listener(args.listen).await;
-            let endpoints = upstream.api_endpoints().await;
-            let settings = intercept_settings(
-                &args,
-                &upstream,
-                &endpoints,
-                v6.as_ref().and_then(|l| l.local_addr().ok()),
-            );
-            match (Interception::start(&settings), mode) {
-                (Ok(interception), _) => {
-                    tracing::info!(
-                        cgroup = %interception.cgroup().display(),
-                        destinations = ?settings.destinations,
-                        "eBPF interception active: connects to these destinations are redirected to MCA"
-                    );
-                    listeners.extend(v6);
-                    Some(Arc::new(interception))
-                }
-                (Err(error), Mode::Ebpf) => return Err(Error::Intercept(error)),
-                (Err(error), _) => {
-                    tracing::warn!(
-                        %error,
-                        "eBPF interception unavailable, falling back to env-override mode: \
-                         applications must use KUBERNETES_SERVICE_HOST={} KUBERNETES_SERVICE_PORT={}",
-                        args.listen.ip(),
-                        args.listen.port()
-                    );
-                    None
-                }
-            }
-        }
-    };
+    let interception = intercept(&args, &service, &source, &upstream, &mut listeners).await?;
     let readiness = Readiness::default();
     tokio::spawn(admin::serve(
         admin_listener,
@@ -182,6 +166,72 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// Sets up eBPF interception as `--intercept` asks, adding MCA's IPv6 loopback listener to
+/// `listeners` when redirected IPv6 connects are to land there.
+async fn intercept(
+    args: &RunArgs,
+    service: &ServiceEnv,
+    source: &Source,
+    upstream: &Upstream,
+    listeners: &mut Vec<TcpListener>,
+) -> Result<Option<Arc<Interception>>, Error> {
+    let env_mode = |why: &dyn std::fmt::Display| {
+        tracing::warn!(
+            "{why}; env-override mode: applications must use KUBERNETES_SERVICE_HOST={} \
+             KUBERNETES_SERVICE_PORT={}",
+            args.listen.ip(),
+            args.listen.port()
+        );
+    };
+    match args.intercept {
+        Mode::Env => return Ok(None),
+        // Outside a pod, "the pod's cgroup" would be the user's session: only intercept a
+        // cgroup that was named.
+        Mode::Auto if args.cgroup.is_none() && matches!(source, Source::Kubeconfig { .. }) => {
+            env_mode(&"not in a pod and no --cgroup given");
+            return Ok(None);
+        }
+        Mode::Auto | Mode::Ebpf => {}
+    }
+    let v6 = loopback_v6_listener(args.listen).await;
+    let destinations = destinations(
+        service.addr(),
+        upstream.url(),
+        &upstream.api_endpoints().await,
+        &args.intercept_addresses,
+    );
+    let settings = Settings {
+        cgroup: args.cgroup.clone(),
+        destinations,
+        redirect_v4: match args.listen {
+            SocketAddr::V4(v4) => v4,
+            SocketAddr::V6(v6) => SocketAddrV4::new(Ipv4Addr::LOCALHOST, v6.port()),
+        },
+        redirect_v6: match v6.as_ref().and_then(|l| l.local_addr().ok()) {
+            Some(SocketAddr::V6(v6)) => Some(v6),
+            _ => None,
+        },
+        exempt_uids: args.exempt_uids.clone(),
+        log: args.ebpf_log,
+    };
+    match Interception::start(&settings) {
+        Ok(interception) => {
+            tracing::info!(
+                cgroup = %interception.cgroup().display(),
+                destinations = ?settings.destinations,
+                "eBPF interception active: connects to these destinations are redirected to MCA"
+            );
+            listeners.extend(v6);
+            Ok(Some(Arc::new(interception)))
+        }
+        Err(error) if args.intercept == Mode::Ebpf => Err(Error::Intercept(error)),
+        Err(error) => {
+            env_mode(&format_args!("eBPF interception unavailable ({error})"));
+            Ok(None)
+        }
+    }
+}
+
 /// MCA's IPv6 loopback listener on the same port, when it listens on IPv4 loopback and the
 /// host has IPv6; without it, redirected IPv6 connects go to the v4-mapped IPv4 listener.
 async fn loopback_v6_listener(listen: SocketAddr) -> Option<TcpListener> {
@@ -198,63 +248,37 @@ async fn loopback_v6_listener(listen: SocketAddr) -> Option<TcpListener> {
     }
 }
 
-/// What to intercept: MCA's own KUBERNETES_SERVICE_HOST:PORT (the Service the app would dial),
-/// the upstream's address if it is an IP, the API server's endpoints, and `--intercept-address`
-/// extras.
-fn intercept_settings(
-    args: &RunArgs,
-    upstream: &Upstream,
+/// What to intercept, without repeats: the Service address (what in-cluster clients dial),
+/// the upstream's address if it is an IP, the API server's endpoints, and extras.
+fn destinations(
+    service: Option<SocketAddr>,
+    upstream: &http::Uri,
     endpoints: &[SocketAddr],
-    v6: Option<SocketAddr>,
-) -> Settings {
-    let service = std::env::var("KUBERNETES_SERVICE_HOST")
-        .ok()
-        .and_then(|host| host.trim_matches(['[', ']']).parse::<IpAddr>().ok())
-        .map(|ip| {
-            let port = std::env::var("KUBERNETES_SERVICE_PORT")
-                .ok()
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(443);
-            SocketAddr::new(ip, port)
-        });
-    let url = upstream.url();
-    let upstream_addr = url
+    extras: &[SocketAddr],
+) -> Vec<SocketAddr> {
+    let upstream = upstream
         .host()
         .and_then(|host| host.trim_matches(['[', ']']).parse::<IpAddr>().ok())
         .map(|ip| {
-            let default = if url.scheme_str() == Some("http") {
+            let default = if upstream.scheme_str() == Some("http") {
                 80
             } else {
                 443
             };
-            SocketAddr::new(ip, url.port_u16().unwrap_or(default))
+            SocketAddr::new(ip, upstream.port_u16().unwrap_or(default))
         });
-    let mut destinations: Vec<SocketAddr> = Vec::new();
+    let mut all: Vec<SocketAddr> = Vec::new();
     for addr in service
         .into_iter()
-        .chain(upstream_addr)
+        .chain(upstream)
         .chain(endpoints.iter().copied())
-        .chain(args.intercept_addresses.iter().copied())
+        .chain(extras.iter().copied())
     {
-        if !destinations.contains(&addr) {
-            destinations.push(addr);
+        if !all.contains(&addr) {
+            all.push(addr);
         }
     }
-    let redirect_v4 = match args.listen {
-        SocketAddr::V4(v4) => v4,
-        SocketAddr::V6(v6) => SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, v6.port()),
-    };
-    Settings {
-        cgroup: args.cgroup.clone(),
-        destinations,
-        redirect_v4,
-        redirect_v6: match v6 {
-            Some(SocketAddr::V6(v6)) => Some(v6),
-            _ => None,
-        },
-        exempt_uids: args.exempt_uids.clone(),
-        log: args.ebpf_log,
-    }
+    all
 }
 
 async fn wait_for_signal() -> &'static str {
@@ -264,5 +288,81 @@ async fn wait_for_signal() -> &'static str {
     tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(list: &[&str]) -> Vec<SocketAddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn destinations_cover_service_upstream_endpoints_and_extras_once() {
+        let service = ServiceEnv {
+            host: Some("10.96.0.1".into()),
+            port: 443,
+        };
+        let found = destinations(
+            service.addr(),
+            &"https://10.96.0.1".parse().unwrap(),
+            &addrs(&["172.18.0.2:6443", "10.96.0.1:443"]),
+            &addrs(&["[fd00::1]:443"]),
+        );
+        assert_eq!(
+            found,
+            addrs(&["10.96.0.1:443", "172.18.0.2:6443", "[fd00::1]:443"])
+        );
+        // A named upstream adds nothing; an IPv6 one is understood.
+        assert!(
+            destinations(
+                None,
+                &"https://api.example.com:6443".parse().unwrap(),
+                &[],
+                &[]
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            destinations(None, &"https://[fd00::9]:6443".parse().unwrap(), &[], &[]),
+            addrs(&["[fd00::9]:6443"])
+        );
+    }
+
+    #[test]
+    fn in_cluster_unless_a_kubeconfig_is_named() {
+        use clap::Parser;
+        let parse = |extra: &[&str]| {
+            let cli = crate::cli::Cli::parse_from([&["mca", "run"], extra].concat());
+            match cli.command {
+                crate::cli::Command::Run(args) => args,
+            }
+        };
+        let pod = ServiceEnv {
+            host: Some("fd00::1".into()),
+            port: 443,
+        };
+        assert!(matches!(
+            upstream_source(&parse(&[]), &pod),
+            Source::InCluster { ref host, port: 443, .. } if host == "fd00::1"
+        ));
+        assert_eq!(pod.addr(), Some("[fd00::1]:443".parse().unwrap()));
+        assert!(matches!(
+            upstream_source(&parse(&["--context", "kind"]), &pod),
+            Source::Kubeconfig {
+                context: Some(_),
+                ..
+            }
+        ));
+        let laptop = ServiceEnv {
+            host: None,
+            port: 443,
+        };
+        assert!(matches!(
+            upstream_source(&parse(&[]), &laptop),
+            Source::Kubeconfig { path: None, .. }
+        ));
     }
 }

@@ -160,7 +160,7 @@ fn auto_falls_back_to_env_mode_and_ebpf_mode_fails_fast() -> anyhow::Result<()> 
     // A cgroup that does not exist: eBPF cannot attach.
     let env = Env::start_test(&["--intercept", "auto", "--cgroup", "/nonexistent/cgroup"])?;
     let line = env.mca.wait_for_log(
-        |l| l.contains("falling back to env-override mode"),
+        |l| l.contains("eBPF interception unavailable") && l.contains("env-override mode"),
         std::time::Duration::from_secs(5),
     )?;
     assert!(line.contains("/nonexistent/cgroup"), "{line}");
