@@ -8,10 +8,6 @@
 // `aya::Pod` is an unsafe marker trait: these types are plain data with no padding holes.
 #![cfg_attr(feature = "user", allow(unsafe_code))]
 
-/// The port MCA's proxy listens on by default, and the port applications are pointed at in
-/// env-override mode (`KUBERNETES_SERVICE_PORT=6443`).
-pub const DEFAULT_PROXY_PORT: u16 = 6443;
-
 /// An intercepted destination: an address in the v4-mapped IPv6 form (`::ffff:a.b.c.d` for
 /// IPv4) and a port, both in network byte order.
 #[repr(C)]
