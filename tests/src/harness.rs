@@ -292,18 +292,13 @@ impl Env {
     }
 
     /// eBPF mode: a pod with the Service addresses and cgroups, the test API server at
-    /// [`SERVICE_V4`] in it, and MCA attached to the pod's cgroup, its own cgroup exempt.
+    /// [`SERVICE_V4`] in it, and MCA attached to the pod's cgroup (found by default: the
+    /// parent of its own), its own cgroup exempt.
     pub fn start_ebpf(args: &[&str]) -> anyhow::Result<Self> {
         let pod = Pod::with_service()?;
         let apiserver = ApiServer::start(pod.listen(SERVICE_V4)?, REAL_TOKEN, &[])?;
         apiserver.state().pods.insert(NAMESPACE, "web");
-        let cgroup = pod
-            .cgroup()
-            .expect("an eBPF pod has a cgroup")
-            .to_str()
-            .expect("UTF-8")
-            .to_owned();
-        let mut all = vec!["--intercept", "ebpf", "--cgroup", &cgroup];
+        let mut all = vec!["--intercept", "ebpf"];
         all.extend_from_slice(args);
         let mca = Mca::start(&pod, apiserver.addr(), apiserver.ca_pem(), &all)?;
         Ok(Self {
