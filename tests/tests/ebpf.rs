@@ -69,7 +69,10 @@ fn unmodified_clients_dialling_the_service_are_served_by_mca() -> anyhow::Result
     let report = interception(&env)?;
     assert_eq!(report["mode"], "ebpf");
     // Without --cgroup MCA attached to its pod's cgroup: the parent of its own.
-    assert_eq!(report["cgroup"], env.pod.cgroup().unwrap().to_str().unwrap());
+    assert_eq!(
+        report["cgroup"],
+        env.pod.cgroup().unwrap().to_str().unwrap()
+    );
     assert!(
         report["counters"]["redirected_v4"].as_u64().unwrap() >= 3,
         "{report}"

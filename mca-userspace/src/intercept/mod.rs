@@ -111,6 +111,21 @@ impl std::fmt::Debug for Interception {
 
 const SOCK_ADDR_PROGRAMS: [&str; 4] = ["connect4", "connect6", "getpeername4", "getpeername6"];
 
+/// Loads program `$name` as a `$kind` and links it to `$cgroup`. A bpf link carries no attach
+/// flags (the kernel rejects them) and always coexists with other programs on the cgroup, so
+/// the mode is `Single` (no flags); the link lives as long as MCA's fd to it.
+macro_rules! link {
+    ($ebpf:expr, $kind:ty, $name:expr, $cgroup:expr) => {{
+        let name: &'static str = $name;
+        let program: &mut $kind = program(&mut $ebpf, name)?;
+        let error = |source| Error::Program { name, source };
+        program.load().map_err(error)?;
+        program
+            .attach($cgroup, CgroupAttachMode::Single)
+            .map_err(error)?;
+    }};
+}
+
 impl Interception {
     /// Loads, configures and attaches the programs.
     pub fn start(settings: &Settings) -> Result<Self, Error> {
@@ -135,37 +150,14 @@ impl Interception {
             start_logger(&mut ebpf);
         }
         for name in SOCK_ADDR_PROGRAMS {
-            let program: &mut CgroupSockAddr = program(&mut ebpf, name)?;
-            program
-                .load()
-                .map_err(|source| Error::Program { name, source })?;
-            program
-                .attach(&cgroup_file, CgroupAttachMode::Single)
-                .map_err(|source| Error::Program { name, source })?;
+            link!(ebpf, CgroupSockAddr, name, &cgroup_file);
         }
-        let sock_ops: &mut SockOps = program(&mut ebpf, "established")?;
-        let name = "established";
-        sock_ops
-            .load()
-            .map_err(|source| Error::Program { name, source })?;
-        sock_ops
-            .attach(&cgroup_file, CgroupAttachMode::Single)
-            .map_err(|source| Error::Program { name, source })?;
+        link!(ebpf, SockOps, "established", &cgroup_file);
 
-        let originals =
-            HashMap::try_from(take_map(&mut ebpf, "ORIGINAL_BY_CLIENT")?).map_err(|source| {
-                Error::Map {
-                    name: "ORIGINAL_BY_CLIENT",
-                    source,
-                }
-            })?;
-        let counters =
-            PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?).map_err(|source| {
-                Error::Map {
-                    name: "COUNTERS",
-                    source,
-                }
-            })?;
+        let originals = HashMap::try_from(take_map(&mut ebpf, "ORIGINAL_BY_CLIENT")?)
+            .map_err(map_error("ORIGINAL_BY_CLIENT"))?;
+        let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)
+            .map_err(map_error("COUNTERS"))?;
         Ok(Self {
             cgroup: target,
             originals: Mutex::new(originals),
@@ -228,7 +220,6 @@ fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, Error
 
 /// Fills the maps the programs read: config, destinations, exemptions.
 fn configure(ebpf: &mut Ebpf, settings: &Settings, own_cgroup: u64) -> Result<(), Error> {
-    let map_err = |name: &'static str| move |source| Error::Map { name, source };
     let redirect_ip6 = match settings.redirect_v6 {
         Some(v6) => words(v6.ip()),
         None => words(&settings.redirect_v4.ip().to_ipv6_mapped()),
@@ -241,38 +232,35 @@ fn configure(ebpf: &mut Ebpf, settings: &Settings, own_cgroup: u64) -> Result<()
     };
     let mut array: Array<_, Config> =
         Array::try_from(ebpf.map_mut("CONFIG").ok_or_else(|| missing("CONFIG"))?)
-            .map_err(map_err("CONFIG"))?;
-    array.set(0, config, 0).map_err(map_err("CONFIG"))?;
+            .map_err(map_error("CONFIG"))?;
+    array.set(0, config, 0).map_err(map_error("CONFIG"))?;
 
-    let mut intercept: HashMap<_, Destination, u8> = HashMap::try_from(
-        ebpf.map_mut("INTERCEPT")
-            .ok_or_else(|| missing("INTERCEPT"))?,
-    )
-    .map_err(map_err("INTERCEPT"))?;
-    for destination in &settings.destinations {
-        intercept
-            .insert(to_destination(*destination), 1, 0)
-            .map_err(map_err("INTERCEPT"))?;
-    }
+    fill_set(
+        ebpf,
+        "INTERCEPT",
+        settings.destinations.iter().copied().map(to_destination),
+    )?;
+    fill_set(ebpf, "EXEMPT_CGROUPS", [own_cgroup])?;
+    fill_set(ebpf, "EXEMPT_UIDS", settings.exempt_uids.iter().copied())?;
+    Ok(())
+}
 
-    let mut cgroups: HashMap<_, u64, u8> = HashMap::try_from(
-        ebpf.map_mut("EXEMPT_CGROUPS")
-            .ok_or_else(|| missing("EXEMPT_CGROUPS"))?,
-    )
-    .map_err(map_err("EXEMPT_CGROUPS"))?;
-    cgroups
-        .insert(own_cgroup, 1, 0)
-        .map_err(map_err("EXEMPT_CGROUPS"))?;
-
-    let mut uids: HashMap<_, u32, u8> = HashMap::try_from(
-        ebpf.map_mut("EXEMPT_UIDS")
-            .ok_or_else(|| missing("EXEMPT_UIDS"))?,
-    )
-    .map_err(map_err("EXEMPT_UIDS"))?;
-    for uid in &settings.exempt_uids {
-        uids.insert(uid, 1, 0).map_err(map_err("EXEMPT_UIDS"))?;
+/// Puts `keys` into the hash map `name` used as a set (value 1).
+fn fill_set<K: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    keys: impl IntoIterator<Item = K>,
+) -> Result<(), Error> {
+    let map = ebpf.map_mut(name).ok_or_else(|| missing(name))?;
+    let mut set: HashMap<_, K, u8> = HashMap::try_from(map).map_err(map_error(name))?;
+    for key in keys {
+        set.insert(key, 1, 0).map_err(map_error(name))?;
     }
     Ok(())
+}
+
+fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
+    move |source| Error::Map { name, source }
 }
 
 fn missing(name: &'static str) -> Error {
