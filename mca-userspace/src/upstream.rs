@@ -220,6 +220,7 @@ impl Upstream {
         match tokio::time::timeout(Duration::from_secs(5), fetched).await {
             Ok(Ok(list)) => endpoint_addresses(&list),
             Ok(Err(error)) => {
+                let error = error_chain(error.as_ref());
                 tracing::info!(%error, "could not list the API server's EndpointSlices");
                 Vec::new()
             }
