@@ -218,7 +218,7 @@ impl Mca {
         Ok(serde_json::from_str(&line)?)
     }
 
-    /// The process id (of `ip netns exec`, which execs into mca).
+    /// MCA's process id (the container wrapper and nsenter exec into it).
     pub fn pid(&self) -> u32 {
         self.child.lock().unwrap().id()
     }

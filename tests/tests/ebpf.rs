@@ -7,6 +7,7 @@
 use mca_tests::{
     apiserver::{API_ENDPOINT_IP, API_ENDPOINT_PORT},
     harness::{Env, NAMESPACE, REAL_TOKEN},
+    sandbox::SERVICE_V6,
 };
 
 const APP_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
@@ -89,7 +90,7 @@ fn unmodified_clients_dialling_the_service_are_served_by_mca() -> anyhow::Result
 fn ipv6_and_v4_mapped_destinations_and_getpeername() -> anyhow::Result<()> {
     let env = Env::start_ebpf(&[
         "--intercept-address",
-        "[fd00:10:96::1]:443",
+        SERVICE_V6,
         "--extra-san",
         "fd00:10:96::1",
         "--ebpf-log",
