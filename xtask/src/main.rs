@@ -248,7 +248,22 @@ fn setup(root: &Path) -> anyhow::Result<()> {
     }
 
     // The eBPF programs: nightly's core sources and bpf-linker.
-    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    let components = Command::new("rustup")
+        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .output()
+        .context("running rustup (the eBPF programs need the nightly toolchain)")?;
+    if !String::from_utf8_lossy(&components.stdout)
+        .lines()
+        .any(|c| c.starts_with("rust-src"))
+    {
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
     if bpf_linker {
         println!(
             "xtask: installing bpf-linker {BPF_LINKER_VERSION} (builds against LLVM 22, a few minutes)"
