@@ -252,7 +252,18 @@ fn setup(root: &Path) -> anyhow::Result<()> {
         .args(["component", "list", "--toolchain", "nightly", "--installed"])
         .output()
         .context("running rustup (the eBPF programs need the nightly toolchain)")?;
-    if !String::from_utf8_lossy(&components.stdout)
+    if !components.status.success() {
+        println!("xtask: installing the nightly toolchain (for -Z build-std of the eBPF programs)");
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))?;
+    } else if !String::from_utf8_lossy(&components.stdout)
         .lines()
         .any(|c| c.starts_with("rust-src"))
     {
