@@ -119,12 +119,12 @@ pub async fn forward(
     mut log: AccessLog,
 ) -> Response<ResponseBody> {
     if request.version() != Version::HTTP_11 {
+        let message = format!(
+            "protocol upgrades need HTTP/1.1; this request came over {:?}",
+            request.version()
+        );
         return answer(
-            Status::new(
-                StatusCode::BAD_REQUEST,
-                Reason::BadRequest,
-                "protocol upgrades need HTTP/1.1; this request came over HTTP/2",
-            ),
+            Status::new(StatusCode::BAD_REQUEST, Reason::BadRequest, message),
             log,
         );
     }
