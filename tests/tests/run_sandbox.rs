@@ -3,12 +3,25 @@
 
 use std::process::Command;
 
+/// Runs mca-run and checks it tore down what it set up: the cgroup it announced is gone, so
+/// MCA (which lived in it) is too.
 fn mca_run(home: &std::path::Path, args: &[&str]) -> anyhow::Result<std::process::Output> {
-    Ok(Command::new(env!("CARGO_BIN_EXE_mca-run"))
+    let output = Command::new(env!("CARGO_BIN_EXE_mca-run"))
         .args(args)
         .env("HOME", home)
         .env_remove("KUBECONFIG")
-        .output()?)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let cgroup = stdout
+        .split("(cgroup ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .expect("mca-run names the app's cgroup");
+    assert!(
+        !std::path::Path::new(cgroup).exists(),
+        "{cgroup} left behind"
+    );
+    Ok(output)
 }
 
 #[test]

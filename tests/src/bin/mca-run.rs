@@ -21,7 +21,7 @@ use mca_tests::{
     sandbox::Pod,
 };
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let command: Vec<String> = match args.iter().position(|a| a == "--") {
         Some(at) => args.split_off(at).into_iter().skip(1).collect(),
@@ -99,7 +99,10 @@ fn main() -> anyhow::Result<()> {
         .stderr(Stdio::inherit())
         .status()?;
     println!("\nmca-run: MCA's log:\n{}", mca.log());
-    std::process::exit(status.code().unwrap_or(1));
+    // Returning (not exiting) lets MCA, its sandbox and its cgroups be torn down.
+    Ok(std::process::ExitCode::from(
+        u8::try_from(status.code().unwrap_or(1)).unwrap_or(1),
+    ))
 }
 
 /// The current (or named) context's API server address, resolved.
