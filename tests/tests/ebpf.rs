@@ -19,6 +19,11 @@ fn interception(env: &Env) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::from_str(&body)?)
 }
 
+/// One of the `/interception` counters.
+fn counter(report: &serde_json::Value, name: &str) -> u64 {
+    report["counters"][name].as_u64().expect("a counter")
+}
+
 fn assert_only_real_token(env: &Env) {
     for request in env.apiserver().requests() {
         assert_eq!(
@@ -74,15 +79,9 @@ fn unmodified_clients_dialling_the_service_are_served_by_mca() -> anyhow::Result
         report["cgroup"],
         env.pod.cgroup().unwrap().to_str().unwrap()
     );
-    assert!(
-        report["counters"]["redirected_v4"].as_u64().unwrap() >= 3,
-        "{report}"
-    );
+    assert!(counter(&report, "redirected_v4") >= 3, "{report}");
     // MCA's own connection to the Service address was exempt, not looped back to itself.
-    assert!(
-        report["counters"]["exempted_v4"].as_u64().unwrap() >= 1,
-        "{report}"
-    );
+    assert!(counter(&report, "exempted_v4") >= 1, "{report}");
     Ok(())
 }
 
@@ -112,14 +111,8 @@ fn ipv6_and_v4_mapped_destinations_and_getpeername() -> anyhow::Result<()> {
         assert_eq!(out.lines().nth(1), Some("HTTP/1.1 200 OK"), "{out}");
     }
     let report = interception(&env)?;
-    assert!(
-        report["counters"]["redirected_v6"].as_u64().unwrap() >= 2,
-        "{report}"
-    );
-    assert!(
-        report["counters"]["peername_rewritten"].as_u64().unwrap() >= 3,
-        "{report}"
-    );
+    assert!(counter(&report, "redirected_v6") >= 2, "{report}");
+    assert!(counter(&report, "peername_rewritten") >= 3, "{report}");
     let line = env
         .mca
         .wait_for_access(|l| l["original_dst"] == "[fd00:10:96::1]:443")?;

@@ -80,11 +80,7 @@ impl PodStore {
             pod["status"] = json!({"phase": "Running"});
         }
         inner.by_key.insert(key, pod.clone());
-        let _ = self.events.send(Event {
-            namespace: namespace.to_owned(),
-            kind: "ADDED",
-            object: pod.clone(),
-        });
+        self.notify(namespace, "ADDED", &pod);
         Ok(pod)
     }
 
@@ -93,12 +89,17 @@ impl PodStore {
         let pod = inner
             .by_key
             .remove(&(namespace.to_owned(), name.to_owned()))?;
+        self.notify(namespace, "DELETED", &pod);
+        Some(pod)
+    }
+
+    /// Tells open watches about a change (none listening is fine).
+    fn notify(&self, namespace: &str, kind: &'static str, pod: &Value) {
         let _ = self.events.send(Event {
             namespace: namespace.to_owned(),
-            kind: "DELETED",
+            kind,
             object: pod.clone(),
         });
-        Some(pod)
     }
 
     fn get(&self, namespace: &str, name: &str) -> Option<Value> {
