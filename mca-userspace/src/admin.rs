@@ -3,7 +3,8 @@
 //! `/livez` answers 200 while the process serves at all. `/readyz` answers 200 only once the
 //! fake ServiceAccount is written and the proxy listens (so a sidecar startup probe holds the
 //! application back until MCA can serve it), and 503 again while MCA drains on shutdown.
-//! `/interception` reports whether eBPF interception is active and its counters.
+//! `/interception` reports whether eBPF interception is active and its counters; `/upstream`
+//! the connections to the API server and the requests in flight on them.
 
 use std::{
     convert::Infallible,
@@ -20,7 +21,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::intercept::Interception;
+use crate::{intercept::Interception, upstream::Upstream};
 
 /// Whether MCA is ready to serve applications.
 #[derive(Debug, Clone, Default)]
@@ -43,6 +44,7 @@ pub async fn serve(
     listener: TcpListener,
     readiness: Readiness,
     interception: Option<Arc<Interception>>,
+    upstream: Upstream,
 ) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
@@ -50,12 +52,14 @@ pub async fn serve(
         };
         let readiness = readiness.clone();
         let interception = interception.clone();
+        let upstream = upstream.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 std::future::ready(Ok::<_, Infallible>(route(
                     &request,
                     &readiness,
                     interception.as_deref(),
+                    &upstream,
                 )))
             });
             let _ = hyper::server::conn::http1::Builder::new()
@@ -69,9 +73,18 @@ fn route(
     request: &Request<Incoming>,
     readiness: &Readiness,
     interception: Option<&Interception>,
+    upstream: &Upstream,
 ) -> Response<Full<Bytes>> {
-    if request.uri().path() == "/interception" {
-        return interception_report(interception);
+    match request.uri().path() {
+        "/interception" => return interception_report(interception),
+        "/upstream" => {
+            let report = serde_json::json!({
+                "url": upstream.url().to_string(),
+                "pool": upstream.stats(),
+            });
+            return json(&report);
+        }
+        _ => {}
     }
     let (status, body) = match (request.method(), request.uri().path()) {
         (&Method::GET | &Method::HEAD, "/livez") => (StatusCode::OK, "ok\n"),
@@ -96,6 +109,10 @@ fn interception_report(interception: Option<&Interception>) -> Response<Full<Byt
         }),
         None => serde_json::json!({"mode": "env"}),
     };
+    json(&report)
+}
+
+fn json(report: &serde_json::Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(report.to_string())));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,

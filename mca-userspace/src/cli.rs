@@ -89,6 +89,28 @@ pub struct RunArgs {
     )]
     pub upstream_connect_timeout: Duration,
 
+    /// Most connections MCA holds to the API server. Each HTTP/2 connection carries as many
+    /// requests as the server allows (kube-apiserver: 100), and every watch holds one for its
+    /// lifetime; exec, attach and port-forward sessions each take a connection. When all are
+    /// busy a request waits up to the connect timeout, then gets 429 with Retry-After. The last
+    /// connection is kept for short requests, so long-running ones never starve them.
+    #[arg(
+        long,
+        env = "MCA_UPSTREAM_MAX_CONNECTIONS",
+        default_value_t = 256,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub upstream_max_connections: u32,
+
+    /// A connection to the API server with no request in flight for this long is closed.
+    #[arg(
+        long,
+        env = "MCA_UPSTREAM_IDLE_TIMEOUT",
+        default_value = "90s",
+        value_parser = parse_duration
+    )]
+    pub upstream_idle_timeout: Duration,
+
     /// How applications reach MCA: `ebpf` redirects their connects to the API server with
     /// cgroup hooks (needs CAP_BPF, CAP_NET_ADMIN and a cgroup v2 mount); `env` relies on
     /// KUBERNETES_SERVICE_HOST=127.0.0.1 / KUBERNETES_SERVICE_PORT in the app; `auto` tries

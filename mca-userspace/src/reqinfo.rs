@@ -134,6 +134,24 @@ impl RequestInfo {
         info
     }
 
+    /// Whether the API server treats the request as long-running (its
+    /// `BasicLongRunningRequestCheck`): the `watch` and `proxy` verbs, the `attach`, `exec`,
+    /// `log`, `portforward` and `proxy` subresources, and `/debug/pprof/` profiles. Such
+    /// requests hold their connection for as long as the client wants.
+    pub fn is_long_running(&self) -> bool {
+        if matches!(self.verb.as_str(), "watch" | "proxy") {
+            return true;
+        }
+        if self.is_resource_request {
+            matches!(
+                self.subresource.as_str(),
+                "attach" | "exec" | "log" | "portforward" | "proxy"
+            )
+        } else {
+            self.path.starts_with("/debug/pprof/")
+        }
+    }
+
     /// A list with `watch=true` is a watch; a list narrowed to one object by
     /// `fieldSelector=metadata.name=x` names that object (RBAC checks it by name).
     fn refine_list(&mut self, query: &str) {
@@ -575,5 +593,27 @@ mod tests {
     fn path_excludes_query() {
         let info = RequestInfo::parse("GET", "/version?timeout=32s");
         assert_eq!(info.path, "/version");
+    }
+
+    #[test]
+    fn long_running_requests_are_the_api_servers() {
+        let long =
+            |method: &str, target: &str| RequestInfo::parse(method, target).is_long_running();
+        assert!(long("GET", "/api/v1/namespaces/a/pods?watch=1"));
+        assert!(long("GET", "/api/v1/watch/namespaces/a/pods"));
+        assert!(long("GET", "/api/v1/namespaces/a/pods/p/log?follow=true"));
+        assert!(long("GET", "/api/v1/namespaces/a/pods/p/log"));
+        assert!(long("POST", "/api/v1/namespaces/a/pods/p/exec?command=ls"));
+        assert!(long("GET", "/api/v1/namespaces/a/pods/p/attach"));
+        assert!(long("POST", "/api/v1/namespaces/a/pods/p/portforward"));
+        assert!(long("GET", "/api/v1/namespaces/a/services/s/proxy/healthz"));
+        assert!(long("GET", "/api/v1/proxy/namespaces/a/pods/p"));
+        assert!(long("GET", "/debug/pprof/profile"));
+        assert!(!long("GET", "/api/v1/namespaces/a/pods"));
+        assert!(!long("GET", "/api/v1/namespaces/a/pods?watch=false"));
+        assert!(!long("PUT", "/api/v1/namespaces/a/pods/p/status"));
+        assert!(!long("GET", "/version"));
+        // A non-resource path is not a subresource, whatever its segments say.
+        assert!(!long("GET", "/apis/exec"));
     }
 }

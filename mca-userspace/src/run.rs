@@ -21,7 +21,7 @@ use crate::{
     proxy::Proxy,
     sa,
     tls::{CertAuthority, ServingCert, SubjectNames},
-    upstream::{Source, Upstream},
+    upstream::{Limits, Source, Upstream},
 };
 
 /// Why `mca run` could not start.
@@ -102,9 +102,15 @@ pub fn upstream_source(args: &RunArgs, service: &ServiceEnv) -> Source {
 
 /// Runs the sidecar until SIGTERM or SIGINT, then drains and returns.
 pub async fn run(args: RunArgs) -> Result<(), Error> {
+    raise_open_file_limit();
     let service = ServiceEnv::from_env()?;
     let source = upstream_source(&args, &service);
-    let upstream = Upstream::load(&source, args.upstream_connect_timeout).await?;
+    let limits = Limits {
+        max_connections: args.upstream_max_connections as usize,
+        connect_timeout: args.upstream_connect_timeout,
+        idle_timeout: args.upstream_idle_timeout,
+    };
+    let upstream = Upstream::load(&source, limits).await?;
 
     let names = SubjectNames::for_cluster(
         &args.cluster_domain,
@@ -132,6 +138,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         admin_listener,
         readiness.clone(),
         interception.clone(),
+        upstream.clone(),
     ));
 
     sa::provision(&args.fake_sa_dir, serving.ca_pem(), upstream.namespace())?;
@@ -279,6 +286,22 @@ fn destinations(
         }
     }
     all
+}
+
+/// Every watch an application holds over HTTP/1.1 is a socket in MCA: lift the soft limit on
+/// open files to the hard one (as Go programs do at start), since the common soft default of
+/// 1024 would otherwise cap an operator's watches.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(%error, soft, hard, "could not raise the open-file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "could not read the open-file limit"),
+    }
 }
 
 async fn wait_for_signal() -> &'static str {

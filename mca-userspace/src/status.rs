@@ -19,6 +19,8 @@ pub enum Reason {
     ServiceUnavailable,
     /// The API server did not answer in time (504).
     Timeout,
+    /// MCA has no capacity for the request now; retry after a moment (429).
+    TooManyRequests,
 }
 
 /// An error MCA answers with, rendered as a Kubernetes `Status`.
@@ -30,6 +32,9 @@ pub struct Status {
     pub reason: Reason,
     /// Human-readable message. Never contains credentials.
     pub message: String,
+    /// Seconds after which a retry may succeed: the `Retry-After` header and
+    /// `details.retryAfterSeconds`, which client-go honours.
+    pub retry_after: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -41,11 +46,19 @@ struct Wire<'a> {
     status: &'static str,
     message: &'a str,
     reason: Reason,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<Details>,
     code: u16,
 }
 
 #[derive(Serialize)]
 struct Empty {}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Details {
+    retry_after_seconds: u32,
+}
 
 impl Status {
     /// A status with `code` and `reason`.
@@ -54,6 +67,15 @@ impl Status {
             code,
             reason,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// The same status, telling the client to retry after `seconds`.
+    pub fn retry_after(self, seconds: u32) -> Self {
+        Self {
+            retry_after: Some(seconds),
+            ..self
         }
     }
 
@@ -66,6 +88,9 @@ impl Status {
             status: "Failure",
             message: &self.message,
             reason: self.reason,
+            details: self.retry_after.map(|seconds| Details {
+                retry_after_seconds: seconds,
+            }),
             code: self.code.as_u16(),
         };
         serde_json::to_vec(&wire)
@@ -81,6 +106,11 @@ impl Status {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }
@@ -124,5 +154,22 @@ mod tests {
         let response: Response<Bytes> = status.into_response();
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
+    }
+
+    #[test]
+    fn retry_after_is_a_header_and_a_detail() {
+        let status = Status::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            Reason::TooManyRequests,
+            "busy",
+        )
+        .retry_after(1);
+        let json: serde_json::Value = serde_json::from_slice(&status.to_json()).unwrap();
+        assert_eq!(json["reason"], "TooManyRequests");
+        assert_eq!(json["details"], serde_json::json!({"retryAfterSeconds": 1}));
+        let response: Response<Bytes> = status.into_response();
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
     }
 }

@@ -4,15 +4,58 @@ It runs inside the pod sandbox, where load_incluster_config() reads the (fake) S
 at the standard path and KUBERNETES_SERVICE_HOST/PORT, exactly as in a real pod.
 """
 
+import json
 import sys
+import threading
 import time
 
 from kubernetes import client, config, watch
 from kubernetes.stream import portforward, stream
+from kubernetes.watch.watch import iter_resp_lines
+
+
+def watch_many(core, namespace, name, count):
+    """Opens `count` watches at once, each on its own HTTP/1.1 connection; prints `watching N`
+    once every one has its response headers, then `ADDED name i` as each sees the pod."""
+    responses = [None] * count
+
+    def open_watch(i):
+        # Returns as soon as the response headers are in.
+        responses[i] = core.list_namespaced_pod(
+            namespace, watch=True, timeout_seconds=60, _preload_content=False
+        )
+
+    threads = [threading.Thread(target=open_watch, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    if any(response is None for response in responses):
+        raise SystemExit(f"only {sum(r is not None for r in responses)} of {count} watches started")
+    print("watching", count, flush=True)
+    printing = threading.Lock()
+
+    def read(i):
+        for line in iter_resp_lines(responses[i]):
+            event = json.loads(line)
+            if event["type"] == "ADDED" and event["object"]["metadata"]["name"] == name:
+                with printing:
+                    print("ADDED", name, i, flush=True)
+                return
+
+    readers = [threading.Thread(target=read, args=(i,)) for i in range(count)]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join(timeout=60)
 
 
 def main(argv):
     config.load_incluster_config()
+    # Room for many concurrent requests (urllib3 keeps 4 connections per host by default).
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = 128
+    client.Configuration.set_default(configuration)
     api_client = client.ApiClient()
     if "--impersonate" in argv:
         argv = [a for a in argv if a != "--impersonate"]
@@ -40,6 +83,8 @@ def main(argv):
             if event["object"].metadata.name == args[1]:
                 print(event["type"], args[1], flush=True)
                 break
+    elif command == "watch-many":
+        watch_many(core, args[0], args[1], int(args[2]))
     elif command == "delete":
         core.delete_namespaced_pod(args[1], args[0])
         print("deleted", args[1])

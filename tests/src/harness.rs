@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 use crate::{
-    apiserver::ApiServer,
+    apiserver::{ApiServer, Options},
     sandbox::{Pod, SERVICE_V4},
 };
 
@@ -78,10 +78,127 @@ pub fn real_cluster() -> Option<PathBuf> {
     std::env::var_os("MCA_E2E_KUBECONFIG").map(PathBuf::from)
 }
 
-/// A running MCA process; killed on drop.
-pub struct Mca {
+/// A child process whose stdout and stderr lines are collected as they come; killed on drop.
+pub struct Process {
+    name: String,
     child: Mutex<Child>,
     lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Process {
+    /// Spawns `command` with its output piped; `name` labels error messages.
+    pub fn spawn(name: &str, command: &mut Command) -> anyhow::Result<Self> {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().expect("piped")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("piped")),
+        ] {
+            let lines = Arc::clone(&lines);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            child: Mutex::new(child),
+            lines,
+        })
+    }
+
+    /// Waits until an output line satisfies `pred`; fails with the output if the process
+    /// exits or time runs out first.
+    pub fn wait_for_line(
+        &self,
+        pred: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.lines.lock().unwrap().iter().find(|l| pred(l)) {
+                return Ok(line.clone());
+            }
+            if let Ok(Some(status)) = self.child.lock().unwrap().try_wait() {
+                // Let the output readers catch up with its last words.
+                std::thread::sleep(Duration::from_millis(100));
+                if let Some(line) = self.lines.lock().unwrap().iter().find(|l| pred(l)) {
+                    return Ok(line.clone());
+                }
+                bail!(
+                    "{} exited ({status}); its output:\n{}",
+                    self.name,
+                    self.output()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "timed out after {timeout:?}; {}'s output:\n{}",
+                    self.name,
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The output lines so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// The output so far.
+    pub fn output(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.lock().unwrap().id()
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait(&self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.lock().unwrap().try_wait()? {
+                // Let the output readers catch up with its last words.
+                std::thread::sleep(Duration::from_millis(100));
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not exit within {timeout:?}; its output:\n{}",
+                    self.name,
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&self) -> bool {
+        matches!(self.child.lock().unwrap().try_wait(), Ok(Some(_)))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// A running MCA process; killed on drop.
+pub struct Mca {
+    process: Process,
 }
 
 impl Mca {
@@ -138,25 +255,13 @@ impl Mca {
             } else {
                 &["--intercept", "env"][..]
             })
-            .env("MCA_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().context("starting mca")?;
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            Box::new(child.stdout.take().expect("piped")) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().expect("piped")),
-        ] {
-            let lines = Arc::clone(&lines);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    lines.lock().unwrap().push(line);
-                }
-            });
-        }
+            // MCA_E2E_LOG raises MCA's log level when a test needs debugging.
+            .env(
+                "MCA_LOG",
+                std::env::var("MCA_E2E_LOG").unwrap_or_else(|_| "info".to_owned()),
+            );
         let mca = Self {
-            child: Mutex::new(child),
-            lines,
+            process: Process::spawn("MCA", &mut command)?,
         };
         mca.wait_for_log(
             |line| line.contains("MCA is ready"),
@@ -173,33 +278,18 @@ impl Mca {
         pred: impl Fn(&str) -> bool,
         timeout: Duration,
     ) -> anyhow::Result<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(line) = self.lines.lock().unwrap().iter().find(|l| pred(l)) {
-                return Ok(line.clone());
-            }
-            if let Ok(Some(status)) = self.child.lock().unwrap().try_wait() {
-                // Let the log readers catch up with its last words.
-                std::thread::sleep(Duration::from_millis(100));
-                bail!("MCA exited ({status}); its log:\n{}", self.log());
-            }
-            if Instant::now() > deadline {
-                bail!("timed out; MCA's log:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.process.wait_for_line(pred, timeout)
     }
 
     /// Everything MCA logged so far.
     pub fn log(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
+        self.process.output()
     }
 
     /// The access-log lines (JSON objects) so far.
     pub fn access_log(&self) -> Vec<Value> {
-        self.lines
-            .lock()
-            .unwrap()
+        self.process
+            .lines()
             .iter()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .filter(|v| v["target"] == "mca::access")
@@ -220,7 +310,7 @@ impl Mca {
 
     /// MCA's process id (the container wrapper and nsenter exec into it).
     pub fn pid(&self) -> u32 {
-        self.child.lock().unwrap().id()
+        self.process.pid()
     }
 
     /// Sends SIGTERM and waits for the exit.
@@ -229,32 +319,12 @@ impl Mca {
             nix::unistd::Pid::from_raw(self.pid() as i32),
             nix::sys::signal::Signal::SIGTERM,
         )?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.lock().unwrap().try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "MCA did not exit within {timeout:?} of SIGTERM; log:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.process.wait(timeout)
     }
 
     /// Whether MCA has exited.
     pub fn exited(&mut self) -> bool {
-        matches!(self.child.lock().unwrap().try_wait(), Ok(Some(_)))
-    }
-}
-
-impl Drop for Mca {
-    fn drop(&mut self) {
-        let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
-        let _ = child.kill();
-        let _ = child.wait();
+        self.process.exited()
     }
 }
 
@@ -273,15 +343,21 @@ impl Env {
     /// `MCA_E2E_KUBECONFIG` is set.
     pub fn start(args: &[&str]) -> anyhow::Result<Self> {
         match real_cluster() {
-            Some(kubeconfig) => Self::start_real(&kubeconfig, args),
+            Some(kubeconfig) => Self::start_with_kubeconfig(&kubeconfig, args),
             None => Self::start_test(args),
         }
     }
 
     /// Always against the test API server (tests that inspect what the server received).
     pub fn start_test(args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_test_with(Options::default(), args)
+    }
+
+    /// [`Env::start_test`] with a test API server configured by `options`.
+    pub fn start_test_with(options: Options, args: &[&str]) -> anyhow::Result<Self> {
         let pod = Pod::new()?;
-        let apiserver = ApiServer::start(pod.listen("127.0.0.1:0")?, REAL_TOKEN, &[])?;
+        let apiserver =
+            ApiServer::start_with(pod.listen("127.0.0.1:0")?, REAL_TOKEN, &[], options)?;
         apiserver.state().pods.insert(NAMESPACE, "web");
         let mca = Mca::start(&pod, apiserver.addr(), apiserver.ca_pem(), args)?;
         Ok(Self {
@@ -332,7 +408,12 @@ impl Env {
         )
     }
 
-    fn start_real(kubeconfig: &std::path::Path, args: &[&str]) -> anyhow::Result<Self> {
+    /// Against the cluster of `kubeconfig`, from a pod on the host network (which can reach
+    /// it on loopback).
+    pub fn start_with_kubeconfig(
+        kubeconfig: &std::path::Path,
+        args: &[&str],
+    ) -> anyhow::Result<Self> {
         let pod = Pod::new_host_network()?;
         let mca = Mca::start_with_kubeconfig(&pod, kubeconfig, args)?;
         Ok(Self {

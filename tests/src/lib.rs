@@ -4,4 +4,6 @@
 pub mod apiserver;
 pub mod client;
 pub mod harness;
+pub mod k8s;
+pub mod rawh2;
 pub mod sandbox;

@@ -8,7 +8,8 @@
 //! - `test`: set up, check formatting and lints, build, and run every test.
 //! - `run`: MCA in eBPF mode against a kubeconfig's cluster (or the test API server), with an
 //!   application sandbox.
-//! - `bench`: connect() throughput with and without the eBPF programs, side by side.
+//! - `bench`: connect() throughput with and without the eBPF programs, side by side; MCA's
+//!   memory per open watch over HTTP/2 and HTTP/1.1.
 //! - `fuzz`: run a cargo-fuzz target for a bounded time.
 
 use std::{
@@ -64,8 +65,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Measure what eBPF interception costs connect(): with and without the programs, side by
-    /// side in one run (root).
+    /// Measure what eBPF interception costs connect() (with and without the programs, side by
+    /// side in one run) and MCA's memory per open watch (root).
     Bench {
         /// Connects per measurement.
         #[arg(long, default_value_t = 5000)]
@@ -73,6 +74,9 @@ enum Task {
         /// Rounds (baseline, attached, redirected each); the medians are reported.
         #[arg(long, default_value_t = 5)]
         rounds: u32,
+        /// Watches held open over each protocol for the memory measurement.
+        #[arg(long, default_value_t = 1000)]
+        watches: usize,
     },
     /// Fuzz a parser with cargo-fuzz (nightly) for a bounded time.
     Fuzz {
@@ -107,12 +111,22 @@ fn main() -> anyhow::Result<()> {
             build_ebpf(&root, "build")?;
             run(Command::new(root.join("target/debug/mca-run")).args(args))
         }
-        Task::Bench { connects, rounds } => {
+        Task::Bench {
+            connects,
+            rounds,
+            watches,
+        } => {
             setup(&root)?;
-            cargo(&root, &["build", "-p", "mca-tests", "--bin", "mca-bench"])?;
-            run(Command::new(root.join("target/debug/mca-bench"))
-                .arg(connects.to_string())
-                .arg(rounds.to_string()))
+            // Optimized, as MCA ships: memory and time figures of a debug build mislead.
+            cargo(&root, &["build", "--release", "--bins"])?;
+            let bench = root.join("target/release/mca-bench");
+            run(Command::new(&bench)
+                .arg("connect")
+                .arg(format!("--connects={connects}"))
+                .arg(format!("--rounds={rounds}")))?;
+            run(Command::new(&bench)
+                .arg("watches")
+                .arg(format!("--count={watches}")))
         }
         Task::Test => {
             setup(&root)?;

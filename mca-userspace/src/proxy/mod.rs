@@ -14,7 +14,7 @@ mod upgrade;
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, Version};
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
 use hyper_util::{
@@ -30,11 +30,11 @@ use crate::{
     intercept::Interception,
     reqinfo::RequestInfo,
     status::{Reason, Status},
-    upstream::Upstream,
+    upstream::{RequestClass, Upstream},
 };
 
 /// The body of every response MCA sends to a client.
-pub type ResponseBody = UnsyncBoxBody<Bytes, hyper::Error>;
+pub type ResponseBody = UnsyncBoxBody<Bytes, tower::BoxError>;
 
 /// A client that never finishes its TLS handshake is dropped after this long.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -101,8 +101,11 @@ impl Proxy {
                         return;
                     }
                 };
+                // Boxed: hyper keeps a stream's task (sized for this future) until the response
+                // body is done, which for a watch is its whole life; the box is freed as soon
+                // as the response headers are ready.
                 let service = hyper::service::service_fn(move |request| {
-                    Arc::clone(&proxy).handle(request, original)
+                    Box::pin(Arc::clone(&proxy).handle(request, original))
                 });
                 let connection = http
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -141,6 +144,11 @@ impl Proxy {
             .path_and_query()
             .map_or("/", |target| target.as_str());
         let info = RequestInfo::parse(request.method().as_str(), target);
+        let class = if info.is_long_running() {
+            RequestClass::LongRunning
+        } else {
+            RequestClass::Short
+        };
         let mut log = AccessLog::start(info, request.method().clone(), request.version());
         log.original_destination = original;
         log.stripped = headers::strip_credentials(request.headers_mut());
@@ -148,7 +156,7 @@ impl Proxy {
         let response = if headers::is_upgrade(request.headers()) {
             upgrade::forward(&self.upstream, &self.tunnels, request, log).await
         } else {
-            self.forward(request, log).await
+            self.forward(request, class, log).await
         };
         Ok(response)
     }
@@ -157,6 +165,7 @@ impl Proxy {
     async fn forward(
         &self,
         request: Request<Incoming>,
+        class: RequestClass,
         mut log: AccessLog,
     ) -> Response<ResponseBody> {
         let (mut parts, body) = request.into_parts();
@@ -164,11 +173,12 @@ impl Proxy {
             return answer(status, log);
         }
         headers::strip_hop_by_hop(&mut parts.headers, false);
-        // The upstream client picks HTTP/2 or HTTP/1.1 by ALPN; it wants a version-neutral
-        // request.
-        parts.version = Version::HTTP_11;
         let body = Counted::new(body, Arc::clone(&log.bytes_in)).boxed_unsync();
-        match self.upstream.send(Request::from_parts(parts, body)).await {
+        match self
+            .upstream
+            .send(Request::from_parts(parts, body), class)
+            .await
+        {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
                 headers::strip_hop_by_hop(&mut parts.headers, false);

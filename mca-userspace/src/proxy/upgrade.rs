@@ -27,7 +27,7 @@ use super::{
 };
 use crate::{
     status::{Reason, Status},
-    upstream::{Upstream, failure_status},
+    upstream::{RequestClass, Upstream, failure_status},
 };
 
 /// Copies bytes both ways between the upgraded connections until either side closes,
@@ -139,7 +139,7 @@ pub async fn forward(
         Empty::new().map_err(|never| match never {}).boxed_unsync(),
     );
 
-    let mut response = match upstream.send_upgrade(request).await {
+    let mut response = match upstream.send(request, RequestClass::Upgrade).await {
         Ok(response) => response,
         Err(error) => return answer(failure_status(&error), log),
     };

@@ -41,9 +41,19 @@ pub const API_ENDPOINT_PORT: u16 = 6443;
 /// Response body type of the test server.
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
+/// How the server behaves, beyond the defaults.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// The HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` it announces (kube-apiserver: 100); more
+    /// streams on one connection are refused. Default: hyper's (200).
+    pub max_concurrent_streams: Option<u32>,
+}
+
 /// One request as the server received it.
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    /// The connection it came on, numbered from 1 in the order they were accepted.
+    pub connection: u64,
     /// Whether the client authenticated with a certificate from the server's CA.
     pub client_certificate: bool,
     /// HTTP method.
@@ -107,6 +117,16 @@ impl ApiServer {
         token: &str,
         names: &[String],
     ) -> anyhow::Result<Self> {
+        Self::start_with(listener, token, names, Options::default())
+    }
+
+    /// [`ApiServer::start`] with `options`.
+    pub fn start_with(
+        listener: std::net::TcpListener,
+        token: &str,
+        names: &[String],
+        options: Options,
+    ) -> anyhow::Result<Self> {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -125,7 +145,7 @@ impl ApiServer {
             log_gate: Semaphore::new(0),
         });
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-        runtime.spawn(serve(listener, acceptor, Arc::clone(&state)));
+        runtime.spawn(serve(listener, acceptor, Arc::clone(&state), options));
         Ok(Self {
             addr,
             ca_pem,
@@ -222,9 +242,13 @@ async fn serve(
     listener: tokio::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     state: Arc<State>,
+    options: Options,
 ) {
-    let http = auto::Builder::new(TokioExecutor::new());
-    loop {
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    if let Some(max) = options.max_concurrent_streams {
+        http.http2().max_concurrent_streams(max);
+    }
+    for connection in 1.. {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
         };
@@ -237,7 +261,11 @@ async fn serve(
             let client_certificate = tls.get_ref().1.peer_certificates().is_some();
             let service = hyper::service::service_fn(move |request| {
                 let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(handle(state, request, client_certificate).await) }
+                async move {
+                    Ok::<_, Infallible>(
+                        handle(state, request, connection, client_certificate).await,
+                    )
+                }
             });
             let _ = http
                 .serve_connection_with_upgrades(TokioIo::new(tls), service)
@@ -249,6 +277,7 @@ async fn serve(
 async fn handle(
     state: Arc<State>,
     request: Request<Incoming>,
+    connection: u64,
     client_certificate: bool,
 ) -> Response<Body> {
     let target = request
@@ -256,6 +285,7 @@ async fn handle(
         .path_and_query()
         .map_or_else(|| "/".to_owned(), |t| t.to_string());
     state.requests.lock().unwrap().push(Recorded {
+        connection,
         client_certificate,
         method: request.method().to_string(),
         target: target.clone(),

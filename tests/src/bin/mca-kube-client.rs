@@ -2,20 +2,28 @@
 //! `Client::try_default()` finds the (fake) ServiceAccount and KUBERNETES_SERVICE_HOST/PORT
 //! exactly as in a real pod.
 //!
-//! Usage: `mca-kube-client list NS | get NS NAME | create NS NAME | watch NS NAME |
-//! delete NS NAME`
+//! Usage: `mca-kube-client [--http2] list NS | get NS NAME | create NS NAME | watch NS NAME |
+//! watch-many NS NAME COUNT | delete NS NAME`
+//!
+//! kube-rs's own connector speaks only HTTP/1.1; `--http2` builds the same client over a hyper
+//! client that negotiates HTTP/2, so every request shares one connection.
 
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
-    Api, Client,
+    Api, Client, Config,
     api::{PostParams, WatchEvent, WatchParams},
+    client::ConfigExt,
 };
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let client = Client::try_default().await?;
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let http2 = args.first().is_some_and(|a| a == "--http2");
+    if http2 {
+        args.remove(0);
+    }
+    let client = client(http2).await?;
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(client, arg(1));
     match arg(0) {
@@ -59,11 +67,59 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
+        "watch-many" => watch_many(&pods, arg(2), arg(3).parse()?).await?,
         "delete" => {
             pods.delete(arg(2), &Default::default()).await?;
             println!("deleted {}", arg(2));
         }
         other => anyhow::bail!("unknown command {other:?}"),
     }
+    Ok(())
+}
+
+/// The in-cluster client, over HTTP/2 when asked.
+async fn client(http2: bool) -> anyhow::Result<Client> {
+    let config = Config::infer().await?;
+    if !http2 {
+        return Ok(Client::try_from(config)?);
+    }
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config.rustls_client_config()?)
+        .https_only()
+        .enable_all_versions()
+        .build();
+    let hyper = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(https);
+    let service = tower::ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(config.auth_layer()?)
+        .map_err(tower::BoxError::from)
+        .service(hyper);
+    Ok(Client::new(service, config.default_namespace))
+}
+
+/// Opens `count` watches at once; prints `watching N` once every one has its response headers,
+/// then `ADDED name i` as each sees the pod `name`.
+async fn watch_many(pods: &Api<Pod>, name: &str, count: usize) -> anyhow::Result<()> {
+    let params = WatchParams::default().timeout(60);
+    let watches =
+        futures_util::future::try_join_all((0..count).map(|_| pods.watch(&params, "0"))).await?;
+    println!("watching {count}");
+    let seen = watches
+        .into_iter()
+        .enumerate()
+        .map(|(i, events)| async move {
+            let mut events = events.boxed();
+            while let Some(event) = events.try_next().await? {
+                if let WatchEvent::Added(pod) = event
+                    && pod.metadata.name.as_deref() == Some(name)
+                {
+                    println!("ADDED {name} {i}");
+                    return Ok(());
+                }
+            }
+            anyhow::bail!("watch {i} ended before {name} was added")
+        });
+    futures_util::future::try_join_all(seen).await?;
     Ok(())
 }

@@ -6,18 +6,21 @@
 //! request path is a tower stack built from kube's own layers:
 //!
 //! ```text
-//! BaseUri (cluster URL + request path) → ExtraHeaders (kubeconfig `as:`) → Auth → hyper client
+//! BaseUri (cluster URL + request path) → ExtraHeaders (kubeconfig `as:`) → Auth → pool
 //! ```
 //!
-//! Two hyper clients share the TLS settings: one negotiates HTTP/2 or HTTP/1.1 by ALPN for
-//! ordinary requests; the other speaks only HTTP/1.1, because `Upgrade` (exec, attach,
-//! port-forward) exists only there.
+//! The [`pool`] holds the connections: HTTP/2 where the server speaks it, as many connections
+//! as the server's stream limit and the open watches require, and a connection of its own for
+//! each `Upgrade` (exec, attach, port-forward), which exists only in HTTP/1.1.
+
+mod body;
+mod connect;
+mod http1;
+mod http2;
+pub mod pool;
 
 use std::{
-    future::Future,
     path::{Path, PathBuf},
-    pin::Pin,
-    task::{Context, Poll},
     time::Duration,
 };
 
@@ -26,11 +29,6 @@ use bytes::Bytes;
 use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
-use hyper::body::Incoming;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
 use kube::{
     Config,
     client::ConfigExt,
@@ -39,10 +37,16 @@ use kube::{
 use rustls::pki_types::{CertificateDer, pem::PemObject};
 use tower::{BoxError, ServiceBuilder, ServiceExt, util::BoxCloneSyncService};
 
+pub use self::{
+    body::Body,
+    pool::{Limits, RequestClass, Stats},
+};
+use self::{connect::Dialer, pool::Pool};
+
 /// The request body MCA forwards upstream.
 pub type UpstreamBody = UnsyncBoxBody<Bytes, hyper::Error>;
 
-type UpstreamService = BoxCloneSyncService<Request<UpstreamBody>, Response<Incoming>, BoxError>;
+type UpstreamService = BoxCloneSyncService<Request<UpstreamBody>, Response<Body>, BoxError>;
 
 /// Where MCA's upstream configuration comes from.
 #[derive(Debug, Clone)]
@@ -98,13 +102,13 @@ pub enum Error {
 #[error("connecting to the API server timed out after {0:?}")]
 pub struct ConnectTimeout(pub Duration);
 
-/// The real API server: its URL, MCA's namespace there, and the authenticated clients.
+/// The real API server: its URL, MCA's namespace there, and the authenticated client.
 #[derive(Clone)]
 pub struct Upstream {
     url: Uri,
     namespace: String,
-    ordinary: UpstreamService,
-    upgrades: UpstreamService,
+    pool: Pool,
+    service: UpstreamService,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -117,8 +121,8 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// Loads the configuration from `source` and builds the clients.
-    pub async fn load(source: &Source, connect_timeout: Duration) -> Result<Self, Error> {
+    /// Loads the configuration from `source` and builds the client.
+    pub async fn load(source: &Source, limits: Limits) -> Result<Self, Error> {
         let config = match source {
             Source::InCluster { sa_dir, host, port } => in_cluster_config(sa_dir, host, *port)?,
             Source::Kubeconfig { path, context } => {
@@ -135,46 +139,29 @@ impl Upstream {
                 }
             }
         };
-        Self::from_config(config, connect_timeout)
+        Self::from_config(config, limits)
     }
 
-    /// Builds the clients for a kube configuration.
-    pub fn from_config(config: Config, connect_timeout: Duration) -> Result<Self, Error> {
-        let tls = config.rustls_client_config()?;
-        let connector = |http2: bool| -> Result<_, Error> {
-            let mut http = HttpConnector::new();
-            http.enforce_http(false);
-            http.set_nodelay(true);
-            let builder = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(tls.clone())
-                .https_or_http();
-            let builder = match &config.tls_server_name {
-                Some(name) => {
-                    builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(
-                        name.clone()
-                            .try_into()
-                            .map_err(|_| Error::Address(name.clone()))?,
-                    ))
-                }
-                None => builder,
-            };
-            let https = if http2 {
-                builder.enable_all_versions().wrap_connector(http)
-            } else {
-                builder.enable_http1().wrap_connector(http)
-            };
-            Ok(TimeoutConnector {
-                inner: https,
-                timeout: connect_timeout,
+    /// Builds the client for a kube configuration.
+    pub fn from_config(config: Config, limits: Limits) -> Result<Self, Error> {
+        let dialer = Dialer::new(
+            &config.cluster_url,
+            config.rustls_client_config()?,
+            config.tls_server_name.as_deref(),
+        )?;
+        let pool = Pool::new(dialer, limits);
+        let service = {
+            let pool = pool.clone();
+            tower::service_fn(move |request| {
+                let pool = pool.clone();
+                async move { pool.send(request).await }
             })
         };
-        let ordinary = Client::builder(TokioExecutor::new()).build(connector(true)?);
-        let upgrades = Client::builder(TokioExecutor::new()).build(connector(false)?);
         Ok(Self {
             url: config.cluster_url.clone(),
             namespace: config.default_namespace.clone(),
-            ordinary: stack(&config, ordinary)?,
-            upgrades: stack(&config, upgrades)?,
+            pool,
+            service: stack(&config, service)?,
         })
     }
 
@@ -188,12 +175,20 @@ impl Upstream {
         &self.namespace
     }
 
-    /// Sends a request (its URI only a path and query) with MCA's credentials.
+    /// What the connection pool holds now.
+    pub fn stats(&self) -> Stats {
+        self.pool.stats()
+    }
+
+    /// Sends a request (its URI only a path and query) with MCA's credentials; `class` says how
+    /// long it will hold its connection.
     pub async fn send(
         &self,
-        request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, BoxError> {
-        self.ordinary.clone().oneshot(request).await
+        mut request: Request<UpstreamBody>,
+        class: RequestClass,
+    ) -> Result<Response<Body>, BoxError> {
+        request.extensions_mut().insert(class);
+        self.service.clone().oneshot(request).await
     }
 
     /// The API server's own addresses (the `kubernetes` Service's EndpointSlices in `default`),
@@ -207,7 +202,7 @@ impl Upstream {
             .body(UpstreamBody::default())
             .expect("a valid request");
         let fetched = async {
-            let response = self.send(request).await?;
+            let response = self.send(request, RequestClass::Short).await?;
             if !response.status().is_success() {
                 return Err(format!("{}", response.status()).into());
             }
@@ -230,14 +225,6 @@ impl Upstream {
             }
         }
     }
-
-    /// Sends an HTTP/1.1 `Upgrade` request with MCA's credentials.
-    pub async fn send_upgrade(
-        &self,
-        request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, BoxError> {
-        self.upgrades.clone().oneshot(request).await
-    }
 }
 
 /// The `Status` a client gets when a request could not be forwarded: 504 when the API server
@@ -248,6 +235,14 @@ pub fn failure_status(error: &BoxError) -> Status {
 
     let message = error_chain(error.as_ref());
     for error in causes(error.as_ref()) {
+        if error.is::<pool::Exhausted>() {
+            return Status::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                Reason::TooManyRequests,
+                message,
+            )
+            .retry_after(1);
+        }
         if error.is::<ConnectTimeout>() {
             return Status::new(StatusCode::GATEWAY_TIMEOUT, Reason::Timeout, message);
         }
@@ -283,10 +278,7 @@ pub fn failure_status(error: &BoxError) -> Status {
             }
         }
     }
-    let connect = error
-        .downcast_ref::<hyper_util::client::legacy::Error>()
-        .is_some_and(|error| error.is_connect());
-    if connect {
+    if causes(error.as_ref()).any(|error| error.is::<pool::ConnectError>()) {
         Status::new(
             StatusCode::SERVICE_UNAVAILABLE,
             Reason::ServiceUnavailable,
@@ -354,17 +346,22 @@ fn endpoint_addresses(list: &serde_json::Value) -> Vec<std::net::SocketAddr> {
     addresses
 }
 
-/// kube's middleware around a hyper client, boxed.
-fn stack(
-    config: &Config,
-    client: Client<Connector, UpstreamBody>,
-) -> Result<UpstreamService, Error> {
+/// kube's middleware around the pool, boxed.
+fn stack<S>(config: &Config, pool: S) -> Result<UpstreamService, Error>
+where
+    S: tower::Service<Request<UpstreamBody>, Response = Response<Body>, Error = BoxError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
     let service = ServiceBuilder::new()
         .layer(config.base_uri_layer())
         .layer(config.extra_headers_layer()?)
         .option_layer(config.auth_layer()?)
         // kube's auth layer is an `Either` of two services that must fail alike.
-        .service(client.map_err(BoxError::from));
+        .service(pool);
     Ok(BoxCloneSyncService::new(service))
 }
 
@@ -407,42 +404,6 @@ fn in_cluster_config(sa_dir: &Path, host: &str, port: u16) -> Result<Config, Err
         ..AuthInfo::default()
     };
     Ok(config)
-}
-
-type Connector = TimeoutConnector<hyper_rustls::HttpsConnector<HttpConnector>>;
-
-/// Bounds TCP connect and TLS handshake together: a server that accepts but never completes
-/// the handshake would otherwise hang the request forever.
-#[derive(Clone)]
-struct TimeoutConnector<C> {
-    inner: C,
-    timeout: Duration,
-}
-
-impl<C> tower::Service<Uri> for TimeoutConnector<C>
-where
-    C: tower::Service<Uri>,
-    C::Future: Send + 'static,
-    C::Error: Into<BoxError>,
-{
-    type Response = C::Response;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<C::Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let connecting = self.inner.call(uri);
-        let timeout = self.timeout;
-        Box::pin(async move {
-            match tokio::time::timeout(timeout, connecting).await {
-                Ok(result) => result.map_err(Into::into),
-                Err(_) => Err(ConnectTimeout(timeout).into()),
-            }
-        })
-    }
 }
 
 #[cfg(test)]

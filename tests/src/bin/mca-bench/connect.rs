@@ -1,6 +1,4 @@
-//! `cargo xtask bench`: what eBPF interception costs `connect()`, measured side by side in one
-//! run on this machine (absolute numbers vary a lot between machines and runs; the ratios are
-//! the result).
+//! What eBPF interception costs `connect()`.
 //!
 //! In a pod sandbox, a child process in the pod's `app` cgroup opens and resets TCP connections
 //! to a local listener as fast as it can, in rounds that alternate:
@@ -8,8 +6,6 @@
 //! - **attached, not intercepted**: programs attached, destination not in the intercept map
 //!   (the cost every other connect of the application pays: one map lookup);
 //! - **attached, redirected**: programs attached, destination intercepted and rewritten.
-//!
-//! Usage: `mca-bench [CONNECTS_PER_ROUND] [ROUNDS]` (defaults 5000 and 5).
 
 use std::{
     net::{SocketAddr, TcpStream},
@@ -23,14 +19,8 @@ use mca_tests::sandbox::{Pod, SERVICE_V4};
 
 const LISTENER: &str = "127.0.0.1:7000";
 
-fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("connect-loop") {
-        return connect_loop(args[1].parse()?, args[2].parse()?);
-    }
-    let connects: u32 = args.first().map(|a| a.parse()).transpose()?.unwrap_or(5000);
-    let rounds: u32 = args.get(1).map(|a| a.parse()).transpose()?.unwrap_or(5);
-
+/// Runs `rounds` rounds of `connects` connects each and prints the medians.
+pub fn run(connects: u32, rounds: u32) -> anyhow::Result<()> {
     let pod = Pod::with_service()?;
     // A deep accept queue: a full one drops SYNs, and each drop costs the client a one-second
     // retransmit that would swamp what is measured.
@@ -111,7 +101,7 @@ fn main() -> anyhow::Result<()> {
 
 /// In the child: `count` connects to `target`, each reset at once (no TIME_WAIT to exhaust
 /// ports); prints connects per second.
-fn connect_loop(target: SocketAddr, count: u32) -> anyhow::Result<()> {
+pub fn connect_loop(target: SocketAddr, count: u32) -> anyhow::Result<()> {
     use nix::sys::socket::{setsockopt, sockopt::Linger};
     let reset = nix::libc::linger {
         l_onoff: 1,

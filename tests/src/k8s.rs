@@ -1,0 +1,107 @@
+//! A real control plane for the tests that need real API semantics: etcd and kube-apiserver
+//! built from source by `../shared/k8s/build.sh` and started by its `cluster.sh` on loopback.
+//! Such tests run when `K8S_BIN` names the binaries and say that they were skipped otherwise.
+
+use std::{net::TcpListener, path::PathBuf, process::Command};
+
+use anyhow::{Context, bail};
+
+use crate::harness::workspace_root;
+
+/// A running kube-apiserver with its etcd, stopped when dropped.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+impl Cluster {
+    /// Starts a cluster on free loopback ports; `None` (with a note on stderr naming `test`)
+    /// when `K8S_BIN` is not set.
+    pub fn start(test: &str) -> anyhow::Result<Option<Self>> {
+        let Some(bin) = std::env::var_os("K8S_BIN").map(PathBuf::from) else {
+            eprintln!(
+                "{test}: skipped: K8S_BIN is not set (build a control plane with \
+                 ../shared/k8s/build.sh, see its README)"
+            );
+            return Ok(None);
+        };
+        let cluster = Self {
+            dir: tempfile::tempdir()?,
+            bin,
+        };
+        let (port, etcd_port) = (free_port(1)?, free_port(2)?);
+        cluster.script("start", &[("K8S_PORT", port), ("K8S_ETCD_PORT", etcd_port)])?;
+        Ok(Some(cluster))
+    }
+
+    /// The admin kubeconfig (a `system:masters` token).
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("admin.kubeconfig")
+    }
+
+    /// Runs kubectl as the cluster admin; returns stdout.
+    pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let output = Command::new(self.bin.join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .output()?;
+        if !output.status.success() {
+            bail!(
+                "kubectl {args:?} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    fn script(&self, verb: &str, ports: &[(&str, u16)]) -> anyhow::Result<()> {
+        let script = cluster_script();
+        let output = Command::new("bash")
+            .arg(&script)
+            .arg(verb)
+            .arg(self.dir.path())
+            .env("K8S_BIN", &self.bin)
+            .envs(ports.iter().map(|(name, port)| (name, port.to_string())))
+            .output()
+            .with_context(|| format!("running {}", script.display()))?;
+        if !output.status.success() {
+            bail!(
+                "{} {verb} failed: {}{}",
+                script.display(),
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.script("stop", &[]);
+    }
+}
+
+/// `cluster.sh`: `K8S_CLUSTER_SH`, or the one beside the workspace in `../shared/k8s/`.
+fn cluster_script() -> PathBuf {
+    std::env::var_os("K8S_CLUSTER_SH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("../shared/k8s/cluster.sh"))
+}
+
+/// A loopback port where `count` consecutive ports are free (etcd takes a port and the next).
+fn free_port(count: u16) -> anyhow::Result<u16> {
+    for _ in 0..100 {
+        let first = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let all_free = (0..count).all(|offset| {
+            first
+                .checked_add(offset)
+                .is_some_and(|port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+        });
+        if all_free {
+            return Ok(first);
+        }
+    }
+    bail!("no {count} consecutive free ports on loopback")
+}
