@@ -119,26 +119,43 @@ impl Process {
         pred: impl Fn(&str) -> bool,
         timeout: Duration,
     ) -> anyhow::Result<String> {
+        let found = || self.lines.lock().unwrap().iter().find(|l| pred(l)).cloned();
+        self.poll(timeout, |exited| match (found(), exited) {
+            (Some(line), _) => Ok(Some(line)),
+            (None, Some(status)) => bail!(
+                "{} exited ({status}); its output:\n{}",
+                self.name,
+                self.output()
+            ),
+            (None, None) => Ok(None),
+        })
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait(&self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        self.poll(timeout, Ok)
+    }
+
+    /// Calls `check` with the exit status (once the process exited and its output was read)
+    /// until it returns something; fails with the output when `timeout` is over.
+    fn poll<T>(
+        &self,
+        timeout: Duration,
+        mut check: impl FnMut(Option<ExitStatus>) -> anyhow::Result<Option<T>>,
+    ) -> anyhow::Result<T> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(line) = self.lines.lock().unwrap().iter().find(|l| pred(l)) {
-                return Ok(line.clone());
-            }
-            if let Ok(Some(status)) = self.child.lock().unwrap().try_wait() {
+            let exited = self.child.lock().unwrap().try_wait()?;
+            if exited.is_some() {
                 // Let the output readers catch up with its last words.
                 std::thread::sleep(Duration::from_millis(100));
-                if let Some(line) = self.lines.lock().unwrap().iter().find(|l| pred(l)) {
-                    return Ok(line.clone());
-                }
-                bail!(
-                    "{} exited ({status}); its output:\n{}",
-                    self.name,
-                    self.output()
-                );
+            }
+            if let Some(done) = check(exited)? {
+                return Ok(done);
             }
             if Instant::now() > deadline {
                 bail!(
-                    "timed out after {timeout:?}; {}'s output:\n{}",
+                    "{} still running after {timeout:?}; its output:\n{}",
                     self.name,
                     self.output()
                 );
@@ -160,26 +177,6 @@ impl Process {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.lock().unwrap().id()
-    }
-
-    /// Waits up to `timeout` for the process to exit.
-    pub fn wait(&self, timeout: Duration) -> anyhow::Result<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.lock().unwrap().try_wait()? {
-                // Let the output readers catch up with its last words.
-                std::thread::sleep(Duration::from_millis(100));
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{} did not exit within {timeout:?}; its output:\n{}",
-                    self.name,
-                    self.output()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 
     /// Whether the process has exited.

@@ -150,6 +150,12 @@ fn main() -> anyhow::Result<()> {
                      test API server only; the real-cluster run is skipped."
                 );
             }
+            if std::env::var_os("K8S_BIN").is_none() {
+                println!(
+                    "xtask: K8S_BIN is not set, so the tests against a real kube-apiserver \
+                     (../shared/k8s/build.sh builds one) pass without running."
+                );
+            }
             test_workspace(&root)
         }
         Task::Fuzz { target, seconds } => {
