@@ -245,7 +245,7 @@ async fn kube_rs_holds_three_connections_worth_of_watches_over_http2() -> anyhow
     let mut kube_rs = env.pod.app(env!("CARGO_BIN_EXE_mca-kube-client"));
     kube_rs.arg("--http2");
     hold_test_server_watches(&env, "kube-rs", &mut kube_rs).await?;
-    // They came to MCA over HTTP/2, so on one connection.
+    // They came to MCA over HTTP/2, sharing the connection the first one opened.
     assert!(watches_came_over(&env, "HTTP/2.0").await);
     Ok(())
 }

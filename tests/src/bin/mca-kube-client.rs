@@ -102,8 +102,11 @@ async fn client(http2: bool) -> anyhow::Result<Client> {
 /// then `ADDED name i` as each sees the pod `name`.
 async fn watch_many(pods: &Api<Pod>, name: &str, count: usize) -> anyhow::Result<()> {
     let params = WatchParams::default().timeout(60);
-    let watches =
-        futures_util::future::try_join_all((0..count).map(|_| pods.watch(&params, "0"))).await?;
+    // The first one opens the connection; over HTTP/2 the rest share it.
+    let mut watches = vec![pods.watch(&params, "0").await?];
+    watches.extend(
+        futures_util::future::try_join_all((1..count).map(|_| pods.watch(&params, "0"))).await?,
+    );
     println!("watching {count}");
     let seen = watches
         .into_iter()
