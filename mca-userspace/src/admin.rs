@@ -4,7 +4,7 @@
 //! fake ServiceAccount is written and the proxy listens (so a sidecar startup probe holds the
 //! application back until MCA can serve it), and 503 again while MCA drains on shutdown.
 //! `/interception` reports whether eBPF interception is active and its counters; `/upstream`
-//! the connections to the API server and the requests in flight on them.
+//! each cluster's API server, connections and the requests in flight on them.
 
 use std::{
     convert::Infallible,
@@ -21,7 +21,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::{intercept::Interception, upstream::Upstream};
+use crate::{cluster::Registry, intercept::Interception};
 
 /// Whether MCA is ready to serve applications.
 #[derive(Debug, Clone, Default)]
@@ -44,7 +44,7 @@ pub async fn serve(
     listener: TcpListener,
     readiness: Readiness,
     interception: Option<Arc<Interception>>,
-    upstream: Upstream,
+    clusters: Arc<Registry>,
 ) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
@@ -52,14 +52,14 @@ pub async fn serve(
         };
         let readiness = readiness.clone();
         let interception = interception.clone();
-        let upstream = upstream.clone();
+        let clusters = Arc::clone(&clusters);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 std::future::ready(Ok::<_, Infallible>(route(
                     &request,
                     &readiness,
                     interception.as_deref(),
-                    &upstream,
+                    &clusters,
                 )))
             });
             let _ = hyper::server::conn::http1::Builder::new()
@@ -73,17 +73,11 @@ fn route(
     request: &Request<Incoming>,
     readiness: &Readiness,
     interception: Option<&Interception>,
-    upstream: &Upstream,
+    clusters: &Registry,
 ) -> Response<Full<Bytes>> {
     match request.uri().path() {
         "/interception" => return interception_report(interception),
-        "/upstream" => {
-            let report = serde_json::json!({
-                "url": upstream.url().to_string(),
-                "pool": upstream.stats(),
-            });
-            return json(&report);
-        }
+        "/upstream" => return upstream_report(clusters),
         _ => {}
     }
     let (status, body) = match (request.method(), request.uri().path()) {
@@ -110,6 +104,21 @@ fn interception_report(interception: Option<&Interception>) -> Response<Full<Byt
         None => serde_json::json!({"mode": "env"}),
     };
     json(&report)
+}
+
+/// `/upstream`: each cluster's API server and its connection pool.
+fn upstream_report(clusters: &Registry) -> Response<Full<Bytes>> {
+    let clusters: Vec<_> = clusters
+        .iter()
+        .map(|cluster| {
+            serde_json::json!({
+                "name": &**cluster.name(),
+                "url": cluster.upstream().url().to_string(),
+                "pool": cluster.upstream().stats(),
+            })
+        })
+        .collect();
+    json(&serde_json::json!({ "clusters": clusters }))
 }
 
 fn json(report: &serde_json::Value) -> Response<Full<Bytes>> {

@@ -20,7 +20,13 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the sidecar proxy.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Check a routing configuration file offline: print each problem with its line, exit
+    /// non-zero on any.
+    CheckConfig {
+        /// The file `mca run --config` would read.
+        file: PathBuf,
+    },
 }
 
 /// `mca run` options.
@@ -51,6 +57,11 @@ pub struct RunArgs {
         default_value = "/var/run/secrets/kubernetes.io/serviceaccount"
     )]
     pub sa_dir: PathBuf,
+
+    /// Route requests across clusters as this YAML file says (clusters, routes, default
+    /// route). Without it everything goes to the local cluster.
+    #[arg(long, env = "MCA_CONFIG")]
+    pub config: Option<PathBuf>,
 
     /// Use this kubeconfig for the upstream instead of the in-cluster configuration. Without
     /// it, and outside a cluster (no KUBERNETES_SERVICE_HOST), kube's default kubeconfig

@@ -5,9 +5,12 @@
 
 pub mod admin;
 pub mod cli;
+pub mod cluster;
+pub mod config;
 pub mod intercept;
 pub mod proxy;
 pub mod reqinfo;
+pub mod route;
 pub mod run;
 pub mod sa;
 pub mod status;

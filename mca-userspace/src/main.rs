@@ -9,7 +9,7 @@ fn main() -> std::process::ExitCode {
     match cli.command {
         Command::Run(args) => {
             mca::telemetry::init(args.log_format);
-            match runtime.block_on(mca::run::run(args)) {
+            match runtime.block_on(mca::run::run(*args)) {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!(%error, "mca run failed");
@@ -18,5 +18,17 @@ fn main() -> std::process::ExitCode {
                 }
             }
         }
+        Command::CheckConfig { file } => match runtime.block_on(mca::config::check(&file)) {
+            Ok(summary) => {
+                println!("{summary}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(problems) => {
+                for problem in problems {
+                    eprintln!("{problem}");
+                }
+                std::process::ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -46,7 +46,76 @@ pub struct RequestInfo {
 /// inside the namespace: `/api/v1/namespaces/x/status` is the namespace `x`'s status.
 const NAMESPACE_SUBRESOURCES: [&str; 2] = ["status", "finalize"];
 
+/// A request target MCA will not read, because the API server might read it differently.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// A `%` not followed by two hex digits; Go's server refuses such a request with 400.
+    #[error("the path has a malformed percent-escape")]
+    BadEscape,
+    /// Percent-escapes that decode to something other than UTF-8: no Kubernetes name.
+    #[error("the path does not decode to UTF-8")]
+    NotUtf8,
+    /// `.`, `..` or an empty segment inside the path, which proxies and routers in front of
+    /// or inside the API server may resolve differently from its request-info parser.
+    #[error("the path has a '.', '..' or empty segment")]
+    Segment,
+}
+
+/// The path as Go's `net/http` hands it to the API server (`URL.Path`): every `%XX` decoded,
+/// `%2F` included, `+` kept. The API server's request-info parser reads that, so MCA must
+/// too: `/api/v1/namespaces/default%2Fconfigmaps` is a LIST of configmaps in `default`, not a
+/// namespace named `default%2Fconfigmaps`. Paths that could be read two ways are refused.
+pub fn decode_path(path: &str) -> Result<Cow<'_, str>, PathError> {
+    let decoded = if path.contains('%') {
+        let bytes = path.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%' {
+                let hex = |b: u8| (b as char).to_digit(16);
+                let (Some(high), Some(low)) = (
+                    bytes.get(i + 1).copied().and_then(hex),
+                    bytes.get(i + 2).copied().and_then(hex),
+                ) else {
+                    return Err(PathError::BadEscape);
+                };
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        Cow::Owned(String::from_utf8(out).map_err(|_| PathError::NotUtf8)?)
+    } else {
+        Cow::Borrowed(path)
+    };
+    let trimmed = decoded.trim_matches('/');
+    let ambiguous = !trimmed.is_empty()
+        && trimmed
+            .split('/')
+            .any(|segment| matches!(segment, "" | "." | ".."));
+    if ambiguous {
+        return Err(PathError::Segment);
+    }
+    Ok(decoded)
+}
+
 impl RequestInfo {
+    /// Decodes the path of the request target as the API server does ([`decode_path`]) and
+    /// parses the result.
+    pub fn from_target(method: &str, target: &str) -> Result<Self, PathError> {
+        let (path, query) = match target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (target, None),
+        };
+        Ok(match (decode_path(path)?, query) {
+            (Cow::Borrowed(_), _) => Self::parse(method, target),
+            (Cow::Owned(path), None) => Self::parse(method, &path),
+            (Cow::Owned(path), Some(query)) => Self::parse(method, &format!("{path}?{query}")),
+        })
+    }
+
     /// Parses `method` and `path_and_query` (the request target, e.g.
     /// `/api/v1/namespaces/default/pods?watch=1`). Never fails: unparseable paths are
     /// non-resource requests, which is also what the API server does.
@@ -615,5 +684,89 @@ mod tests {
         assert!(!long("GET", "/version"));
         // A non-resource path is not a subresource, whatever its segments say.
         assert!(!long("GET", "/apis/exec"));
+    }
+
+    #[test]
+    fn paths_are_decoded_as_the_api_server_decodes_them() {
+        let read = |target: &str| RequestInfo::from_target("GET", target);
+        // (target, verb, namespace, resource, name)
+        let cases = [
+            (
+                "/api/v1/namespaces/default%2Fconfigmaps",
+                "list",
+                "default",
+                "configmaps",
+                "",
+            ),
+            (
+                "/api/v1/namespaces/default%2fconfigmaps?watch=1",
+                "watch",
+                "default",
+                "configmaps",
+                "",
+            ),
+            (
+                "/api/v1/namespaces/team%2Db/pods/web",
+                "get",
+                "team-b",
+                "pods",
+                "web",
+            ),
+            (
+                "/api/v1/namespaces/default/pods/a+b",
+                "get",
+                "default",
+                "pods",
+                "a+b",
+            ),
+            (
+                "/api/v1/namespaces/default/pods/",
+                "list",
+                "default",
+                "pods",
+                "",
+            ),
+            (
+                "/api/v1/namespaces/default/pods?labelSelector=a%3Db",
+                "list",
+                "default",
+                "pods",
+                "",
+            ),
+        ];
+        for (target, verb, namespace, resource, name) in cases {
+            let info = read(target).unwrap();
+            assert_eq!(
+                (
+                    info.verb.as_str(),
+                    info.namespace.as_str(),
+                    info.resource.as_str(),
+                    info.name.as_str()
+                ),
+                (verb, namespace, resource, name),
+                "{target}"
+            );
+        }
+        assert_eq!(
+            read("/api/v1/namespaces/default%2Fconfigmaps")
+                .unwrap()
+                .path,
+            "/api/v1/namespaces/default/configmaps"
+        );
+        let refused = [
+            ("/api/v1/namespaces/a/%2E%2E/b/pods", PathError::Segment),
+            ("/api/v1/namespaces/a/../b/pods", PathError::Segment),
+            ("/api/v1/namespaces/./pods", PathError::Segment),
+            ("/api/v1/namespaces/team-b//configmaps", PathError::Segment),
+            ("/api/v1/namespaces/a%2F%2Fb", PathError::Segment),
+            ("/api/v1/namespaces/%zz", PathError::BadEscape),
+            ("/api/v1/namespaces/a%2", PathError::BadEscape),
+            ("/api/v1/namespaces/%FF", PathError::NotUtf8),
+        ];
+        for (target, error) in refused {
+            assert_eq!(read(target), Err(error), "{target}");
+        }
+        // Leading and trailing slashes are trimmed by the API server too; the root is fine.
+        assert!(read("/").is_ok() && read("//api").is_ok() && read("/version/").is_ok());
     }
 }

@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     admin::{self, Readiness},
     cli::RunArgs,
+    cluster::Registry,
+    config::Config,
     intercept::{Interception, Mode, Settings},
     proxy::Proxy,
     sa,
@@ -27,9 +29,12 @@ use crate::{
 /// Why `mca run` could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The upstream configuration could not be loaded.
+    /// The configuration file is unusable.
     #[error(transparent)]
-    Upstream(#[from] crate::upstream::Error),
+    Config(#[from] crate::config::Error),
+    /// A cluster's configuration could not be loaded.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::Error),
     /// `KUBERNETES_SERVICE_PORT` is not a port.
     #[error("KUBERNETES_SERVICE_PORT={0:?} is not a port number")]
     ServicePort(String),
@@ -110,7 +115,12 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         connect_timeout: args.upstream_connect_timeout,
         idle_timeout: args.upstream_idle_timeout,
     };
-    let upstream = Upstream::load(&source, limits).await?;
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::local_only(),
+    };
+    let clusters = Arc::new(Registry::load(&config, &source, limits).await?);
+    let upstream = clusters.local().upstream();
 
     let names = SubjectNames::for_cluster(
         &args.cluster_domain,
@@ -132,13 +142,13 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     };
     let mut listeners = vec![bind(args.listen).await?];
     let admin_listener = bind(args.admin_listen).await?;
-    let interception = intercept(&args, &service, &source, &upstream, &mut listeners).await?;
+    let interception = intercept(&args, &service, &source, upstream, &mut listeners).await?;
     let readiness = Readiness::default();
     tokio::spawn(admin::serve(
         admin_listener,
         readiness.clone(),
         interception.clone(),
-        upstream.clone(),
+        Arc::clone(&clusters),
     ));
 
     sa::provision(&args.fake_sa_dir, serving.ca_pem(), upstream.namespace())?;
@@ -147,6 +157,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         listen = %args.listen,
         admin = %args.admin_listen,
         upstream = %upstream.url(),
+        clusters = clusters.iter().count(),
         namespace = upstream.namespace(),
         fake_sa_dir = %args.fake_sa_dir.display(),
         "MCA is ready"
@@ -163,7 +174,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             shutdown.cancel();
         }
     });
-    Proxy::new(upstream, interception.clone())
+    Proxy::new(Arc::clone(&clusters), config.router, interception.clone())
         .serve(listeners, tls, shutdown, args.shutdown_grace)
         .await;
     if let Some(interception) = interception {
@@ -360,7 +371,8 @@ mod tests {
         let parse = |extra: &[&str]| {
             let cli = crate::cli::Cli::parse_from([&["mca", "run"], extra].concat());
             match cli.command {
-                crate::cli::Command::Run(args) => args,
+                crate::cli::Command::Run(args) => *args,
+                other => panic!("parsed as {other:?}"),
             }
         };
         let pod = ServiceEnv {

@@ -55,7 +55,7 @@ fn env(args: &[&str]) -> anyhow::Result<Env> {
 fn pool_stats(env: &Env) -> anyhow::Result<serde_json::Value> {
     let (code, body) = env.admin_get("/upstream")?;
     anyhow::ensure!(code == 200, "/upstream answered {code}: {body}");
-    Ok(serde_json::from_str::<serde_json::Value>(&body)?["pool"].clone())
+    Ok(serde_json::from_str::<serde_json::Value>(&body)?["clusters"][0]["pool"].clone())
 }
 
 /// The watch requests the API server received, and how many connections they came on.

@@ -20,7 +20,7 @@ use bytes::Buf;
 use http::{Method, Version};
 use http_body::{Body, Frame, SizeHint};
 
-use crate::reqinfo::RequestInfo;
+use crate::{cluster::InFlight, reqinfo::RequestInfo};
 
 /// A byte counter shared between a body and its access log.
 pub type ByteCounter = Arc<AtomicU64>;
@@ -38,7 +38,14 @@ pub struct AccessLog {
     pub stripped: Vec<&'static str>,
     /// The address the client dialled, when eBPF redirected its connection to MCA.
     pub original_destination: Option<SocketAddr>,
+    /// The route that took the request.
+    pub route: Option<Arc<str>>,
+    /// The cluster it went to.
+    pub cluster: Option<Arc<str>>,
+    /// Keeps the request counted as in flight to its cluster until the line is written.
+    pub in_flight: Option<InFlight>,
     error: Option<String>,
+    note: Option<&'static str>,
     /// Bytes received from the client (request body, or client→server after an upgrade).
     pub bytes_in: ByteCounter,
     /// Bytes sent to the client (response body, or server→client after an upgrade).
@@ -56,7 +63,11 @@ impl AccessLog {
             status: 0,
             stripped: Vec::new(),
             original_destination: None,
+            route: None,
+            cluster: None,
+            in_flight: None,
             error: None,
+            note: None,
             bytes_in: ByteCounter::default(),
             bytes_out: ByteCounter::default(),
         }
@@ -65,6 +76,16 @@ impl AccessLog {
     /// Records why the exchange failed; the line is still written on drop.
     pub fn fail(&mut self, why: String) {
         self.error = Some(why);
+    }
+
+    /// Records something routing could not know (why a create's labels were not read).
+    pub fn note(&mut self, note: &'static str) {
+        self.note = Some(note);
+    }
+
+    /// What the request does.
+    pub fn info(&self) -> &RequestInfo {
+        &self.info
     }
 }
 
@@ -89,7 +110,10 @@ impl Drop for AccessLog {
             bytes_out = self.bytes_out.load(Ordering::Relaxed),
             stripped = %self.stripped.join(","),
             original_dst = %self.original_destination.map(|a| a.to_string()).unwrap_or_default(),
+            route = self.route.as_deref().unwrap_or(""),
+            cluster = self.cluster.as_deref().unwrap_or(""),
             error = self.error.as_deref().unwrap_or(""),
+            note = self.note.unwrap_or(""),
             "request"
         );
     }

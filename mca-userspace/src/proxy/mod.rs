@@ -1,14 +1,16 @@
 //! The forwarding path. Read top to bottom:
 //!
 //! accept → TLS (MCA's serving certificate, HTTP/2 or HTTP/1.1 by ALPN) → parse request info →
-//! strip the client's credentials → forward with MCA's credentials (or tunnel an upgrade) →
-//! stream the response back → one access-log line when the exchange is over.
+//! strip the client's credentials → route to a cluster → forward with that cluster's
+//! credentials (or tunnel an upgrade) → stream the response back → one access-log line when
+//! the exchange is over.
 //!
 //! Errors MCA answers itself are Kubernetes `Status` objects; the API server's own error
 //! responses pass through untouched.
 
 mod access_log;
 mod headers;
+mod object;
 mod upgrade;
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
@@ -27,10 +29,12 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use self::access_log::{AccessLog, Counted};
 use crate::{
+    cluster::Registry,
     intercept::Interception,
     reqinfo::RequestInfo,
+    route::{self, ClusterId, Decision, Router, selector::Selector},
     status::{Reason, Status},
-    upstream::{RequestClass, Upstream},
+    upstream::{RequestClass, Upstream, UpstreamBody},
 };
 
 /// The body of every response MCA sends to a client.
@@ -39,20 +43,26 @@ pub type ResponseBody = UnsyncBoxBody<Bytes, tower::BoxError>;
 /// A client that never finishes its TLS handshake is dropped after this long.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The proxy: where requests go, the upgraded connections still open, and the eBPF
-/// interception (if active) that knows where redirected clients meant to go.
+/// The proxy: the clusters and the routes to them, the upgraded connections still open, and
+/// the eBPF interception (if active) that knows where redirected clients meant to go.
 #[derive(Debug)]
 pub struct Proxy {
-    upstream: Upstream,
+    clusters: Arc<Registry>,
+    router: Router,
     interception: Option<Arc<Interception>>,
     tunnels: TaskTracker,
 }
 
 impl Proxy {
-    /// A proxy to `upstream`.
-    pub fn new(upstream: Upstream, interception: Option<Arc<Interception>>) -> Arc<Self> {
+    /// A proxy routing to `clusters` by `router`.
+    pub fn new(
+        clusters: Arc<Registry>,
+        router: Router,
+        interception: Option<Arc<Interception>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
-            upstream,
+            clusters,
+            router,
             interception,
             tunnels: TaskTracker::new(),
         })
@@ -143,7 +153,15 @@ impl Proxy {
             .uri()
             .path_and_query()
             .map_or("/", |target| target.as_str());
-        let info = RequestInfo::parse(request.method().as_str(), target);
+        let info = RequestInfo::from_target(request.method().as_str(), target);
+        let (info, unreadable) = match info {
+            Ok(info) => (info, None),
+            // Logged under the raw path; refused below.
+            Err(error) => (
+                RequestInfo::parse(request.method().as_str(), target),
+                Some(error),
+            ),
+        };
         let class = if info.is_long_running() {
             RequestClass::LongRunning
         } else {
@@ -152,41 +170,114 @@ impl Proxy {
         let mut log = AccessLog::start(info, request.method().clone(), request.version());
         log.original_destination = original;
         log.stripped = headers::strip_credentials(request.headers_mut());
+        if let Some(error) = unreadable {
+            let message = format!("{error}: MCA routes by the path as the API server reads it");
+            return Ok(answer(
+                Status::new(StatusCode::BAD_REQUEST, Reason::BadRequest, message),
+                log,
+            ));
+        }
 
-        let response = if headers::is_upgrade(request.headers()) {
-            upgrade::forward(&self.upstream, &self.tunnels, request, log).await
+        let upgrade = headers::is_upgrade(request.headers());
+        let request =
+            request.map(|body| Counted::new(body, Arc::clone(&log.bytes_in)).boxed_unsync());
+        let (cluster, request) = match self.route(request, &mut log).await {
+            Ok(routed) => routed,
+            Err(status) => return Ok(answer(status, log)),
+        };
+        let cluster = self.clusters.get(cluster);
+        let upstream = cluster.upstream();
+        let response = if upgrade {
+            upgrade::forward(upstream, &self.tunnels, request, log).await
         } else {
-            self.forward(request, class, log).await
+            forward(upstream, request, class, log).await
         };
         Ok(response)
     }
 
-    /// Forwards an ordinary request and streams the response back.
-    async fn forward(
+    /// Chooses the request's cluster and records the choice in the log. A create may have
+    /// its body's start read for that, and comes back with a body that replays it.
+    async fn route(
         &self,
-        request: Request<Incoming>,
-        class: RequestClass,
-        mut log: AccessLog,
-    ) -> Response<ResponseBody> {
-        let (mut parts, body) = request.into_parts();
-        if let Err(status) = to_origin_form(&mut parts) {
-            return answer(status, log);
-        }
-        headers::strip_hop_by_hop(&mut parts.headers, false);
-        let body = Counted::new(body, Arc::clone(&log.bytes_in)).boxed_unsync();
-        match self
-            .upstream
-            .send(Request::from_parts(parts, body), class)
-            .await
-        {
-            Ok(response) => {
-                let (mut parts, body) = response.into_parts();
-                headers::strip_hop_by_hop(&mut parts.headers, false);
-                log.status = parts.status.as_u16();
-                Response::from_parts(parts, Counted::response(body, log).boxed_unsync())
+        mut request: Request<UpstreamBody>,
+        log: &mut AccessLog,
+    ) -> Result<(ClusterId, Request<UpstreamBody>), Status> {
+        let selector = self.list_selector(log.info(), request.uri().query());
+        let mut object = None;
+        loop {
+            let facts = route::Request {
+                info: log.info(),
+                selector: selector.as_ref(),
+                object: match &object {
+                    None => route::Object::NotRead,
+                    Some(Ok(meta)) => route::Object::Known(meta),
+                    Some(Err(_)) => route::Object::Unknown,
+                },
+                original_destination: log.original_destination,
+            };
+            let (route, picked) = match self.router.decide(&facts) {
+                Decision::NeedsObject if object.is_none() => {
+                    let (parts, body) = request.into_parts();
+                    let (read, body) = object::read(body).await;
+                    request = Request::from_parts(parts, body);
+                    object = Some(read);
+                    continue;
+                }
+                Decision::NeedsObject => unreachable!("the object was read"),
+                Decision::Route { name, target } => (name, target.pick(&facts, &*self.clusters)),
+            };
+            log.route = Some(Arc::clone(route));
+            if let Some(Err(unknown)) = &object {
+                log.note(unknown.describe());
             }
-            Err(error) => answer(crate::upstream::failure_status(&error), log),
+            let Some(cluster) = picked else {
+                return Err(Status::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Reason::ServiceUnavailable,
+                    format!("no cluster of route {route:?} is available"),
+                ));
+            };
+            log.cluster = Some(Arc::clone(self.clusters.get(cluster).name()));
+            log.in_flight = Some(self.clusters.start(cluster));
+            return Ok((cluster, request));
         }
+    }
+
+    /// The label selector of a list, watch or deletecollection, when a route could use it.
+    fn list_selector(&self, info: &RequestInfo, query: Option<&str>) -> Option<Selector> {
+        if !self.router.uses_selectors()
+            || !matches!(info.verb.as_str(), "list" | "watch" | "deletecollection")
+        {
+            return None;
+        }
+        let text = form_urlencoded::parse(query?.as_bytes())
+            .find(|(key, _)| key == "labelSelector")?
+            .1;
+        // The API server rejects a selector it cannot parse; no route claims the request.
+        Selector::parse(&text).ok()
+    }
+}
+
+/// Forwards an ordinary request and streams the response back.
+async fn forward(
+    upstream: &Upstream,
+    request: Request<UpstreamBody>,
+    class: RequestClass,
+    mut log: AccessLog,
+) -> Response<ResponseBody> {
+    let (mut parts, body) = request.into_parts();
+    if let Err(status) = to_origin_form(&mut parts) {
+        return answer(status, log);
+    }
+    headers::strip_hop_by_hop(&mut parts.headers, false);
+    match upstream.send(Request::from_parts(parts, body), class).await {
+        Ok(response) => {
+            let (mut parts, body) = response.into_parts();
+            headers::strip_hop_by_hop(&mut parts.headers, false);
+            log.status = parts.status.as_u16();
+            Response::from_parts(parts, Counted::response(body, log).boxed_unsync())
+        }
+        Err(error) => answer(crate::upstream::failure_status(&error), log),
     }
 }
 

@@ -15,7 +15,6 @@ use std::{
 
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::task::TaskTracker;
@@ -27,7 +26,7 @@ use super::{
 };
 use crate::{
     status::{Reason, Status},
-    upstream::{RequestClass, Upstream, failure_status},
+    upstream::{RequestClass, Upstream, UpstreamBody, failure_status},
 };
 
 /// Copies bytes both ways between the upgraded connections until either side closes,
@@ -115,7 +114,7 @@ impl<T: AsyncWrite> AsyncWrite for CountedIo<T> {
 pub async fn forward(
     upstream: &Upstream,
     tunnels: &TaskTracker,
-    mut request: Request<Incoming>,
+    mut request: Request<UpstreamBody>,
     mut log: AccessLog,
 ) -> Response<ResponseBody> {
     if request.version() != Version::HTTP_11 {

@@ -67,6 +67,8 @@ pub enum Source {
         /// The context; the current context when `None`.
         context: Option<String>,
     },
+    /// A kubeconfig built from MCA's configuration file, using its current context.
+    Inline(Box<Kubeconfig>),
 }
 
 /// Errors while loading the upstream configuration.
@@ -137,6 +139,10 @@ impl Upstream {
                     }
                     None => Config::from_kubeconfig(&options).await?,
                 }
+            }
+            Source::Inline(kubeconfig) => {
+                let options = KubeConfigOptions::default();
+                Config::from_custom_kubeconfig((**kubeconfig).clone(), &options).await?
             }
         };
         Self::from_config(config, limits)

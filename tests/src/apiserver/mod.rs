@@ -305,7 +305,7 @@ async fn handle(
         return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
     }
 
-    let path = request.uri().path().to_owned();
+    let path = go_decode(request.uri().path());
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (request.method(), segments.as_slice()) {
         (&Method::GET, ["version"]) => json_response(
@@ -393,3 +393,27 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response<Body> {
 
 /// How long a waiting `log?follow=true` stream waits for [`ApiServer::release_log_line`].
 const LOG_GATE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The path as Go's `net/http` gives it to the API server: every `%XX` decoded (`%2F` too).
+fn go_decode(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok())
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

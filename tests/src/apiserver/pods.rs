@@ -56,6 +56,15 @@ impl PodStore {
         .expect("inserting a new pod")
     }
 
+    /// The names of the pods in `namespace`, sorted.
+    pub fn list_names(&self, namespace: &str) -> Vec<String> {
+        self.list(namespace)
+            .0
+            .iter()
+            .filter_map(|pod| pod["metadata"]["name"].as_str().map(str::to_owned))
+            .collect()
+    }
+
     fn create(&self, namespace: &str, mut pod: Value) -> Result<Value, String> {
         let name = pod["metadata"]["name"]
             .as_str()

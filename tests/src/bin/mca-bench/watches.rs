@@ -123,7 +123,9 @@ async fn measure(env: &Env, protocol: &Protocol, count: usize) -> anyhow::Result
         idle,
         watching,
         after_event,
-        upstream_connections: stats["pool"]["connections"].as_u64().unwrap_or_default(),
+        upstream_connections: stats["clusters"][0]["pool"]["connections"]
+            .as_u64()
+            .unwrap_or_default(),
     })
 }
 

@@ -1,0 +1,893 @@
+//! `mca run --config FILE`: the clusters MCA routes to and the routes that choose among them.
+//!
+//! ```yaml
+//! clusters:
+//!   - name: east                                  # a DNS label; `local` is MCA's own cluster
+//!     server: https://203.0.113.10:6443
+//!     certificateAuthority: /etc/mca/east/ca.crt  # or certificateAuthorityData (base64 PEM)
+//!     tokenFile: /etc/mca/east/token              # or token, clientCertificate + clientKey,
+//!                                                 # exec, or kubeconfig: {path, context}
+//!     labels: {region: east}
+//! routes:                                         # in order; the first that matches wins
+//!   - name: team-b
+//!     match: {namespaces: ["team-b", "b-*"], verbs: [get, list, watch]}
+//!     to: {clusters: [east]}
+//! defaultRoute: {clusters: [local]}
+//! ```
+//!
+//! The file is read into [`file`] types (unknown keys are errors), then checked as a whole:
+//! every problem is reported with its line, not just the first. What comes out is the list of
+//! clusters with their credentials in kube's own form (a kubeconfig, so every credential kind
+//! goes through kube's loading and auth code) and the compiled [`Router`].
+
+mod file;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use kube::config::{
+    AuthInfo, Context, ExecConfig, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext,
+};
+use serde_saphyr::Spanned;
+
+use crate::{
+    cli::parse_duration,
+    route::{
+        Candidate, Conditions, Router, Rule, Strategy, Target,
+        pattern::{NamespacePattern, ResourcePattern, Verbs},
+        selector::Selector,
+    },
+    upstream::Source,
+};
+
+/// The name of the cluster MCA runs in (or that `--kubeconfig` names).
+pub const LOCAL: &str = "local";
+
+/// A checked configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// The clusters; the first is always [`LOCAL`].
+    pub clusters: Vec<ClusterSpec>,
+    /// The routes, referring to clusters by their index here.
+    pub router: Router,
+}
+
+/// One cluster, ready to connect to.
+#[derive(Debug)]
+pub struct ClusterSpec {
+    /// Its name.
+    pub name: String,
+    /// Where its configuration comes from; `None` for [`LOCAL`], which `mca run`'s own
+    /// options describe.
+    pub source: Option<Source>,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Active health checks.
+    pub health: HealthSpec,
+}
+
+/// How a cluster's health is probed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSpec {
+    /// The path to GET.
+    pub path: String,
+    /// Between probes.
+    pub interval: Duration,
+    /// Per probe.
+    pub timeout: Duration,
+    /// Consecutive failures that take the cluster out.
+    pub unhealthy_after: u32,
+    /// Consecutive successes that bring it back.
+    pub healthy_after: u32,
+}
+
+impl Default for HealthSpec {
+    fn default() -> Self {
+        Self {
+            path: "/readyz".to_owned(),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            unhealthy_after: 3,
+            healthy_after: 2,
+        }
+    }
+}
+
+/// Why a configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML for this schema; the message shows where.
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with the line and a snippet.
+        message: String,
+    },
+    /// The file parses but says something impossible; every problem is listed.
+    #[error("{path}: {} problem(s):\n{}", problems.len(), Problems(problems))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Each problem with its location.
+        problems: Vec<Problem>,
+    },
+}
+
+/// One thing wrong with a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line of the entry it concerns.
+    pub line: u64,
+    /// Where in the document: `routes[0] (team-b): match.labelSelector`.
+    pub at: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}: {}", self.line, self.at, self.message)
+    }
+}
+
+struct Problems<'a>(&'a [Problem]);
+
+impl std::fmt::Display for Problems<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, problem) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "  {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads and checks the file at `path`. Relative file names inside it are resolved
+    /// against its directory.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path.parent().unwrap_or(Path::new("."))).map_err(|error| match error {
+            ParseError::Syntax(message) => Error::Syntax {
+                path: path.to_owned(),
+                message,
+            },
+            ParseError::Invalid(problems) => Error::Invalid {
+                path: path.to_owned(),
+                problems,
+            },
+        })
+    }
+
+    /// The configuration without a file: everything to [`LOCAL`].
+    pub fn local_only() -> Self {
+        Self {
+            clusters: vec![ClusterSpec {
+                name: LOCAL.to_owned(),
+                source: None,
+                labels: BTreeMap::new(),
+                health: HealthSpec::default(),
+            }],
+            router: Router::single(Candidate {
+                id: 0,
+                name: LOCAL.to_owned(),
+                weight: 1,
+            }),
+        }
+    }
+
+    /// Parses and checks `text`; `base` resolves relative file names.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, ParseError> {
+        let file: file::File =
+            serde_saphyr::from_str(text).map_err(|error| ParseError::Syntax(error.to_string()))?;
+        let mut checker = Checker {
+            base,
+            problems: Vec::new(),
+        };
+        let config = checker.config(file);
+        if checker.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ParseError::Invalid(checker.problems))
+        }
+    }
+}
+
+/// `mca check-config FILE`: checks the file, then loads every cluster's credentials the way
+/// `mca run` would, without connecting anywhere (missing or unreadable certificate, key and
+/// kubeconfig files show up here). Returns a one-line summary, or every problem found.
+pub async fn check(path: &Path) -> Result<String, Vec<String>> {
+    let config = Config::load(path).map_err(|error| match error {
+        Error::Invalid { path, problems } => problems
+            .iter()
+            .map(|p| format!("{}:{}: {}: {}", path.display(), p.line, p.at, p.message))
+            .collect(),
+        other => vec![other.to_string()],
+    })?;
+    let limits = crate::upstream::Limits {
+        max_connections: 1,
+        connect_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(1),
+    };
+    let mut problems = Vec::new();
+    for cluster in &config.clusters {
+        if let Some(source) = &cluster.source
+            && let Err(error) = crate::upstream::Upstream::load(source, limits).await
+        {
+            problems.push(format!(
+                "{}: cluster {}: {error}",
+                path.display(),
+                cluster.name
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let names: Vec<&str> = config.clusters.iter().map(|c| c.name.as_str()).collect();
+    Ok(format!(
+        "{}: OK: {} cluster(s) ({}), {} route(s)",
+        path.display(),
+        names.len(),
+        names.join(", "),
+        config.router.rules().len()
+    ))
+}
+
+/// Why text is not a configuration.
+#[derive(Debug)]
+pub enum ParseError {
+    /// Not YAML of this schema: the parser's message.
+    Syntax(String),
+    /// Impossible settings.
+    Invalid(Vec<Problem>),
+}
+
+/// Collects problems while turning the file into a [`Config`].
+struct Checker<'a> {
+    base: &'a Path,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, line: u64, at: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            line,
+            at: at.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    fn config(&mut self, file: file::File) -> Config {
+        let mut clusters = Config::local_only().clusters;
+        let mut weights = vec![1];
+        for (index, entry) in file.clusters.into_iter().enumerate() {
+            let line = entry.referenced.line();
+            let at = format!("clusters[{index}] ({})", entry.value.name);
+            if let Some((spec, weight)) = self.cluster(entry.value, line, &at) {
+                if clusters.iter().any(|c| c.name == spec.name) {
+                    let message = if spec.name == LOCAL {
+                        "\"local\" is MCA's own cluster (in-cluster or --kubeconfig); choose \
+                         another name"
+                            .to_owned()
+                    } else {
+                        format!("a cluster named {:?} is already defined", spec.name)
+                    };
+                    self.problem(line, &at, message);
+                    continue;
+                }
+                clusters.push(spec);
+                weights.push(weight);
+            }
+        }
+        let candidates: Vec<Candidate> = clusters
+            .iter()
+            .zip(&weights)
+            .enumerate()
+            .map(|(id, (cluster, weight))| Candidate {
+                id,
+                name: cluster.name.clone(),
+                weight: *weight,
+            })
+            .collect();
+
+        let mut names = BTreeSet::new();
+        let mut rules = Vec::new();
+        for (index, entry) in file.routes.into_iter().enumerate() {
+            let line = entry.referenced.line();
+            let route = entry.value;
+            let at = format!("routes[{index}] ({})", route.name);
+            if route.name.is_empty() {
+                self.problem(line, &at, "a route needs a name");
+            } else if !names.insert(route.name.clone()) {
+                self.problem(line, &at, "another route has this name");
+            }
+            let conditions = self.conditions(route.matches, line, &at);
+            let target = self.target(route.to, &candidates, line, &format!("{at}: to"));
+            if let Some(target) = target {
+                rules.push(Rule {
+                    name: route.name.into(),
+                    conditions,
+                    target,
+                });
+            }
+        }
+        let default = match file.default_route {
+            Some(Spanned {
+                value, referenced, ..
+            }) => self.target(value, &candidates, referenced.line(), "defaultRoute"),
+            None => None,
+        };
+        let default =
+            default.unwrap_or_else(|| Target::new(vec![candidates[0].clone()], Strategy::Single));
+        Config {
+            clusters,
+            router: Router::new(rules, default),
+        }
+    }
+
+    /// A cluster entry and its weight.
+    fn cluster(
+        &mut self,
+        cluster: file::Cluster,
+        line: u64,
+        at: &str,
+    ) -> Option<(ClusterSpec, u32)> {
+        let problems = self.problems.len();
+        if let Err(why) = validate_dns_label(&cluster.name) {
+            self.problem(line, at, format!("name: {why}"));
+        }
+        let weight = cluster.weight.unwrap_or(1);
+        if weight == 0 {
+            self.problem(line, at, "weight: must be at least 1");
+        }
+        let source = self.source(&cluster, line, at);
+        let health = self.health(cluster.health, line, at);
+        if self.problems.len() > problems {
+            return None;
+        }
+        let spec = ClusterSpec {
+            name: cluster.name,
+            source: Some(source?),
+            labels: cluster.labels,
+            health,
+        };
+        Some((spec, weight))
+    }
+
+    /// Where a cluster's kube configuration comes from.
+    fn source(&mut self, cluster: &file::Cluster, line: u64, at: &str) -> Option<Source> {
+        let credentials: Vec<&str> = [
+            ("token", cluster.token.is_some()),
+            ("tokenFile", cluster.token_file.is_some()),
+            (
+                "clientCertificate",
+                cluster.client_certificate.is_some() || cluster.client_key.is_some(),
+            ),
+            ("exec", cluster.exec.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect();
+
+        if let Some(kubeconfig) = &cluster.kubeconfig {
+            let inline = cluster.server.is_some()
+                || cluster.certificate_authority.is_some()
+                || cluster.certificate_authority_data.is_some()
+                || cluster.tls_server_name.is_some()
+                || !credentials.is_empty();
+            if inline {
+                self.problem(
+                    line,
+                    at,
+                    "kubeconfig gives the server and credentials: drop server, \
+                     certificateAuthority*, tlsServerName and credentials, or drop kubeconfig",
+                );
+                return None;
+            }
+            return Some(Source::Kubeconfig {
+                path: Some(self.base.join(&kubeconfig.path)),
+                context: kubeconfig.context.clone(),
+            });
+        }
+
+        let Some(server) = &cluster.server else {
+            self.problem(line, at, "server is required (or kubeconfig)");
+            return None;
+        };
+        match server.parse::<http::Uri>() {
+            Ok(uri) if uri.scheme_str() == Some("https") && uri.host().is_some() => {}
+            Ok(uri) if uri.scheme_str() == Some("http") => {
+                self.problem(
+                    line,
+                    at,
+                    format!("server {server:?}: credentials are never sent in clear; use https"),
+                );
+            }
+            _ => self.problem(
+                line,
+                at,
+                format!("server {server:?} is not an https:// URL"),
+            ),
+        }
+        if cluster.certificate_authority.is_some() && cluster.certificate_authority_data.is_some() {
+            self.problem(
+                line,
+                at,
+                "certificateAuthority and certificateAuthorityData are both set; keep one",
+            );
+        }
+        match credentials.as_slice() {
+            [_] => {}
+            [] => self.problem(
+                line,
+                at,
+                "no credentials: give token, tokenFile, clientCertificate with clientKey, \
+                 exec, or kubeconfig",
+            ),
+            several => self.problem(
+                line,
+                at,
+                format!(
+                    "one kind of credentials, please: {} are all set",
+                    several.join(", ")
+                ),
+            ),
+        }
+        if cluster.client_certificate.is_some() != cluster.client_key.is_some() {
+            self.problem(line, at, "clientCertificate and clientKey go together");
+        }
+
+        let path = |file: &Option<PathBuf>| {
+            file.as_ref()
+                .map(|file| self.base.join(file).to_string_lossy().into_owned())
+        };
+        let kube_cluster = kube::config::Cluster {
+            server: Some(server.clone()),
+            certificate_authority: path(&cluster.certificate_authority),
+            certificate_authority_data: cluster.certificate_authority_data.clone(),
+            tls_server_name: cluster.tls_server_name.clone(),
+            ..kube::config::Cluster::default()
+        };
+        let auth_info = AuthInfo {
+            token: cluster.token.clone().map(Into::into),
+            token_file: path(&cluster.token_file),
+            client_certificate: path(&cluster.client_certificate),
+            client_key: path(&cluster.client_key),
+            exec: cluster.exec.as_ref().map(|exec| ExecConfig {
+                api_version: Some(
+                    exec.api_version
+                        .clone()
+                        .unwrap_or_else(|| "client.authentication.k8s.io/v1".to_owned()),
+                ),
+                command: Some(exec.command.clone()),
+                args: Some(exec.args.clone()),
+                env: Some(
+                    exec.env
+                        .iter()
+                        .map(|var| {
+                            [
+                                ("name".to_owned(), var.name.clone()),
+                                ("value".to_owned(), var.value.clone()),
+                            ]
+                            .into()
+                        })
+                        .collect(),
+                ),
+                ..ExecConfig::default()
+            }),
+            ..AuthInfo::default()
+        };
+        Some(Source::Inline(Box::new(single_context_kubeconfig(
+            &cluster.name,
+            kube_cluster,
+            auth_info,
+        ))))
+    }
+
+    fn health(&mut self, health: Option<file::Health>, line: u64, at: &str) -> HealthSpec {
+        let mut spec = HealthSpec::default();
+        let Some(health) = health else {
+            return spec;
+        };
+        if let Some(path) = health.path {
+            if !path.starts_with('/') {
+                self.problem(
+                    line,
+                    at,
+                    format!("health.path {path:?} must start with '/'"),
+                );
+            }
+            spec.path = path;
+        }
+        for (name, text, field) in [
+            ("interval", health.interval, &mut spec.interval),
+            ("timeout", health.timeout, &mut spec.timeout),
+        ] {
+            if let Some(text) = text {
+                match parse_duration(&text) {
+                    Ok(duration) if !duration.is_zero() => *field = duration,
+                    Ok(_) => self.problem(line, at, format!("health.{name} must not be zero")),
+                    Err(why) => self.problem(line, at, format!("health.{name}: {why}")),
+                }
+            }
+        }
+        for (name, value, field) in [
+            (
+                "unhealthyAfter",
+                health.unhealthy_after,
+                &mut spec.unhealthy_after,
+            ),
+            (
+                "healthyAfter",
+                health.healthy_after,
+                &mut spec.healthy_after,
+            ),
+        ] {
+            match value {
+                Some(0) => self.problem(line, at, format!("health.{name} must be at least 1")),
+                Some(value) => *field = value,
+                None => {}
+            }
+        }
+        spec
+    }
+
+    fn conditions(&mut self, matches: file::Match, line: u64, at: &str) -> Conditions {
+        let mut conditions = Conditions::default();
+        for namespace in &matches.namespaces {
+            match NamespacePattern::parse(namespace) {
+                Ok(pattern) => conditions.namespaces.push(pattern),
+                Err(why) => self.problem(line, at, format!("match.namespaces: {why}")),
+            }
+        }
+        for resource in &matches.resources {
+            match ResourcePattern::parse(resource) {
+                Ok(pattern) => conditions.resources.push(pattern),
+                Err(why) => self.problem(line, at, format!("match.resources: {why}")),
+            }
+        }
+        match Verbs::parse(matches.verbs.iter().map(String::as_str)) {
+            Ok(verbs) => conditions.verbs = verbs,
+            Err(why) => self.problem(line, at, format!("match.verbs: {why}")),
+        }
+        if let Some(text) = &matches.label_selector {
+            match Selector::parse(text) {
+                Ok(selector) if selector.is_empty() => {}
+                Ok(selector) => conditions.selector = Some(selector),
+                Err(why) => self.problem(line, at, format!("match.labelSelector: {why}")),
+            }
+        }
+        for destination in &matches.original_destination {
+            match destination.parse::<SocketAddr>() {
+                Ok(addr) => conditions.destinations.push(addr),
+                Err(_) => self.problem(
+                    line,
+                    at,
+                    format!("match.originalDestination: {destination:?} is not ip:port"),
+                ),
+            }
+        }
+        conditions
+    }
+
+    fn target(
+        &mut self,
+        target: file::Target,
+        candidates: &[Candidate],
+        line: u64,
+        at: &str,
+    ) -> Option<Target> {
+        let problems = self.problems.len();
+        let mut chosen: Vec<Candidate> = Vec::new();
+        for name in &target.clusters {
+            match candidates.iter().find(|c| c.name == *name) {
+                Some(_) if chosen.iter().any(|c| c.name == *name) => {
+                    self.problem(line, at, format!("clusters: {name:?} is listed twice"));
+                }
+                Some(candidate) => chosen.push(candidate.clone()),
+                None => self.problem(line, at, format!("clusters: no cluster named {name:?}")),
+            }
+        }
+        if target.clusters.is_empty() {
+            self.problem(line, at, "clusters: name at least one cluster");
+        }
+        let strategy = match target.strategy.as_deref() {
+            None | Some("single") => {
+                if target.clusters.len() > 1 {
+                    self.problem(
+                        line,
+                        at,
+                        "several clusters need a strategy: failover, roundRobin, weighted, \
+                         leastRequests or consistentHash",
+                    );
+                }
+                Strategy::Single
+            }
+            Some("fanOut") => {
+                self.problem(
+                    line,
+                    at,
+                    "strategy fanOut (merged lists and watches) is not available yet",
+                );
+                Strategy::Single
+            }
+            Some(name) => Strategy::parse(name).unwrap_or_else(|| {
+                let known: Vec<&str> = Strategy::NAMES.iter().map(|(name, _)| *name).collect();
+                self.problem(
+                    line,
+                    at,
+                    format!("strategy {name:?} is not one of {}", known.join(", ")),
+                );
+                Strategy::Single
+            }),
+        };
+        (self.problems.len() == problems).then(|| Target::new(chosen, strategy))
+    }
+}
+
+/// A kubeconfig holding one cluster, one user and one current context, all named `name`.
+fn single_context_kubeconfig(
+    name: &str,
+    cluster: kube::config::Cluster,
+    auth_info: AuthInfo,
+) -> Kubeconfig {
+    Kubeconfig {
+        clusters: vec![NamedCluster {
+            name: name.to_owned(),
+            cluster: Some(cluster),
+            ..NamedCluster::default()
+        }],
+        auth_infos: vec![NamedAuthInfo {
+            name: name.to_owned(),
+            auth_info: Some(auth_info),
+            ..NamedAuthInfo::default()
+        }],
+        contexts: vec![NamedContext {
+            name: name.to_owned(),
+            context: Some(Context {
+                cluster: name.to_owned(),
+                user: Some(name.to_owned()),
+                ..Context::default()
+            }),
+            ..NamedContext::default()
+        }],
+        current_context: Some(name.to_owned()),
+        ..Kubeconfig::default()
+    }
+}
+
+/// A DNS-1123 label: what Kubernetes allows for a name used in a URL path.
+fn validate_dns_label(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a DNS label (lowercase letters, digits and '-', at most 63)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+clusters:
+  - name: east
+    server: https://203.0.113.10:6443
+    certificateAuthority: east/ca.crt
+    tlsServerName: api.east.example
+    token: "east-token"
+    labels: {region: east}
+    weight: 3
+    health: {path: /readyz, interval: 5s, timeout: 2s, unhealthyAfter: 3, healthyAfter: 2}
+  - name: west
+    server: https://203.0.113.20:6443
+    certificateAuthorityData: "LS0tLS1CRUdJTi0tLS0t"
+    exec:
+      command: /usr/local/bin/west-token
+      args: ["--audience", "west"]
+      env: [{name: REGION, value: west}]
+  - name: lab
+    kubeconfig: {path: /etc/mca/lab.kubeconfig, context: lab-admin}
+routes:
+  - name: team-b
+    match:
+      namespaces: ["team-b", "b-*"]
+      resources: ["configmaps", "apps/deployments", "pods/log"]
+      verbs: ["get", "list", "watch"]
+      labelSelector: "tier=web"
+      originalDestination: ["198.51.100.7:443"]
+    to: {clusters: [east, west], strategy: failover}
+  - name: lab
+    match: {namespaces: ["lab-*"]}
+    to: {clusters: [lab]}
+defaultRoute: {clusters: [local]}
+"#;
+
+    fn problems(text: &str) -> Vec<String> {
+        match Config::parse(text, Path::new("/etc/mca")) {
+            Ok(_) => Vec::new(),
+            Err(ParseError::Invalid(problems)) => {
+                problems.iter().map(ToString::to_string).collect()
+            }
+            Err(ParseError::Syntax(message)) => vec![message],
+        }
+    }
+
+    #[test]
+    fn the_documented_example_is_valid() {
+        let config = Config::parse(EXAMPLE, Path::new("/etc/mca")).unwrap();
+        let names: Vec<&str> = config.clusters.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["local", "east", "west", "lab"]);
+        assert_eq!(config.router.rules().len(), 2);
+        assert_eq!(config.clusters[1].labels["region"], "east");
+        assert_eq!(config.clusters[1].health, HealthSpec::default());
+        let Some(Source::Inline(east)) = &config.clusters[1].source else {
+            panic!("east is inline");
+        };
+        let cluster = east.clusters[0].cluster.as_ref().unwrap();
+        // Relative files are resolved against the configuration's directory.
+        assert_eq!(
+            cluster.certificate_authority.as_deref(),
+            Some("/etc/mca/east/ca.crt")
+        );
+        assert_eq!(cluster.tls_server_name.as_deref(), Some("api.east.example"));
+        let Some(Source::Inline(west)) = &config.clusters[2].source else {
+            panic!("west is inline");
+        };
+        let exec = west.auth_infos[0]
+            .auth_info
+            .as_ref()
+            .unwrap()
+            .exec
+            .as_ref()
+            .unwrap();
+        assert_eq!(exec.command.as_deref(), Some("/usr/local/bin/west-token"));
+        assert_eq!(
+            exec.api_version.as_deref(),
+            Some("client.authentication.k8s.io/v1")
+        );
+        assert_eq!(exec.env.as_ref().unwrap()[0]["value"], "west");
+        assert!(matches!(
+            &config.clusters[3].source,
+            Some(Source::Kubeconfig { path: Some(path), context: Some(context) })
+                if path == Path::new("/etc/mca/lab.kubeconfig") && context == "lab-admin"
+        ));
+    }
+
+    #[test]
+    fn an_empty_file_routes_everything_to_local() {
+        let config = Config::parse("{}", Path::new(".")).unwrap();
+        assert_eq!(config.clusters.len(), 1);
+        assert!(config.router.rules().is_empty());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_line() {
+        let text = r#"
+clusters:
+  - name: local
+    server: https://a:6443
+    token: t
+  - name: East
+    server: http://b:6443
+  - name: west
+    server: https://c:6443
+    token: t
+    tokenFile: /t
+    clientKey: /k
+    weight: 0
+    health: {interval: 5d, healthyAfter: 0}
+  - name: west
+    server: https://d:6443
+    token: t
+routes:
+  - name: r
+    match: {namespaces: ["Bad_NS"], resources: ["a/b/c/d"], verbs: [read], labelSelector: "tier in web", originalDestination: ["nowhere"]}
+    to: {clusters: [nowhere, west, west]}
+  - name: r
+    match: {}
+    to: {clusters: [local, west]}
+  - name: s
+    match: {}
+    to: {clusters: [local], strategy: random}
+  - name: f
+    match: {}
+    to: {clusters: [local], strategy: fanOut}
+defaultRoute: {clusters: []}
+"#;
+        let found = problems(text);
+        let expected = [
+            "line 3: clusters[0] (local): \"local\" is MCA's own cluster",
+            "line 6: clusters[1] (East): name: \"East\" is not a DNS label",
+            "line 6: clusters[1] (East): server \"http://b:6443\": credentials are never sent in clear",
+            "line 6: clusters[1] (East): no credentials",
+            "line 8: clusters[2] (west): weight: must be at least 1",
+            "line 8: clusters[2] (west): one kind of credentials, please: token, tokenFile, clientCertificate",
+            "line 8: clusters[2] (west): clientCertificate and clientKey go together",
+            "line 8: clusters[2] (west): health.interval:",
+            "line 8: clusters[2] (west): health.healthyAfter must be at least 1",
+            "line 19: routes[0] (r): match.namespaces:",
+            "line 19: routes[0] (r): match.resources:",
+            "line 19: routes[0] (r): match.verbs:",
+            "line 19: routes[0] (r): match.labelSelector: expected '(' after in/notin",
+            "line 19: routes[0] (r): match.originalDestination:",
+            "line 19: routes[0] (r): to: clusters: no cluster named \"nowhere\"",
+            "line 19: routes[0] (r): to: clusters: \"west\" is listed twice",
+            "line 19: routes[0] (r): to: several clusters need a strategy",
+            "line 22: routes[1] (r): another route has this name",
+            "line 22: routes[1] (r): to: several clusters need a strategy",
+            "line 25: routes[2] (s): to: strategy \"random\" is not one of single, failover",
+            "line 28: routes[3] (f): to: strategy fanOut (merged lists and watches) is not available yet",
+            "line 31: defaultRoute: clusters: name at least one cluster",
+        ];
+        for want in expected {
+            assert!(
+                found.iter().any(|problem| problem.starts_with(want)),
+                "missing {want:?} in:\n{}",
+                found.join("\n")
+            );
+        }
+        // The second "west" is reported too (as a duplicate) once the first one is valid.
+        assert_eq!(
+            problems(
+                "clusters:\n  - {name: w, server: 'https://a', token: t}\n  - {name: w, server: 'https://b', token: t}\n"
+            ),
+            ["line 3: clusters[1] (w): a cluster named \"w\" is already defined"]
+        );
+        assert_eq!(found.len(), expected.len(), "{}", found.join("\n"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_yaml_are_syntax_errors_with_a_line() {
+        let found = problems("clusters:\n  - name: east\n    sever: https://a\n");
+        assert_eq!(found.len(), 1);
+        assert!(
+            found[0].contains("sever") && found[0].contains('3'),
+            "{}",
+            found[0]
+        );
+        let found = problems("routes: [\n");
+        assert_eq!(found.len(), 1);
+        let found = problems("defaultRoute: {clusters: local}\n");
+        assert_eq!(found.len(), 1, "a string is not a list");
+    }
+
+    #[test]
+    fn kubeconfig_excludes_inline_settings() {
+        let found =
+            problems("clusters:\n  - name: k\n    kubeconfig: {path: k.yaml}\n    token: t\n");
+        assert_eq!(found.len(), 1);
+        assert!(
+            found[0].contains("kubeconfig gives the server"),
+            "{found:?}"
+        );
+    }
+}

@@ -1,0 +1,293 @@
+//! Multi-cluster routing: three test API servers play three clusters, each with its own CA and
+//! its own token — `local` (MCA's in-cluster configuration), `east` (a token in the config
+//! file) and `west` (a token file) — and kubectl, the Python client and kube-rs in the pod
+//! sandbox are routed by namespace and by label selector. Each server's request record shows
+//! which cluster got which request, and with which credential.
+
+use std::process::Command;
+
+use mca_tests::{
+    apiserver::ApiServer,
+    harness::{Env, Mca, NAMESPACE, REAL_TOKEN, mca_binary, succeed},
+    sandbox::Pod,
+};
+
+const EAST_TOKEN: &str = "east-token-1";
+const WEST_TOKEN: &str = "west-token-1";
+
+const ROUTES: &str = r#"
+routes:
+  - name: team-east
+    match: {namespaces: ["east-*"]}
+    to: {clusters: [east]}
+  - name: web-pods
+    match: {resources: [pods], labelSelector: "tier=web"}
+    to: {clusters: [west]}
+defaultRoute: {clusters: [local]}
+"#;
+
+/// MCA in a pod with three clusters and [`ROUTES`].
+struct Fleet {
+    env: Env,
+    east: ApiServer,
+    west: ApiServer,
+}
+
+impl Fleet {
+    fn start() -> anyhow::Result<Self> {
+        let pod = Pod::new()?;
+        let local = ApiServer::start(pod.listen("127.0.0.1:0")?, REAL_TOKEN, &[])?;
+        local.state().pods.insert(NAMESPACE, "web");
+        let east = ApiServer::start(pod.listen("127.0.0.1:0")?, EAST_TOKEN, &[])?;
+        let west = ApiServer::start(pod.listen("127.0.0.1:0")?, WEST_TOKEN, &[])?;
+        let dir = pod.dir();
+        std::fs::write(dir.join("east-ca.crt"), east.ca_pem())?;
+        std::fs::write(dir.join("west-ca.crt"), west.ca_pem())?;
+        std::fs::write(dir.join("west-token"), WEST_TOKEN)?;
+        let config = format!(
+            "clusters:\n\
+             \x20 - name: east\n\
+             \x20   server: https://{}\n\
+             \x20   certificateAuthority: east-ca.crt\n\
+             \x20   token: {EAST_TOKEN}\n\
+             \x20 - name: west\n\
+             \x20   server: https://{}\n\
+             \x20   certificateAuthority: west-ca.crt\n\
+             \x20   tokenFile: west-token\n\
+             {ROUTES}",
+            east.addr(),
+            west.addr()
+        );
+        let path = dir.join("mca.yaml");
+        std::fs::write(&path, config)?;
+        let mca = Mca::start(
+            &pod,
+            local.addr(),
+            local.ca_pem(),
+            &["--config", path.to_str().expect("UTF-8")],
+        )?;
+        Ok(Self {
+            env: Env {
+                mca,
+                apiserver: Some(local),
+                pod,
+            },
+            east,
+            west,
+        })
+    }
+
+    fn local(&self) -> &ApiServer {
+        self.env.apiserver()
+    }
+
+    /// The targets (method and path) each server received that contain `needle`, and
+    /// whether every request it ever received carried its own token.
+    fn received(server: &ApiServer, token: &str, needle: &str) -> Vec<String> {
+        let requests = server.requests();
+        for request in &requests {
+            assert_eq!(
+                request.header("authorization"),
+                Some(format!("Bearer {token}").as_str()),
+                "{} {} reached the server holding {token}",
+                request.method,
+                request.target
+            );
+        }
+        requests
+            .iter()
+            .filter(|r| r.target.contains(needle))
+            .map(|r| format!("{} {}", r.method, r.target))
+            .collect()
+    }
+
+    /// Which clusters received a request whose target contains `needle`.
+    fn where_went(&self, needle: &str) -> Vec<&'static str> {
+        [
+            ("local", self.local(), REAL_TOKEN),
+            ("east", &self.east, EAST_TOKEN),
+            ("west", &self.west, WEST_TOKEN),
+        ]
+        .into_iter()
+        .filter(|(_, server, token)| !Self::received(server, token, needle).is_empty())
+        .map(|(name, ..)| name)
+        .collect()
+    }
+
+    fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
+        self.env.kubectl(args)
+    }
+
+    fn kube_rs(&self, args: &[&str]) -> anyhow::Result<String> {
+        let client = env!("CARGO_BIN_EXE_mca-kube-client");
+        succeed(self.env.app_output(client, args)?, "mca-kube-client", args)
+    }
+}
+
+#[test]
+fn requests_go_to_the_cluster_their_route_names_with_its_credentials() -> anyhow::Result<()> {
+    let fleet = Fleet::start()?;
+
+    // By namespace: east-* goes east, whatever the client.
+    fleet.kubectl(&["get", "pods", "-n", "east-1"])?;
+    assert_eq!(fleet.where_went("/namespaces/east-1/pods"), ["east"]);
+    fleet.env.python(&["create", "east-2", "made-by-python"])?;
+    assert_eq!(fleet.where_went("/namespaces/east-2/pods"), ["east"]);
+    let out = fleet.kube_rs(&["get", "east-2", "made-by-python"])?;
+    assert!(out.starts_with("made-by-python "), "{out}");
+    assert_eq!(
+        fleet.where_went("/namespaces/east-2/pods/made-by-python"),
+        ["east"]
+    );
+
+    // Everything else goes to the default route, the local cluster.
+    let out = fleet.kube_rs(&["list", NAMESPACE])?;
+    assert!(out.lines().any(|l| l == "web"), "{out}");
+    assert_eq!(
+        fleet.where_went(&format!("/namespaces/{NAMESPACE}/pods")),
+        ["local"]
+    );
+    // Discovery too, so kubectl works.
+    assert_eq!(fleet.where_went("/api/v1?"), ["local"]);
+
+    // By label selector: a create is routed by its object's labels...
+    let manifest = fleet.env.pod.dir().join("web-pod.json");
+    std::fs::write(
+        &manifest,
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"frontend","labels":{"tier":"web"}},
+            "spec":{"containers":[{"name":"app","image":"busybox"}]}}"#,
+    )?;
+    let out = fleet.kubectl(&[
+        "create",
+        "-n",
+        NAMESPACE,
+        "--validate=false",
+        "-f",
+        manifest.to_str().unwrap(),
+    ])?;
+    assert!(out.contains("pod/frontend created"), "{out}");
+    assert_eq!(
+        fleet.west.state().pods.list_names(NAMESPACE),
+        ["frontend"],
+        "the pod was created in west"
+    );
+    // ... a list whose selector implies the route's goes there too; one that does not, not.
+    let out = fleet.kubectl(&[
+        "get", "pods", "-n", NAMESPACE, "-l", "tier=web", "-o", "name",
+    ])?;
+    assert_eq!(out.trim(), "pod/frontend");
+    assert_eq!(fleet.where_went("labelSelector=tier%3Dweb"), ["west"]);
+    fleet.kubectl(&["get", "pods", "-n", NAMESPACE, "-l", "tier in (web,db)"])?;
+    assert_eq!(fleet.where_went("labelSelector=tier+in"), ["local"]);
+    // A create without the label stays local.
+    fleet.env.python(&["create", NAMESPACE, "plain"])?;
+    assert_eq!(
+        fleet.local().state().pods.list_names(NAMESPACE),
+        ["plain", "web"]
+    );
+
+    // The access log names the route and the cluster of every request.
+    let line = fleet.env.mca.wait_for_access(|l| {
+        l["verb"] == "create" && l["namespace"] == NAMESPACE && l["cluster"] == "west"
+    })?;
+    assert_eq!(line["route"], "web-pods");
+    let line = fleet
+        .env
+        .mca
+        .wait_for_access(|l| l["namespace"] == "east-1")?;
+    assert_eq!(
+        (&line["route"], &line["cluster"]),
+        (&"team-east".into(), &"east".into())
+    );
+    let line = fleet.env.mca.wait_for_access(|l| l["path"] == "/api/v1")?;
+    assert_eq!(
+        (&line["route"], &line["cluster"]),
+        (&"default".into(), &"local".into())
+    );
+    Ok(())
+}
+
+#[test]
+fn check_config_lists_every_problem_with_its_line() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "clusters:\n  - name: east\n    server: https://10.0.0.1\n\
+         routes:\n  - name: r\n    match: {labelSelector: 'tier in web'}\n    to: {clusters: [west]}\n",
+    )?;
+    let output = Command::new(mca_binary())
+        .args(["check-config", bad.to_str().unwrap()])
+        .output()?;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    let at = |line: u32| format!("{}:{line}: ", bad.display());
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(lines[0].starts_with(&format!("{}clusters[0] (east): no credentials", at(2))));
+    assert!(lines[1].starts_with(&format!("{}routes[0] (r): match.labelSelector", at(5))));
+    assert!(lines[2].starts_with(&format!("{}routes[0] (r): to: clusters: no cluster", at(5))));
+
+    // Files it names are read as `mca run` would read them.
+    let missing_ca = dir.path().join("missing-ca.yaml");
+    std::fs::write(
+        &missing_ca,
+        "clusters:\n  - name: east\n    server: https://10.0.0.1\n    token: t\n\
+         \x20   certificateAuthority: nowhere/ca.crt\n",
+    )?;
+    let output = Command::new(mca_binary())
+        .args(["check-config", missing_ca.to_str().unwrap()])
+        .output()?;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cluster east") && stderr.contains("nowhere/ca.crt"),
+        "{stderr}"
+    );
+
+    let good = dir.path().join("good.yaml");
+    std::fs::write(
+        &good,
+        format!("clusters: []\n{ROUTES}")
+            .replace("east", "local")
+            .replace("west", "local"),
+    )?;
+    let output = Command::new(mca_binary())
+        .args(["check-config", good.to_str().unwrap()])
+        .output()?;
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("OK: 1 cluster(s) (local), 2 route(s)"),
+        "{stdout}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn encoded_paths_are_routed_as_the_api_server_reads_them() -> anyhow::Result<()> {
+    use http::StatusCode;
+    use mca_tests::client::{Https, body_json};
+    let fleet = Fleet::start()?;
+    let mut client = Https::connect(&fleet.env.pod, "kubernetes.default.svc", &[b"h2"]).await?;
+    // The API server decodes %2F before reading the path: a LIST of pods in east-3, which
+    // the namespace route sends east.
+    let response = client.get("/api/v1/namespaces/east-3%2Fpods").await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        fleet.where_went("/api/v1/namespaces/east-3%2Fpods"),
+        ["east"]
+    );
+    // What could be read two ways is refused.
+    for path in [
+        "/api/v1/namespaces/east-3/..%2F..%2Fnamespaces/team-a/pods",
+        "/api/v1/namespaces/team-a//pods",
+        "/api/v1/namespaces/%zz/pods",
+    ] {
+        let response = client.get(path).await?;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(body_json(response).await?["reason"], "BadRequest");
+    }
+    assert!(fleet.where_went("..").is_empty() && fleet.where_went("%zz").is_empty());
+    Ok(())
+}
