@@ -50,6 +50,12 @@ pub struct RunArgs {
     )]
     pub fake_sa_dir: PathBuf,
 
+    /// Where MCA writes the fake kubeconfig: MCA's CA, the placeholder token, a context `mca`
+    /// (routed by the rules) and one per cluster (`kubectl --context east`). Default:
+    /// `kubeconfig` beside the fake ServiceAccount directory.
+    #[arg(long, env = "MCA_FAKE_KUBECONFIG")]
+    pub fake_kubeconfig: Option<PathBuf>,
+
     /// MCA's real ServiceAccount directory, used in-cluster.
     #[arg(
         long,

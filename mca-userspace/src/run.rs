@@ -152,6 +152,21 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     ));
 
     sa::provision(&args.fake_sa_dir, serving.ca_pem(), upstream.namespace())?;
+    let fake_kubeconfig = args.fake_kubeconfig.clone().unwrap_or_else(|| {
+        let beside = args
+            .fake_sa_dir
+            .parent()
+            .unwrap_or(std::path::Path::new("."));
+        beside.join("kubeconfig")
+    });
+    let names: Vec<&str> = clusters.iter().map(|c| &**c.name()).collect();
+    sa::write_kubeconfig(
+        &fake_kubeconfig,
+        serving.ca_pem(),
+        args.listen,
+        upstream.namespace(),
+        &names,
+    )?;
     readiness.set(true);
     tracing::info!(
         listen = %args.listen,
@@ -160,6 +175,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         clusters = clusters.iter().count(),
         namespace = upstream.namespace(),
         fake_sa_dir = %args.fake_sa_dir.display(),
+        fake_kubeconfig = %fake_kubeconfig.display(),
         "MCA is ready"
     );
 

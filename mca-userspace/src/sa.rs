@@ -1,14 +1,27 @@
-//! The fake ServiceAccount directory the application mounts instead of the real one.
+//! The fake credentials the application gets instead of real ones: a ServiceAccount directory
+//! and a kubeconfig.
 //!
 //! In-cluster clients read three files from `/var/run/secrets/kubernetes.io/serviceaccount`:
 //! `ca.crt` to verify the API server, `token` to authenticate, `namespace` as their default
-//! namespace. MCA writes its own CA, a placeholder token and the real namespace there. Every
-//! file is written to a temporary name and renamed into place, so a client never reads a
-//! half-written file even if it starts while MCA is (re)writing them.
+//! namespace. MCA writes its own CA, a placeholder token and the real namespace there.
+//!
+//! The kubeconfig offers the same credentials with one context per cluster, whose server is
+//! `https://<listen>/clusters/<name>`, so `kubectl --context east` reaches the cluster `east`
+//! whatever the routes say, and a context `mca` (the current one) that leaves it to the
+//! routes.
+//!
+//! Every file is written to a temporary name and renamed into place, so a client never reads
+//! a half-written file even if it starts while MCA is (re)writing them.
 
 use std::{
     io::Write,
+    net::SocketAddr,
     path::{Path, PathBuf},
+};
+
+use base64::Engine;
+use kube::config::{
+    AuthInfo, Cluster, Context, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext,
 };
 
 /// The placeholder token. It must not be empty: several client libraries (the Python
@@ -36,6 +49,90 @@ pub fn provision(dir: &Path, ca_pem: &str, namespace: &str) -> Result<(), Error>
     write_atomically(&dir.join("namespace"), namespace.as_bytes(), 0o644)?;
     write_atomically(&dir.join("token"), PLACEHOLDER_TOKEN.as_bytes(), 0o644)?;
     write_atomically(&dir.join("ca.crt"), ca_pem.as_bytes(), 0o644)
+}
+
+/// The context that leaves the choice of cluster to MCA's routes.
+pub const ROUTED_CONTEXT: &str = "mca";
+
+/// Writes the fake kubeconfig to `path`: MCA's CA, the placeholder token, `namespace` as every
+/// context's namespace, the context [`ROUTED_CONTEXT`] (current) and one per cluster.
+pub fn write_kubeconfig(
+    path: &Path,
+    ca_pem: &str,
+    listen: SocketAddr,
+    namespace: &str,
+    clusters: &[&str],
+) -> Result<(), Error> {
+    let kubeconfig = fake_kubeconfig(ca_pem, listen, namespace, clusters);
+    let json = serde_json::to_vec_pretty(&kubeconfig).expect("a kubeconfig always serializes");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| Error {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    write_atomically(path, &json, 0o644)
+}
+
+fn fake_kubeconfig(
+    ca_pem: &str,
+    listen: SocketAddr,
+    namespace: &str,
+    clusters: &[&str],
+) -> Kubeconfig {
+    // An unspecified listen address is reached on loopback.
+    let ip = match listen.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
+        ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    let base = format!("https://{}", SocketAddr::new(ip, listen.port()));
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let entry = |name: &str, server: String| {
+        let cluster = NamedCluster {
+            name: name.to_owned(),
+            cluster: Some(Cluster {
+                server: Some(server),
+                certificate_authority_data: Some(ca.clone()),
+                ..Cluster::default()
+            }),
+            ..NamedCluster::default()
+        };
+        let context = NamedContext {
+            name: name.to_owned(),
+            context: Some(Context {
+                cluster: name.to_owned(),
+                user: Some(ROUTED_CONTEXT.to_owned()),
+                namespace: Some(namespace.to_owned()),
+                ..Context::default()
+            }),
+            ..NamedContext::default()
+        };
+        (cluster, context)
+    };
+    let (named_clusters, contexts) = std::iter::once(entry(ROUTED_CONTEXT, base.clone()))
+        .chain(
+            clusters
+                .iter()
+                .map(|name| entry(name, format!("{base}/clusters/{name}"))),
+        )
+        .unzip();
+    Kubeconfig {
+        clusters: named_clusters,
+        contexts,
+        auth_infos: vec![NamedAuthInfo {
+            name: ROUTED_CONTEXT.to_owned(),
+            auth_info: Some(AuthInfo {
+                token: Some(PLACEHOLDER_TOKEN.to_owned().into()),
+                ..AuthInfo::default()
+            }),
+            ..NamedAuthInfo::default()
+        }],
+        current_context: Some(ROUTED_CONTEXT.to_owned()),
+        api_version: Some("v1".to_owned()),
+        kind: Some("Config".to_owned()),
+        ..Kubeconfig::default()
+    }
 }
 
 fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error> {
@@ -77,6 +174,48 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["ca.crt", "namespace", "token"]);
+    }
+
+    #[test]
+    fn kubeconfig_has_a_routed_context_and_one_per_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubeconfig");
+        let listen = "0.0.0.0:6443".parse().unwrap();
+        write_kubeconfig(&path, "CA PEM", listen, "team-a", &["local", "east"]).unwrap();
+        // kube reads it back as any kubeconfig.
+        let kubeconfig = Kubeconfig::read_from(&path).unwrap();
+        assert_eq!(kubeconfig.current_context.as_deref(), Some("mca"));
+        let servers: Vec<(&str, &str)> = kubeconfig
+            .clusters
+            .iter()
+            .map(|c| {
+                (
+                    c.name.as_str(),
+                    c.cluster.as_ref().unwrap().server.as_deref().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            servers,
+            [
+                ("mca", "https://127.0.0.1:6443"),
+                ("local", "https://127.0.0.1:6443/clusters/local"),
+                ("east", "https://127.0.0.1:6443/clusters/east"),
+            ]
+        );
+        let ca = kubeconfig.clusters[2].cluster.as_ref().unwrap();
+        assert_eq!(ca.certificate_authority_data.as_deref(), Some("Q0EgUEVN"));
+        let context = kubeconfig.contexts[2].context.as_ref().unwrap();
+        assert_eq!(
+            (context.cluster.as_str(), context.namespace.as_deref()),
+            ("east", Some("team-a"))
+        );
+        let user = kubeconfig.auth_infos[0].auth_info.as_ref().unwrap();
+        use secrecy::ExposeSecret;
+        assert_eq!(
+            user.token.as_ref().unwrap().expose_secret(),
+            PLACEHOLDER_TOKEN
+        );
     }
 
     #[test]

@@ -13,6 +13,8 @@ use serde::Serialize;
 pub enum Reason {
     /// The request itself is malformed for MCA (400).
     BadRequest,
+    /// It names something MCA does not have, such as a cluster (404).
+    NotFound,
     /// Something unexpected failed between MCA and the API server (500, 502).
     InternalError,
     /// The API server could not be reached or MCA has no credentials for it (503).

@@ -51,7 +51,12 @@ def watch_many(core, namespace, name, count):
 
 
 def main(argv):
-    config.load_incluster_config()
+    if argv[0] == "--context":
+        # The fake kubeconfig MCA writes (KUBECONFIG), with one context per cluster.
+        config.load_kube_config(context=argv[1])
+        argv = argv[2:]
+    else:
+        config.load_incluster_config()
     # Room for many concurrent requests (urllib3 keeps 4 connections per host by default).
     configuration = client.Configuration.get_default_copy()
     configuration.connection_pool_maxsize = 128

@@ -208,6 +208,95 @@ fn requests_go_to_the_cluster_their_route_names_with_its_credentials() -> anyhow
 }
 
 #[test]
+fn the_fake_kubeconfig_has_a_context_per_cluster_that_clients_follow() -> anyhow::Result<()> {
+    let fleet = Fleet::start()?;
+    let kubeconfig = fleet.env.pod.dir().join("kubeconfig");
+    let kubeconfig = kubeconfig.to_str().expect("UTF-8");
+    let app = |program: &str, args: &[&str]| -> anyhow::Result<String> {
+        let output = fleet
+            .env
+            .pod
+            .app(program)
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .output()?;
+        succeed(output, program, args)
+    };
+    let kubectl = mca_tests::harness::venv_program("kubectl");
+    let kubectl = kubectl.to_str().expect("UTF-8");
+
+    // The explicit context wins over the routes: team-a would go to local.
+    let out = app(
+        kubectl,
+        &["--context", "east", "get", "pods", "-n", NAMESPACE],
+    )?;
+    assert_eq!(out, "", "no pods there (kubectl says so on stderr)");
+    assert_eq!(
+        fleet.where_went(&format!("/namespaces/{NAMESPACE}/pods")),
+        ["east"]
+    );
+    // kubectl's discovery went there too, under the prefix MCA removed.
+    assert!(fleet.where_went("/api/v1?").contains(&"east"));
+
+    let python = mca_tests::harness::venv_program("python");
+    let script = mca_tests::harness::client_script("python_client.py");
+    let out = app(
+        python.to_str().unwrap(),
+        &[
+            script.to_str().unwrap(),
+            "--context",
+            "west",
+            "create",
+            "east-9",
+            "by-context",
+        ],
+    )?;
+    assert!(out.starts_with("by-context "), "{out}");
+    assert_eq!(fleet.west.state().pods.list_names("east-9"), ["by-context"]);
+
+    let out = app(
+        env!("CARGO_BIN_EXE_mca-kube-client"),
+        &["--context", "local", "list", "east-1"],
+    )?;
+    assert_eq!(out, "");
+    assert_eq!(fleet.where_went("/namespaces/east-1/pods"), ["local"]);
+
+    // The routed context follows the rules: east-1 goes east.
+    let out = app(
+        kubectl,
+        &["--context", "mca", "get", "pods", "-n", "east-5"],
+    )?;
+    assert_eq!(out, "");
+    assert_eq!(fleet.where_went("/namespaces/east-5/pods"), ["east"]);
+
+    let line = fleet
+        .env
+        .mca
+        .wait_for_access(|l| l["namespace"] == "east-9")?;
+    assert_eq!(
+        (&line["route"], &line["cluster"]),
+        (&"explicit".into(), &"west".into())
+    );
+    assert_eq!(line["path"], "/api/v1/namespaces/east-9/pods");
+
+    // An unknown cluster is a 404 Status naming the known ones.
+    let output = fleet
+        .env
+        .pod
+        .app(kubectl)
+        .args(["get", "--raw", "/clusters/north/version"])
+        .env("KUBECONFIG", kubeconfig)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("no cluster named \"north\" (it has local, east, west)"),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+#[test]
 fn check_config_lists_every_problem_with_its_line() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let bad = dir.path().join("bad.yaml");

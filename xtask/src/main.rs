@@ -9,7 +9,7 @@
 //! - `run`: MCA in eBPF mode against a kubeconfig's cluster (or the test API server), with an
 //!   application sandbox.
 //! - `bench`: connect() throughput with and without the eBPF programs, side by side; MCA's
-//!   memory per open watch over HTTP/2 and HTTP/1.1.
+//!   memory per open watch over HTTP/2 and HTTP/1.1; the cost of a routing decision.
 //! - `fuzz`: run a cargo-fuzz target for a bounded time.
 
 use std::{
@@ -126,7 +126,8 @@ fn main() -> anyhow::Result<()> {
                 .arg(format!("--rounds={rounds}")))?;
             run(Command::new(&bench)
                 .arg("watches")
-                .arg(format!("--count={watches}")))
+                .arg(format!("--count={watches}")))?;
+            run(Command::new(&bench).arg("route"))
         }
         Task::Test => {
             setup(&root)?;

@@ -783,6 +783,14 @@ defaultRoute: {clusters: [local]}
     }
 
     #[test]
+    fn the_deployment_example_is_valid() {
+        let example = include_str!("../../../deploy/examples/mca-config.yaml");
+        let config = Config::parse(example, Path::new("/etc/mca")).unwrap();
+        assert_eq!(config.clusters.len(), 5);
+        assert_eq!(config.router.rules().len(), 3);
+    }
+
+    #[test]
     fn an_empty_file_routes_everything_to_local() {
         let config = Config::parse("{}", Path::new(".")).unwrap();
         assert_eq!(config.clusters.len(), 1);

@@ -13,7 +13,7 @@ mod headers;
 mod object;
 mod upgrade;
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{borrow::Cow, convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -49,6 +49,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Proxy {
     clusters: Arc<Registry>,
     router: Router,
+    /// The route name logged for `/clusters/<name>/` requests.
+    explicit_route: Arc<str>,
     interception: Option<Arc<Interception>>,
     tunnels: TaskTracker,
 }
@@ -63,6 +65,7 @@ impl Proxy {
         Arc::new(Self {
             clusters,
             router,
+            explicit_route: Arc::from("explicit"),
             interception,
             tunnels: TaskTracker::new(),
         })
@@ -152,13 +155,19 @@ impl Proxy {
         let target = request
             .uri()
             .path_and_query()
-            .map_or("/", |target| target.as_str());
-        let info = RequestInfo::from_target(request.method().as_str(), target);
+            .map_or("/", |target| target.as_str())
+            .to_owned();
+        // `/clusters/<name>/...` picks the cluster itself; the rest is the request.
+        let (explicit, target) = match cluster_prefix(&target) {
+            Some((name, rest)) => (Some(name), rest),
+            None => (None, Cow::Borrowed(target.as_str())),
+        };
+        let info = RequestInfo::from_target(request.method().as_str(), &target);
         let (info, unreadable) = match info {
             Ok(info) => (info, None),
             // Logged under the raw path; refused below.
             Err(error) => (
-                RequestInfo::parse(request.method().as_str(), target),
+                RequestInfo::parse(request.method().as_str(), &target),
                 Some(error),
             ),
         };
@@ -179,9 +188,17 @@ impl Proxy {
         }
 
         let upgrade = headers::is_upgrade(request.headers());
-        let request =
+        let mut request =
             request.map(|body| Counted::new(body, Arc::clone(&log.bytes_in)).boxed_unsync());
-        let (cluster, request) = match self.route(request, &mut log).await {
+        let routed = match explicit {
+            Some(name) => {
+                *request.uri_mut() = target.parse().expect("a part of a valid request target");
+                self.explicit(name, &mut log)
+                    .map(|cluster| (cluster, request))
+            }
+            None => self.route(request, &mut log).await,
+        };
+        let (cluster, request) = match routed {
             Ok(routed) => routed,
             Err(status) => return Ok(answer(status, log)),
         };
@@ -193,6 +210,25 @@ impl Proxy {
             forward(upstream, request, class, log).await
         };
         Ok(response)
+    }
+
+    /// The cluster a `/clusters/<name>/` prefix names, recorded in the log.
+    fn explicit(&self, name: &str, log: &mut AccessLog) -> Result<ClusterId, Status> {
+        let Some(cluster) = self.clusters.find(name) else {
+            let known: Vec<&str> = self.clusters.iter().map(|c| &**c.name()).collect();
+            return Err(Status::new(
+                StatusCode::NOT_FOUND,
+                Reason::NotFound,
+                format!(
+                    "MCA has no cluster named {name:?} (it has {})",
+                    known.join(", ")
+                ),
+            ));
+        };
+        log.route = Some(Arc::clone(&self.explicit_route));
+        log.cluster = Some(Arc::clone(self.clusters.get(cluster).name()));
+        log.in_flight = Some(self.clusters.start(cluster));
+        Ok(cluster)
     }
 
     /// Chooses the request's cluster and records the choice in the log. A create may have
@@ -281,6 +317,23 @@ async fn forward(
     }
 }
 
+/// Splits `/clusters/<name>/rest?query` into the name and the request target `/rest?query`
+/// (`/clusters/<name>` alone is the cluster's root, `/`).
+fn cluster_prefix(target: &str) -> Option<(&str, Cow<'_, str>)> {
+    let after = target.strip_prefix("/clusters/")?;
+    let end = after.find(['/', '?']).unwrap_or(after.len());
+    let (name, rest) = after.split_at(end);
+    if name.is_empty() {
+        return None;
+    }
+    let rest = if rest.starts_with('/') {
+        Cow::Borrowed(rest)
+    } else {
+        Cow::Owned(format!("/{rest}"))
+    };
+    Some((name, rest))
+}
+
 /// Reduces the request target to path and query (the upstream adds its own scheme and
 /// authority) and drops `Host`, which belongs to MCA's address, not the API server's.
 fn to_origin_form(parts: &mut http::request::Parts) -> Result<(), Status> {
@@ -329,6 +382,39 @@ async fn accept_loop(
                 tracing::warn!(%error, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_prefixes_name_a_cluster_and_leave_the_request() {
+        let split = |target| cluster_prefix(target).map(|(name, rest)| (name, rest.into_owned()));
+        let cases = [
+            (
+                "/clusters/east/api/v1/pods?watch=1",
+                Some(("east", "/api/v1/pods?watch=1")),
+            ),
+            ("/clusters/east/", Some(("east", "/"))),
+            ("/clusters/east", Some(("east", "/"))),
+            (
+                "/clusters/east?timeout=32s",
+                Some(("east", "/?timeout=32s")),
+            ),
+            ("/clusters/", None),
+            ("/clusters", None),
+            ("/api/v1/clusters/east", None),
+            ("/apis/clusters/v1", None),
+        ];
+        for (target, expected) in cases {
+            assert_eq!(
+                split(target),
+                expected.map(|(name, rest)| (name, rest.to_owned())),
+                "{target}"
+            );
         }
     }
 }

@@ -70,86 +70,100 @@ impl Selector {
     }
 
     /// Whether every label set this selector accepts, `other` accepts too. (A selector no
-    /// label set satisfies implies anything.)
+    /// label set satisfies implies anything.) Allocates nothing: routing asks this per
+    /// request.
     pub fn implies(&self, other: &Selector) -> bool {
-        let unsatisfiable = self
-            .requirements
-            .iter()
-            .any(|r| Domain::of(self, &r.key).is_empty());
+        let unsatisfiable = self.requirements.iter().any(|r| self.on(&r.key).is_empty());
         unsatisfiable
             || other
                 .requirements
                 .iter()
-                .all(|wanted| Domain::of(self, &wanted.key).satisfies(&wanted.op))
+                .all(|wanted| self.on(&wanted.key).satisfies(&wanted.op))
     }
-}
 
-/// What a selector allows one label to be: absent, and/or present with some values.
-struct Domain {
-    absent: bool,
-    values: Values,
-}
-
-/// A set of label values: finitely many, or all but finitely many.
-enum Values {
-    Only(BTreeSet<String>),
-    AllBut(BTreeSet<String>),
-}
-
-impl Domain {
-    fn of(selector: &Selector, key: &str) -> Self {
-        let mut domain = Self {
-            absent: true,
-            values: Values::AllBut(BTreeSet::new()),
-        };
-        for requirement in selector.requirements.iter().filter(|r| r.key == key) {
-            match &requirement.op {
-                Op::In(values) => {
-                    domain.absent = false;
-                    domain.values = domain.values.intersect(values);
-                }
-                Op::NotIn(values) => domain.values = domain.values.remove(values),
-                Op::Exists => domain.absent = false,
-                Op::DoesNotExist => domain.values = Values::Only(BTreeSet::new()),
-            }
+    fn on<'a>(&'a self, key: &'a str) -> Domain<'a> {
+        Domain {
+            requirements: &self.requirements,
+            key,
         }
-        domain
+    }
+}
+
+/// What a selector allows one label to be: absent, and/or present with some values, worked
+/// out from its requirements on that key without building any set.
+struct Domain<'a> {
+    requirements: &'a [Requirement],
+    key: &'a str,
+}
+
+impl<'a> Domain<'a> {
+    fn ops(&self) -> impl Iterator<Item = &'a Op> + '_ {
+        self.requirements
+            .iter()
+            .filter(|r| r.key == self.key)
+            .map(|r| &r.op)
     }
 
-    /// No label set satisfies the selector at all.
+    /// Whether the label may be absent: nothing requires it.
+    fn may_be_absent(&self) -> bool {
+        !self.ops().any(|op| matches!(op, Op::In(_) | Op::Exists))
+    }
+
+    /// Whether the values are unbounded: no `in` or `!key` limits them (a `notin` may still
+    /// exclude some).
+    fn unbounded(&self) -> bool {
+        !self
+            .ops()
+            .any(|op| matches!(op, Op::In(_) | Op::DoesNotExist))
+    }
+
+    /// The values the label may have, when an `in` bounds them (else nothing).
+    fn values(&self) -> impl Iterator<Item = &'a str> + '_ {
+        let bound = self.ops().find_map(|op| match op {
+            Op::In(values) => Some(values),
+            _ => None,
+        });
+        let forbidden = self.ops().any(|op| matches!(op, Op::DoesNotExist));
+        bound
+            .into_iter()
+            .flatten()
+            .filter(move |value| {
+                !forbidden
+                    && self.ops().all(|op| match op {
+                        Op::In(values) => values.contains(*value),
+                        Op::NotIn(values) => !values.contains(*value),
+                        Op::Exists | Op::DoesNotExist => true,
+                    })
+            })
+            .map(String::as_str)
+    }
+
+    /// No label set satisfies the selector on this key.
     fn is_empty(&self) -> bool {
-        !self.absent && matches!(&self.values, Values::Only(values) if values.is_empty())
+        !self.may_be_absent() && !self.unbounded() && self.values().next().is_none()
     }
 
-    /// Whether every possibility in the domain satisfies `op`.
+    /// Whether every possibility satisfies `op`.
     fn satisfies(&self, op: &Op) -> bool {
         match op {
             Op::In(wanted) => {
-                !self.absent
-                    && matches!(&self.values, Values::Only(values) if values.is_subset(wanted))
+                !self.may_be_absent()
+                    && !self.unbounded()
+                    && self.values().all(|value| wanted.contains(value))
             }
-            Op::NotIn(unwanted) => match &self.values {
-                Values::Only(values) => values.is_disjoint(unwanted),
-                Values::AllBut(excluded) => unwanted.is_subset(excluded),
-            },
-            Op::Exists => !self.absent,
-            Op::DoesNotExist => matches!(&self.values, Values::Only(values) if values.is_empty()),
-        }
-    }
-}
-
-impl Values {
-    fn intersect(self, with: &BTreeSet<String>) -> Self {
-        match self {
-            Self::Only(values) => Self::Only(values.intersection(with).cloned().collect()),
-            Self::AllBut(excluded) => Self::Only(with.difference(&excluded).cloned().collect()),
-        }
-    }
-
-    fn remove(self, removed: &BTreeSet<String>) -> Self {
-        match self {
-            Self::Only(values) => Self::Only(values.difference(removed).cloned().collect()),
-            Self::AllBut(excluded) => Self::AllBut(excluded.union(removed).cloned().collect()),
+            Op::NotIn(unwanted) => {
+                if self.unbounded() {
+                    // All values but those some `notin` excludes: each unwanted one must be.
+                    unwanted.iter().all(|value| {
+                        self.ops()
+                            .any(|op| matches!(op, Op::NotIn(excluded) if excluded.contains(value)))
+                    })
+                } else {
+                    self.values().all(|value| !unwanted.contains(value))
+                }
+            }
+            Op::Exists => !self.may_be_absent(),
+            Op::DoesNotExist => !self.unbounded() && self.values().next().is_none(),
         }
     }
 }

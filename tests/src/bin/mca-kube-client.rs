@@ -2,11 +2,12 @@
 //! `Client::try_default()` finds the (fake) ServiceAccount and KUBERNETES_SERVICE_HOST/PORT
 //! exactly as in a real pod.
 //!
-//! Usage: `mca-kube-client [--http2] list NS | get NS NAME | create NS NAME | watch NS NAME |
-//! watch-many NS NAME COUNT | delete NS NAME`
+//! Usage: `mca-kube-client [--http2 | --context NAME] list NS | get NS NAME | create NS NAME |
+//! watch NS NAME | watch-many NS NAME COUNT | delete NS NAME`
 //!
 //! kube-rs's own connector speaks only HTTP/1.1; `--http2` builds the same client over a hyper
-//! client that negotiates HTTP/2, so every request shares one connection.
+//! client that negotiates HTTP/2, so every request shares one connection. `--context NAME`
+//! uses that context of the kubeconfig in `KUBECONFIG` instead of the in-cluster config.
 
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
@@ -19,11 +20,21 @@ use kube::{
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let http2 = args.first().is_some_and(|a| a == "--http2");
-    if http2 {
-        args.remove(0);
-    }
-    let client = client(http2).await?;
+    let client = match args.first().map(String::as_str) {
+        Some("--http2") => {
+            args.remove(0);
+            client(true).await?
+        }
+        Some("--context") => {
+            let context = args.drain(..2).nth(1);
+            let options = kube::config::KubeConfigOptions {
+                context,
+                ..Default::default()
+            };
+            Client::try_from(Config::from_kubeconfig(&options).await?)?
+        }
+        _ => client(false).await?,
+    };
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(client, arg(1));
     match arg(0) {

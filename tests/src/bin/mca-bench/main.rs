@@ -2,10 +2,15 @@
 //! (absolute numbers vary a lot between machines and runs; the ratios are the result).
 //!
 //! - `connect`: what eBPF interception costs `connect()`;
-//! - `watches`: MCA's memory per open watch, over HTTP/2 and over HTTP/1.1.
+//! - `watches`: MCA's memory per open watch, over HTTP/2 and over HTTP/1.1;
+//! - `route`: what a routing decision costs with 100 routes.
 
 mod connect;
+mod route;
 mod watches;
+
+#[global_allocator]
+static ALLOCATOR: route::Counting = route::Counting;
 
 use clap::Parser;
 
@@ -27,6 +32,12 @@ enum Bench {
         #[arg(long, default_value_t = 1000)]
         count: usize,
     },
+    /// Time and allocations of a routing decision with 100 routes.
+    Route {
+        /// Decisions to time.
+        #[arg(long, default_value_t = 1_000_000)]
+        decisions: u32,
+    },
     /// The connect loop that `connect` runs inside the pod.
     #[command(hide = true)]
     ConnectLoop {
@@ -39,6 +50,7 @@ fn main() -> anyhow::Result<()> {
     match Bench::parse() {
         Bench::Connect { connects, rounds } => connect::run(connects, rounds),
         Bench::Watches { count } => watches::run(count),
+        Bench::Route { decisions } => route::run(decisions),
         Bench::ConnectLoop { target, count } => connect::connect_loop(target, count),
     }
 }
