@@ -2,7 +2,9 @@
 //!
 //! `/livez` answers 200 while the process serves at all. `/readyz` answers 200 only once the
 //! fake ServiceAccount is written and the proxy listens (so a sidecar startup probe holds the
-//! application back until MCA can serve it), and 503 again while MCA drains on shutdown.
+//! application back until MCA can serve it) and while at least one cluster is healthy, and
+//! 503 again while MCA drains on shutdown; `/readyz?verbose` lists each check as the API
+//! server does (`[+]cluster-east ok`, `[-]cluster-west failed: ...`).
 //! `/interception` reports whether eBPF interception is active and its counters; `/upstream`
 //! each cluster's API server, connections and the requests in flight on them.
 
@@ -81,16 +83,49 @@ fn route(
         _ => {}
     }
     let (status, body) = match (request.method(), request.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/livez") => (StatusCode::OK, "ok\n"),
-        (&Method::GET | &Method::HEAD, "/readyz") if readiness.get() => (StatusCode::OK, "ok\n"),
+        (&Method::GET | &Method::HEAD, "/livez") => (StatusCode::OK, "ok\n".to_owned()),
         (&Method::GET | &Method::HEAD, "/readyz") => {
-            (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+            let verbose = request.uri().query().is_some_and(|q| {
+                q.split('&')
+                    .any(|p| p == "verbose" || p.starts_with("verbose="))
+            });
+            readyz(readiness, clusters, verbose)
         }
-        _ => (StatusCode::NOT_FOUND, "not found\n"),
+        _ => (StatusCode::NOT_FOUND, "not found\n".to_owned()),
     };
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response
+}
+
+/// `/readyz`: ready when provisioned, not draining, and some cluster is healthy.
+fn readyz(readiness: &Readiness, clusters: &Registry, verbose: bool) -> (StatusCode, String) {
+    let serving = readiness.get();
+    let mut lines = vec![if serving {
+        "[+]serving ok".to_owned()
+    } else {
+        "[-]serving failed: not provisioned yet, or shutting down".to_owned()
+    }];
+    for cluster in clusters.iter() {
+        lines.push(match cluster.health() {
+            Ok(()) => format!("[+]cluster-{} ok", cluster.name()),
+            Err(why) => format!("[-]cluster-{} failed: {why}", cluster.name()),
+        });
+    }
+    let ready = serving && clusters.any_healthy();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let verdict = if ready { "ok" } else { "not ready" };
+    let body = if verbose {
+        let outcome = if ready { "passed" } else { "failed" };
+        format!("{}\nreadyz check {outcome}\n", lines.join("\n"))
+    } else {
+        format!("{verdict}\n")
+    };
+    (status, body)
 }
 
 /// `/interception`: whether eBPF interception is active, where, and its counters.
@@ -114,6 +149,8 @@ fn upstream_report(clusters: &Registry) -> Response<Full<Bytes>> {
             serde_json::json!({
                 "name": &**cluster.name(),
                 "url": cluster.upstream().url().to_string(),
+                "labels": cluster.labels(),
+                "healthy": cluster.health().is_ok(),
                 "pool": cluster.upstream().stats(),
             })
         })

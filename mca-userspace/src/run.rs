@@ -120,6 +120,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         None => Config::local_only(),
     };
     let clusters = Arc::new(Registry::load(&config, &source, limits).await?);
+    clusters.start_probes();
     let upstream = clusters.local().upstream();
 
     let names = SubjectNames::for_cluster(

@@ -35,6 +35,11 @@ struct Fleet {
 
 impl Fleet {
     fn start() -> anyhow::Result<Self> {
+        Self::start_with(ROUTES, "")
+    }
+
+    /// With `routes`, and `cluster_settings` (YAML lines) added to east and west.
+    fn start_with(routes: &str, cluster_settings: &str) -> anyhow::Result<Self> {
         let pod = Pod::new()?;
         let local = ApiServer::start(pod.listen("127.0.0.1:0")?, REAL_TOKEN, &[])?;
         local.state().pods.insert(NAMESPACE, "web");
@@ -50,11 +55,13 @@ impl Fleet {
              \x20   server: https://{}\n\
              \x20   certificateAuthority: east-ca.crt\n\
              \x20   token: {EAST_TOKEN}\n\
+             {cluster_settings}\
              \x20 - name: west\n\
              \x20   server: https://{}\n\
              \x20   certificateAuthority: west-ca.crt\n\
              \x20   tokenFile: west-token\n\
-             {ROUTES}",
+             {cluster_settings}\
+             {routes}",
             east.addr(),
             west.addr()
         );
@@ -378,5 +385,146 @@ async fn encoded_paths_are_routed_as_the_api_server_reads_them() -> anyhow::Resu
         assert_eq!(body_json(response).await?["reason"], "BadRequest");
     }
     assert!(fleet.where_went("..").is_empty() && fleet.where_went("%zz").is_empty());
+    Ok(())
+}
+
+/// `/readyz?verbose` from inside the pod.
+fn readyz(fleet: &Fleet) -> anyhow::Result<(u16, String)> {
+    fleet.env.admin_get("/readyz?verbose")
+}
+
+/// Waits until `/readyz?verbose` has a line starting with `line`.
+async fn wait_for_readyz(fleet: &Fleet, line: &str) -> anyhow::Result<(u16, String)> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let (code, body) = readyz(fleet)?;
+        if body.lines().any(|l| l.starts_with(line)) {
+            return Ok((code, body));
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "/readyz?verbose never said {line:?}; last:\n{body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Serves `server` again on its address in `pod`, once the old listener is gone.
+async fn resume(pod: &Pod, server: &mut ApiServer) -> anyhow::Result<()> {
+    let addr = server.addr().to_string();
+    for _ in 0..100 {
+        if let Ok(listener) = pod.listen(&addr) {
+            return server.resume(listener);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    anyhow::bail!("{addr} stayed busy")
+}
+
+/// Namespaces `ha-*` fail over from east to west.
+const HA_ROUTES: &str = "routes:\n\
+    \x20 - name: ha\n\
+    \x20   match: {namespaces: [\"ha-*\"]}\n\
+    \x20   to: {clusters: [east, west], strategy: failover}\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_that_gets_no_answer_is_retried_elsewhere_and_a_write_never() -> anyhow::Result<()> {
+    use http::StatusCode;
+    use mca_tests::client::{Https, body_json};
+    // Probes too slow to notice anything during the test: only requests find east dead.
+    let mut fleet = Fleet::start_with(HA_ROUTES, "    health: {interval: 1h}\n")?;
+    let mut client = Https::connect(&fleet.env.pod, "kubernetes.default.svc", &[b"h2"]).await?;
+    fleet.east.stop();
+
+    let create = http::Request::post("/api/v1/namespaces/ha-1/pods")
+        .header("authorization", "Bearer mca-placeholder-token")
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::from(
+            r#"{"metadata":{"name":"once"}}"#,
+        ))?;
+    let response = client.send(create).await?;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body_json(response).await?["reason"], "ServiceUnavailable");
+    assert!(
+        fleet.where_went("/ha-1/").is_empty(),
+        "the write went nowhere else"
+    );
+
+    let response = client.get("/api/v1/namespaces/ha-2/pods").await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(fleet.where_went("/ha-2/"), ["west"]);
+    let line = fleet
+        .env
+        .mca
+        .wait_for_access(|l| l["namespace"] == "ha-2")?;
+    assert_eq!(line["cluster"], "west");
+    assert!(line["note"].as_str().unwrap().contains("retried"), "{line}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failover_follows_cluster_health() -> anyhow::Result<()> {
+    use http::StatusCode;
+    use mca_tests::client::{Https, body_json};
+    const FAST_HEALTH: &str =
+        "    health: {interval: 200ms, timeout: 500ms, unhealthyAfter: 2, healthyAfter: 1}\n";
+    let mut fleet = Fleet::start_with(HA_ROUTES, FAST_HEALTH)?;
+    let mut client = Https::connect(&fleet.env.pod, "kubernetes.default.svc", &[b"h2"]).await?;
+    let pods = |namespace: &str| format!("/api/v1/namespaces/{namespace}/pods");
+
+    // Healthy: the first cluster in order.
+    assert_eq!(client.get(&pods("ha-1")).await?.status(), StatusCode::OK);
+    assert_eq!(fleet.where_went("/ha-1/"), ["east"]);
+    assert_eq!(readyz(&fleet)?.0, 200);
+
+    // East goes down: a read that finds it dead is answered by west at once...
+    fleet.east.stop();
+    assert_eq!(client.get(&pods("ha-2")).await?.status(), StatusCode::OK);
+    assert_eq!(fleet.where_went("/ha-2/"), ["west"]);
+    // ... and probes take east out of the route; MCA stays ready with the others.
+    let (code, body) = wait_for_readyz(&fleet, "[-]cluster-east failed").await?;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("[+]cluster-west ok") && body.contains("readyz check passed"));
+    // A write goes to west directly: never sent to a cluster known to be down.
+    let create = http::Request::post(pods("ha-3"))
+        .header("authorization", "Bearer mca-placeholder-token")
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::from(
+            r#"{"metadata":{"name":"made-during-outage"}}"#,
+        ))?;
+    assert_eq!(client.send(create).await?.status(), StatusCode::CREATED);
+    assert_eq!(
+        fleet.west.state().pods.list_names("ha-3"),
+        ["made-during-outage"]
+    );
+    let line = fleet
+        .env
+        .mca
+        .wait_for_access(|l| l["namespace"] == "ha-3")?;
+    assert_eq!(
+        (&line["cluster"], &line["note"]),
+        (&"west".into(), &"".into())
+    );
+
+    // East comes back: probes return it to the route.
+    resume(&fleet.env.pod, &mut fleet.east).await?;
+    wait_for_readyz(&fleet, "[+]cluster-east ok").await?;
+    assert_eq!(client.get(&pods("ha-4")).await?.status(), StatusCode::OK);
+    assert_eq!(fleet.where_went("/ha-4/"), ["east"]);
+
+    // Both down: a Status naming the route, and no credential in it.
+    fleet.east.stop();
+    fleet.west.stop();
+    wait_for_readyz(&fleet, "[-]cluster-east failed").await?;
+    wait_for_readyz(&fleet, "[-]cluster-west failed").await?;
+    let response = client.get(&pods("ha-5")).await?;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let status = body_json(response).await?;
+    assert_eq!(status["reason"], "ServiceUnavailable");
+    let message = status["message"].as_str().unwrap_or_default();
+    assert!(message.contains("route \"ha\""), "{message}");
+    assert!(!message.contains(EAST_TOKEN) && !message.contains(WEST_TOKEN));
+    // The local cluster still serves its routes, so MCA stays ready.
+    assert_eq!(readyz(&fleet)?.0, 200);
     Ok(())
 }

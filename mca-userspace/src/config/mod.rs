@@ -66,8 +66,9 @@ pub struct ClusterSpec {
     pub source: Option<Source>,
     /// Its labels.
     pub labels: BTreeMap<String, String>,
-    /// Active health checks.
-    pub health: HealthSpec,
+    /// Health checks; `None` without a configuration file, where the one cluster has no
+    /// alternative to fail over to.
+    pub health: Option<HealthSpec>,
 }
 
 /// How a cluster's health is probed.
@@ -184,7 +185,7 @@ impl Config {
                 name: LOCAL.to_owned(),
                 source: None,
                 labels: BTreeMap::new(),
-                health: HealthSpec::default(),
+                health: None,
             }],
             router: Router::single(Candidate {
                 id: 0,
@@ -278,6 +279,7 @@ impl Checker<'_> {
 
     fn config(&mut self, file: file::File) -> Config {
         let mut clusters = Config::local_only().clusters;
+        clusters[0].health = Some(HealthSpec::default());
         let mut weights = vec![1];
         for (index, entry) in file.clusters.into_iter().enumerate() {
             let line = entry.referenced.line();
@@ -368,7 +370,7 @@ impl Checker<'_> {
             name: cluster.name,
             source: Some(source?),
             labels: cluster.labels,
-            health,
+            health: Some(health),
         };
         Some((spec, weight))
     }
@@ -748,7 +750,7 @@ defaultRoute: {clusters: [local]}
         assert_eq!(names, ["local", "east", "west", "lab"]);
         assert_eq!(config.router.rules().len(), 2);
         assert_eq!(config.clusters[1].labels["region"], "east");
-        assert_eq!(config.clusters[1].health, HealthSpec::default());
+        assert_eq!(config.clusters[1].health, Some(HealthSpec::default()));
         let Some(Source::Inline(east)) = &config.clusters[1].source else {
             panic!("east is inline");
         };

@@ -29,12 +29,12 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use self::access_log::{AccessLog, Counted};
 use crate::{
-    cluster::Registry,
+    cluster::{Cluster, Registry},
     intercept::Interception,
     reqinfo::RequestInfo,
     route::{self, ClusterId, Decision, Router, selector::Selector},
     status::{Reason, Status},
-    upstream::{RequestClass, Upstream, UpstreamBody},
+    upstream::{RequestClass, UpstreamBody},
 };
 
 /// The body of every response MCA sends to a client.
@@ -193,23 +193,80 @@ impl Proxy {
         let routed = match explicit {
             Some(name) => {
                 *request.uri_mut() = target.parse().expect("a part of a valid request target");
-                self.explicit(name, &mut log)
-                    .map(|cluster| (cluster, request))
+                self.explicit(name, &mut log).map(|cluster| {
+                    let routed = Routed {
+                        cluster,
+                        fallback: None,
+                    };
+                    (routed, request)
+                })
             }
             None => self.route(request, &mut log).await,
         };
-        let (cluster, request) = match routed {
+        let (routed, request) = match routed {
             Ok(routed) => routed,
             Err(status) => return Ok(answer(status, log)),
         };
-        let cluster = self.clusters.get(cluster);
-        let upstream = cluster.upstream();
         let response = if upgrade {
-            upgrade::forward(upstream, &self.tunnels, request, log).await
+            let cluster = self.clusters.get(routed.cluster);
+            let response = upgrade::forward(cluster.upstream(), &self.tunnels, request, log).await;
+            cluster.record(Ok(()));
+            response
         } else {
-            forward(upstream, request, class, log).await
+            self.forward(routed, request, class, log).await
         };
         Ok(response)
+    }
+
+    /// Forwards an ordinary request and streams the response back. A read that got no answer
+    /// at all is sent once more, to the route's fallback cluster if it has one; nothing else
+    /// is ever sent twice.
+    async fn forward(
+        &self,
+        routed: Routed,
+        request: Request<UpstreamBody>,
+        class: RequestClass,
+        mut log: AccessLog,
+    ) -> Response<ResponseBody> {
+        let (mut parts, body) = request.into_parts();
+        if let Err(status) = to_origin_form(&mut parts) {
+            return answer(status, log);
+        }
+        headers::strip_hop_by_hop(&mut parts.headers, false);
+        let retry = routed
+            .fallback
+            .map(|fallback| (fallback, copy_head(&parts)));
+        let cluster = self.clusters.get(routed.cluster);
+        let mut result = cluster
+            .upstream()
+            .send(Request::from_parts(parts, body), class)
+            .await;
+        record(cluster, &result);
+        let failure = result.as_ref().err().map(crate::upstream::failure_status);
+        if let (Some(failure), Some((fallback, parts))) = (failure, retry) {
+            let next = self.clusters.get(fallback);
+            tracing::debug!(
+                from = %cluster.name(),
+                to = %next.name(),
+                error = %failure.message,
+                "retrying a read on the route's next cluster"
+            );
+            log.note("the first cluster did not answer; retried on the route's next cluster");
+            log.cluster = Some(Arc::clone(next.name()));
+            log.in_flight = Some(self.clusters.start(fallback));
+            let request = Request::from_parts(parts, UpstreamBody::default());
+            result = next.upstream().send(request, class).await;
+            record(next, &result);
+        }
+        match result {
+            Ok(response) => {
+                let (mut parts, body) = response.into_parts();
+                headers::strip_hop_by_hop(&mut parts.headers, false);
+                log.status = parts.status.as_u16();
+                Response::from_parts(parts, Counted::response(body, log).boxed_unsync())
+            }
+            Err(error) => answer(crate::upstream::failure_status(&error), log),
+        }
     }
 
     /// The cluster a `/clusters/<name>/` prefix names, recorded in the log.
@@ -237,7 +294,7 @@ impl Proxy {
         &self,
         mut request: Request<UpstreamBody>,
         log: &mut AccessLog,
-    ) -> Result<(ClusterId, Request<UpstreamBody>), Status> {
+    ) -> Result<(Routed, Request<UpstreamBody>), Status> {
         let selector = self.list_selector(log.info(), request.uri().query());
         let mut object = None;
         loop {
@@ -251,7 +308,7 @@ impl Proxy {
                 },
                 original_destination: log.original_destination,
             };
-            let (route, picked) = match self.router.decide(&facts) {
+            let (route, picked, fallback) = match self.router.decide(&facts) {
                 Decision::NeedsObject if object.is_none() => {
                     let (parts, body) = request.into_parts();
                     let (read, body) = object::read(body).await;
@@ -260,7 +317,14 @@ impl Proxy {
                     continue;
                 }
                 Decision::NeedsObject => unreachable!("the object was read"),
-                Decision::Route { name, target } => (name, target.pick(&facts, &*self.clusters)),
+                Decision::Route { name, target } => {
+                    let picked = target.pick(&facts, &*self.clusters);
+                    // Where a read goes if the chosen cluster does not answer it at all.
+                    let fallback = picked.filter(|_| is_read(&request)).and_then(|first| {
+                        target.pick(&facts, &route::Excluding(&*self.clusters, first))
+                    });
+                    (name, picked, fallback)
+                }
             };
             log.route = Some(Arc::clone(route));
             if let Some(Err(unknown)) = &object {
@@ -275,7 +339,7 @@ impl Proxy {
             };
             log.cluster = Some(Arc::clone(self.clusters.get(cluster).name()));
             log.in_flight = Some(self.clusters.start(cluster));
-            return Ok((cluster, request));
+            return Ok((Routed { cluster, fallback }, request));
         }
     }
 
@@ -294,26 +358,38 @@ impl Proxy {
     }
 }
 
-/// Forwards an ordinary request and streams the response back.
-async fn forward(
-    upstream: &Upstream,
-    request: Request<UpstreamBody>,
-    class: RequestClass,
-    mut log: AccessLog,
-) -> Response<ResponseBody> {
-    let (mut parts, body) = request.into_parts();
-    if let Err(status) = to_origin_form(&mut parts) {
-        return answer(status, log);
-    }
-    headers::strip_hop_by_hop(&mut parts.headers, false);
-    match upstream.send(Request::from_parts(parts, body), class).await {
-        Ok(response) => {
-            let (mut parts, body) = response.into_parts();
-            headers::strip_hop_by_hop(&mut parts.headers, false);
-            log.status = parts.status.as_u16();
-            Response::from_parts(parts, Counted::response(body, log).boxed_unsync())
+/// Where routing sent a request.
+struct Routed {
+    cluster: ClusterId,
+    /// Where a read goes if `cluster` does not answer it.
+    fallback: Option<ClusterId>,
+}
+
+/// A read MCA may send twice: `GET` or `HEAD` without a body.
+fn is_read(request: &Request<UpstreamBody>) -> bool {
+    matches!(*request.method(), http::Method::GET | http::Method::HEAD)
+        && http_body::Body::is_end_stream(request.body())
+}
+
+/// The request line and headers, for sending a read again.
+fn copy_head(parts: &http::request::Parts) -> http::request::Parts {
+    let mut head = Request::new(());
+    *head.method_mut() = parts.method.clone();
+    *head.uri_mut() = parts.uri.clone();
+    *head.version_mut() = parts.version;
+    *head.headers_mut() = parts.headers.clone();
+    head.into_parts().0
+}
+
+/// Tells the cluster's health whether a request reached it.
+fn record(cluster: &Cluster, result: &Result<Response<crate::upstream::Body>, tower::BoxError>) {
+    match result {
+        Ok(_) => cluster.record(Ok(())),
+        Err(error) if crate::upstream::is_connect_failure(error) => {
+            cluster.record(Err(&crate::upstream::failure_status(error).message));
         }
-        Err(error) => answer(crate::upstream::failure_status(&error), log),
+        // Not the cluster's fault (MCA's own limits) or not a connection problem.
+        Err(_) => {}
     }
 }
 

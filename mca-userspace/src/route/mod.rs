@@ -41,6 +41,20 @@ pub use strategy::{Candidate, ClusterView, Strategy};
 /// A cluster's index in the registry.
 pub type ClusterId = usize;
 
+/// A view of the clusters in which one more is unhealthy: where else a request could go.
+#[derive(Debug, Clone, Copy)]
+pub struct Excluding<'a, V>(pub &'a V, pub ClusterId);
+
+impl<V: ClusterView> ClusterView for Excluding<'_, V> {
+    fn healthy(&self, cluster: ClusterId) -> bool {
+        cluster != self.1 && self.0.healthy(cluster)
+    }
+
+    fn in_flight(&self, cluster: ClusterId) -> usize {
+        self.0.in_flight(cluster)
+    }
+}
+
 /// The facts about a request that routes look at.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {

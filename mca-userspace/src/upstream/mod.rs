@@ -299,6 +299,12 @@ pub fn failure_status(error: &BoxError) -> Status {
     }
 }
 
+/// Whether a request failed because no connection to the API server could be made (as
+/// opposed to MCA's own limits, or a failure after connecting): what health checking counts.
+pub fn is_connect_failure(error: &BoxError) -> bool {
+    causes(error.as_ref()).any(|e| e.is::<pool::ConnectError>() || e.is::<ConnectTimeout>())
+}
+
 /// An error and its causes, outermost first. An `io::Error` wrapping another error reports
 /// the wrapped error's *source* as its own, skipping the wrapped error itself (hyper-rustls
 /// wraps tokio-rustls's `io::Error`, which wraps the `rustls::Error`), so step into it.

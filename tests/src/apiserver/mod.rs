@@ -97,15 +97,15 @@ pub struct ApiServer {
     ca_pem: String,
     issuer: Issuer<'static, KeyPair>,
     state: Arc<State>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    options: Options,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Drop for ApiServer {
     fn drop(&mut self) {
         // Not a blocking shutdown: the server may be dropped inside an async test.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
+        self.stop();
     }
 }
 
@@ -127,8 +127,39 @@ impl ApiServer {
         names: &[String],
         options: Options,
     ) -> anyhow::Result<Self> {
-        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
+        let (ca_pem, issuer, tls) = tls_config(addr, names)?;
+        let state = Arc::new(State {
+            tokens: RwLock::new(vec![token.to_owned()]),
+            requests: Mutex::default(),
+            pods: PodStore::default(),
+            log_gate: Semaphore::new(0),
+        });
+        let mut server = Self {
+            addr,
+            ca_pem,
+            issuer,
+            state,
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
+            options,
+            runtime: None,
+        };
+        server.resume(listener)?;
+        Ok(server)
+    }
+
+    /// Stops serving, as a crashed API server would: the listener and every connection close.
+    /// What it stored (pods, recorded requests) stays for [`ApiServer::resume`].
+    pub fn stop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+
+    /// Serves again on `listener`, with the same certificate, tokens and store.
+    pub fn resume(&mut self, listener: std::net::TcpListener) -> anyhow::Result<()> {
+        self.stop();
+        listener.set_nonblocking(true)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -137,22 +168,14 @@ impl ApiServer {
             let _context = runtime.enter();
             tokio::net::TcpListener::from_std(listener)?
         };
-        let (ca_pem, issuer, tls) = tls_config(addr, names)?;
-        let state = Arc::new(State {
-            tokens: RwLock::new(vec![token.to_owned()]),
-            requests: Mutex::default(),
-            pods: PodStore::default(),
-            log_gate: Semaphore::new(0),
-        });
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-        runtime.spawn(serve(listener, acceptor, Arc::clone(&state), options));
-        Ok(Self {
-            addr,
-            ca_pem,
-            issuer,
-            state,
-            runtime: Some(runtime),
-        })
+        runtime.spawn(serve(
+            listener,
+            self.acceptor.clone(),
+            Arc::clone(&self.state),
+            self.options,
+        ));
+        self.runtime = Some(runtime);
+        Ok(())
     }
 
     /// The address the server listens on.
@@ -308,6 +331,9 @@ async fn handle(
     let path = go_decode(request.uri().path());
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (request.method(), segments.as_slice()) {
+        (&Method::GET, ["readyz" | "livez" | "healthz"]) => {
+            bytes_response(StatusCode::OK, "text/plain", Bytes::from_static(b"ok"))
+        }
         (&Method::GET, ["version"]) => json_response(
             StatusCode::OK,
             &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-mca-test",
