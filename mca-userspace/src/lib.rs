@@ -7,6 +7,7 @@ pub mod admin;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod discovery;
 pub mod intercept;
 pub mod proxy;
 pub mod reqinfo;

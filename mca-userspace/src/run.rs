@@ -191,9 +191,14 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             shutdown.cancel();
         }
     });
-    Proxy::new(Arc::clone(&clusters), config.router, interception.clone())
-        .serve(listeners, tls, shutdown, args.shutdown_grace)
-        .await;
+    Proxy::new(
+        Arc::clone(&clusters),
+        config.router,
+        config.merged_discovery,
+        interception.clone(),
+    )
+    .serve(listeners, tls, shutdown, args.shutdown_grace)
+    .await;
     if let Some(interception) = interception {
         tracing::info!(counters = ?interception.counters(), "detaching eBPF interception");
     }

@@ -47,6 +47,7 @@ const H2: &[&[u8]] = &[b"h2"];
 fn env(args: &[&str]) -> anyhow::Result<Env> {
     let options = Options {
         max_concurrent_streams: Some(STREAM_LIMIT),
+        ..Options::default()
     };
     Env::start_test_with(options, args)
 }
@@ -302,6 +303,7 @@ async fn at_the_connection_bound_requests_get_a_status_not_a_wait() -> anyhow::R
     let env = Env::start_test_with(
         Options {
             max_concurrent_streams: Some(2),
+            ..Options::default()
         },
         &[
             "--upstream-max-connections",

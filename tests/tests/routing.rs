@@ -7,7 +7,7 @@
 use std::process::Command;
 
 use mca_tests::{
-    apiserver::ApiServer,
+    apiserver::{ApiServer, Options},
     harness::{Env, Mca, NAMESPACE, REAL_TOKEN, mca_binary, succeed},
     sandbox::Pod,
 };
@@ -35,16 +35,22 @@ struct Fleet {
 
 impl Fleet {
     fn start() -> anyhow::Result<Self> {
-        Self::start_with(ROUTES, "")
+        Self::start_with(ROUTES, "", Options::default())
     }
 
-    /// With `routes`, and `cluster_settings` (YAML lines) added to east and west.
-    fn start_with(routes: &str, cluster_settings: &str) -> anyhow::Result<Self> {
+    /// With `routes`, `cluster_settings` (YAML lines) added to east and west, and west's
+    /// server configured by `west_options`.
+    fn start_with(
+        routes: &str,
+        cluster_settings: &str,
+        west_options: Options,
+    ) -> anyhow::Result<Self> {
         let pod = Pod::new()?;
         let local = ApiServer::start(pod.listen("127.0.0.1:0")?, REAL_TOKEN, &[])?;
         local.state().pods.insert(NAMESPACE, "web");
         let east = ApiServer::start(pod.listen("127.0.0.1:0")?, EAST_TOKEN, &[])?;
-        let west = ApiServer::start(pod.listen("127.0.0.1:0")?, WEST_TOKEN, &[])?;
+        let west =
+            ApiServer::start_with(pod.listen("127.0.0.1:0")?, WEST_TOKEN, &[], west_options)?;
         let dir = pod.dir();
         std::fs::write(dir.join("east-ca.crt"), east.ca_pem())?;
         std::fs::write(dir.join("west-ca.crt"), west.ca_pem())?;
@@ -155,7 +161,7 @@ fn requests_go_to_the_cluster_their_route_names_with_its_credentials() -> anyhow
         ["local"]
     );
     // Discovery too, so kubectl works.
-    assert_eq!(fleet.where_went("/api/v1?"), ["local"]);
+    assert_eq!(fleet.where_went("/api?"), ["local"]);
 
     // By label selector: a create is routed by its object's labels...
     let manifest = fleet.env.pod.dir().join("web-pod.json");
@@ -206,7 +212,7 @@ fn requests_go_to_the_cluster_their_route_names_with_its_credentials() -> anyhow
         (&line["route"], &line["cluster"]),
         (&"team-east".into(), &"east".into())
     );
-    let line = fleet.env.mca.wait_for_access(|l| l["path"] == "/api/v1")?;
+    let line = fleet.env.mca.wait_for_access(|l| l["path"] == "/api")?;
     assert_eq!(
         (&line["route"], &line["cluster"]),
         (&"default".into(), &"local".into())
@@ -243,7 +249,7 @@ fn the_fake_kubeconfig_has_a_context_per_cluster_that_clients_follow() -> anyhow
         ["east"]
     );
     // kubectl's discovery went there too, under the prefix MCA removed.
-    assert!(fleet.where_went("/api/v1?").contains(&"east"));
+    assert!(fleet.where_went("/api?").contains(&"east"));
 
     let python = mca_tests::harness::venv_program("python");
     let script = mca_tests::harness::client_script("python_client.py");
@@ -432,7 +438,11 @@ async fn a_read_that_gets_no_answer_is_retried_elsewhere_and_a_write_never() -> 
     use http::StatusCode;
     use mca_tests::client::{Https, body_json};
     // Probes too slow to notice anything during the test: only requests find east dead.
-    let mut fleet = Fleet::start_with(HA_ROUTES, "    health: {interval: 1h}\n")?;
+    let mut fleet = Fleet::start_with(
+        HA_ROUTES,
+        "    health: {interval: 1h}\n",
+        Options::default(),
+    )?;
     let mut client = Https::connect(&fleet.env.pod, "kubernetes.default.svc", &[b"h2"]).await?;
     fleet.east.stop();
 
@@ -468,7 +478,7 @@ async fn failover_follows_cluster_health() -> anyhow::Result<()> {
     use mca_tests::client::{Https, body_json};
     const FAST_HEALTH: &str =
         "    health: {interval: 200ms, timeout: 500ms, unhealthyAfter: 2, healthyAfter: 1}\n";
-    let mut fleet = Fleet::start_with(HA_ROUTES, FAST_HEALTH)?;
+    let mut fleet = Fleet::start_with(HA_ROUTES, FAST_HEALTH, Options::default())?;
     let mut client = Https::connect(&fleet.env.pod, "kubernetes.default.svc", &[b"h2"]).await?;
     let pods = |namespace: &str| format!("/api/v1/namespaces/{namespace}/pods");
 
@@ -526,5 +536,73 @@ async fn failover_follows_cluster_health() -> anyhow::Result<()> {
     assert!(!message.contains(EAST_TOKEN) && !message.contains(WEST_TOKEN));
     // The local cluster still serves its routes, so MCA stays ready.
     assert_eq!(readyz(&fleet)?.0, 200);
+    Ok(())
+}
+
+/// Discovery merged; widgets live on east, gadgets on west, and routes send them there.
+const DISCOVERY_ROUTES: &str = "routes:\n\
+    \x20 - name: widgets\n\
+    \x20   match: {resources: [example.com/widgets]}\n\
+    \x20   to: {clusters: [east]}\n\
+    \x20 - name: gadgets\n\
+    \x20   match: {resources: [tools.io/gadgets]}\n\
+    \x20   to: {clusters: [west]}\n\
+    discovery: merged\n";
+
+/// kubectl sees every cluster's resources as one API server's and reaches each where it is.
+fn kubectl_sees_the_merged_api(fleet: &Fleet) -> anyhow::Result<()> {
+    fleet
+        .east
+        .add_resource("example.com", "v1", "widgets", "Widget");
+    fleet
+        .west
+        .add_resource("tools.io", "v1", "gadgets", "Gadget");
+    let out = fleet.kubectl(&["api-resources", "--no-headers", "-o", "name"])?;
+    let names: Vec<&str> = out.lines().collect();
+    for wanted in ["pods", "widgets.example.com", "gadgets.tools.io"] {
+        assert!(names.contains(&wanted), "{wanted} missing from {names:?}");
+    }
+    for server in [fleet.local(), &fleet.east, &fleet.west] {
+        assert!(
+            server
+                .requests()
+                .iter()
+                .any(|r| r.target.starts_with("/apis")),
+            "every cluster was asked"
+        );
+    }
+    fleet.kubectl(&["get", "widgets", "-n", NAMESPACE])?;
+    assert_eq!(fleet.where_went("/widgets"), ["east"]);
+    fleet.kubectl(&["get", "gadgets", "-n", NAMESPACE])?;
+    assert_eq!(fleet.where_went("/gadgets"), ["west"]);
+    let line = fleet.env.mca.wait_for_access(|l| l["path"] == "/apis")?;
+    assert_eq!(
+        (&line["route"], &line["cluster"], &line["status"]),
+        (&"discovery".into(), &"local,east,west".into(), &200.into())
+    );
+    Ok(())
+}
+
+#[test]
+fn merged_discovery_joins_every_clusters_aggregated_discovery() -> anyhow::Result<()> {
+    let fleet = Fleet::start_with(DISCOVERY_ROUTES, "", Options::default())?;
+    kubectl_sees_the_merged_api(&fleet)?;
+    // Every cluster spoke aggregated discovery, so that is what kubectl got: it never had
+    // to walk the groups one by one.
+    assert!(fleet.where_went("/apis/example.com/v1?").is_empty());
+    Ok(())
+}
+
+#[test]
+fn merged_discovery_falls_back_to_the_legacy_documents_when_a_cluster_lacks_aggregated()
+-> anyhow::Result<()> {
+    let legacy = Options {
+        legacy_discovery: true,
+        ..Options::default()
+    };
+    let fleet = Fleet::start_with(DISCOVERY_ROUTES, "", legacy)?;
+    kubectl_sees_the_merged_api(&fleet)?;
+    // kubectl walked the groups, each merged from whichever clusters have it.
+    assert!(!fleet.where_went("/apis/example.com/v1").is_empty());
     Ok(())
 }

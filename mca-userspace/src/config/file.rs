@@ -19,6 +19,9 @@ pub struct File {
     pub routes: Vec<Spanned<Route>>,
     /// Where requests no route matches go; `local` when absent.
     pub default_route: Option<Spanned<Target>>,
+    /// `defaultRoute` (discovery goes where the routes send it) or `merged` (every healthy
+    /// cluster's, joined).
+    pub discovery: Option<Spanned<String>>,
 }
 
 /// One cluster and MCA's credentials for it.

@@ -54,6 +54,8 @@ pub struct Config {
     pub clusters: Vec<ClusterSpec>,
     /// The routes, referring to clusters by their index here.
     pub router: Router,
+    /// Whether discovery documents are merged across clusters.
+    pub merged_discovery: bool,
 }
 
 /// One cluster, ready to connect to.
@@ -192,6 +194,7 @@ impl Config {
                 name: LOCAL.to_owned(),
                 weight: 1,
             }),
+            merged_discovery: false,
         }
     }
 
@@ -340,9 +343,27 @@ impl Checker<'_> {
         };
         let default =
             default.unwrap_or_else(|| Target::new(vec![candidates[0].clone()], Strategy::Single));
+        let merged_discovery = match file.discovery {
+            None => false,
+            Some(Spanned {
+                value, referenced, ..
+            }) => match value.as_str() {
+                "defaultRoute" => false,
+                "merged" => true,
+                other => {
+                    self.problem(
+                        referenced.line(),
+                        "discovery",
+                        format!("{other:?} is neither defaultRoute nor merged"),
+                    );
+                    false
+                }
+            },
+        };
         Config {
             clusters,
             router: Router::new(rules, default),
+            merged_discovery,
         }
     }
 
@@ -731,6 +752,7 @@ routes:
     match: {namespaces: ["lab-*"]}
     to: {clusters: [lab]}
 defaultRoute: {clusters: [local]}
+discovery: merged
 "#;
 
     fn problems(text: &str) -> Vec<String> {
@@ -749,6 +771,7 @@ defaultRoute: {clusters: [local]}
         let names: Vec<&str> = config.clusters.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["local", "east", "west", "lab"]);
         assert_eq!(config.router.rules().len(), 2);
+        assert!(config.merged_discovery);
         assert_eq!(config.clusters[1].labels["region"], "east");
         assert_eq!(config.clusters[1].health, Some(HealthSpec::default()));
         let Some(Source::Inline(east)) = &config.clusters[1].source else {
@@ -832,6 +855,7 @@ routes:
     match: {}
     to: {clusters: [local], strategy: fanOut}
 defaultRoute: {clusters: []}
+discovery: everything
 "#;
         let found = problems(text);
         let expected = [
@@ -857,6 +881,7 @@ defaultRoute: {clusters: []}
             "line 25: routes[2] (s): to: strategy \"random\" is not one of single, failover",
             "line 28: routes[3] (f): to: strategy fanOut (merged lists and watches) is not available yet",
             "line 31: defaultRoute: clusters: name at least one cluster",
+            "line 32: discovery: \"everything\" is neither defaultRoute nor merged",
         ];
         for want in expected {
             assert!(

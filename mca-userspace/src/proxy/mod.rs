@@ -9,6 +9,7 @@
 //! responses pass through untouched.
 
 mod access_log;
+mod discovery;
 mod headers;
 mod object;
 mod upgrade;
@@ -32,6 +33,7 @@ use crate::{
     cluster::{Cluster, Registry},
     intercept::Interception,
     reqinfo::RequestInfo,
+    route::ClusterView,
     route::{self, ClusterId, Decision, Router, selector::Selector},
     status::{Reason, Status},
     upstream::{RequestClass, UpstreamBody},
@@ -49,23 +51,30 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Proxy {
     clusters: Arc<Registry>,
     router: Router,
+    /// Whether discovery is merged across clusters rather than routed.
+    merged_discovery: bool,
     /// The route name logged for `/clusters/<name>/` requests.
     explicit_route: Arc<str>,
+    /// The route name logged for merged discovery.
+    discovery_route: Arc<str>,
     interception: Option<Arc<Interception>>,
     tunnels: TaskTracker,
 }
 
 impl Proxy {
-    /// A proxy routing to `clusters` by `router`.
+    /// A proxy routing to `clusters` by `router`, merging discovery if `merged_discovery`.
     pub fn new(
         clusters: Arc<Registry>,
         router: Router,
+        merged_discovery: bool,
         interception: Option<Arc<Interception>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             clusters,
             router,
+            merged_discovery,
             explicit_route: Arc::from("explicit"),
+            discovery_route: Arc::from("discovery"),
             interception,
             tunnels: TaskTracker::new(),
         })
@@ -187,6 +196,12 @@ impl Proxy {
             ));
         }
 
+        if explicit.is_none()
+            && let Some(document) = self.merged_document(&request, log.info())
+        {
+            return Ok(self.discovery(request, document, log).await);
+        }
+
         let upgrade = headers::is_upgrade(request.headers());
         let mut request =
             request.map(|body| Counted::new(body, Arc::clone(&log.bytes_in)).boxed_unsync());
@@ -267,6 +282,47 @@ impl Proxy {
             }
             Err(error) => answer(crate::upstream::failure_status(&error), log),
         }
+    }
+
+    /// The discovery document a request asks for, when discovery is merged.
+    fn merged_document(
+        &self,
+        request: &Request<Incoming>,
+        info: &RequestInfo,
+    ) -> Option<crate::discovery::Document> {
+        if !self.merged_discovery || request.method() != http::Method::GET {
+            return None;
+        }
+        crate::discovery::Document::of(&info.path)
+    }
+
+    /// Serves merged discovery from every healthy cluster, the default route's first.
+    async fn discovery(
+        &self,
+        request: Request<Incoming>,
+        document: crate::discovery::Document,
+        mut log: AccessLog,
+    ) -> Response<ResponseBody> {
+        let (mut head, _body) = request.into_parts();
+        if let Err(status) = to_origin_form(&mut head) {
+            return answer(status, log);
+        }
+        headers::strip_hop_by_hop(&mut head.headers, false);
+        let view = &*self.clusters;
+        let mut order: Vec<ClusterId> = self.router.default_target().clusters().collect();
+        for id in 0..self.clusters.iter().count() {
+            if !order.contains(&id) {
+                order.push(id);
+            }
+        }
+        order.retain(|&id| view.healthy(id));
+        let names: Vec<&str> = order
+            .iter()
+            .map(|&id| &**self.clusters.get(id).name())
+            .collect();
+        log.route = Some(Arc::clone(&self.discovery_route));
+        log.cluster = Some(names.join(",").into());
+        discovery::serve(&self.clusters, &order, &head, document, log).await
     }
 
     /// The cluster a `/clusters/<name>/` prefix names, recorded in the log.

@@ -301,6 +301,11 @@ impl Router {
         &self.rules
     }
 
+    /// Where requests no route takes go.
+    pub fn default_target(&self) -> &Target {
+        &self.default
+    }
+
     /// The first route whose conditions hold, or the default route.
     pub fn decide(&self, request: &Request<'_>) -> Decision<'_> {
         let mut chosen = None;

@@ -7,6 +7,7 @@
 //! every request so tests can check what crossed MCA: that the application's token and
 //! `Impersonate-*` headers never arrive, and that MCA's token does.
 
+mod discovery;
 mod pods;
 mod remotecommand;
 mod spdy;
@@ -31,6 +32,7 @@ use rcgen::{CertificateParams, IsCa, Issuer, KeyPair, SanType};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
+pub use discovery::ExtraResource;
 pub use pods::PodStore;
 
 /// The API server endpoint the test server's EndpointSlice names.
@@ -47,6 +49,8 @@ pub struct Options {
     /// The HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` it announces (kube-apiserver: 100); more
     /// streams on one connection are refused. Default: hyper's (200).
     pub max_concurrent_streams: Option<u32>,
+    /// Serve only the legacy discovery documents, as API servers before aggregated discovery.
+    pub legacy_discovery: bool,
 }
 
 /// One request as the server received it.
@@ -84,8 +88,11 @@ impl Recorded {
 
 /// Server state shared by all connections.
 pub struct State {
+    options: Options,
     tokens: RwLock<Vec<String>>,
     requests: Mutex<Vec<Recorded>>,
+    /// API groups this server has besides the core group's pods (discovery only).
+    extra_resources: RwLock<Vec<ExtraResource>>,
     /// The pods.
     pub pods: PodStore,
     log_gate: Semaphore,
@@ -130,8 +137,10 @@ impl ApiServer {
         let addr = listener.local_addr()?;
         let (ca_pem, issuer, tls) = tls_config(addr, names)?;
         let state = Arc::new(State {
+            options,
             tokens: RwLock::new(vec![token.to_owned()]),
             requests: Mutex::default(),
+            extra_resources: RwLock::default(),
             pods: PodStore::default(),
             log_gate: Semaphore::new(0),
         });
@@ -208,6 +217,21 @@ impl ApiServer {
     /// Every request received so far.
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.requests.lock().unwrap().clone()
+    }
+
+    /// Declares a resource `plural` of kind `kind` in `group/version`, which discovery then
+    /// lists (as a CRD would make a real cluster list it).
+    pub fn add_resource(&self, group: &str, version: &str, plural: &str, kind: &str) {
+        self.state
+            .extra_resources
+            .write()
+            .unwrap()
+            .push(ExtraResource {
+                group: group.to_owned(),
+                version: version.to_owned(),
+                plural: plural.to_owned(),
+                kind: kind.to_owned(),
+            });
     }
 
     /// Replaces the accepted tokens, e.g. to simulate rotation.
@@ -330,6 +354,27 @@ async fn handle(
 
     let path = go_decode(request.uri().path());
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if request.method() == Method::GET {
+        let extra = state.extra_resources.read().unwrap().clone();
+        if let Some(response) =
+            discovery::serve(&request, &segments, &extra, !state.options.legacy_discovery)
+        {
+            return response;
+        }
+        // A declared resource's collection: always empty (nothing of it is stored).
+        if let ["apis", group, version, "namespaces", _, plural] = segments.as_slice()
+            && let Some(resource) = extra
+                .iter()
+                .find(|r| r.group == *group && r.version == *version && r.plural == *plural)
+        {
+            return json_response(
+                StatusCode::OK,
+                &json!({"kind": format!("{}List", resource.kind),
+                        "apiVersion": format!("{group}/{version}"),
+                        "metadata": {"resourceVersion": "1"}, "items": []}),
+            );
+        }
+    }
     match (request.method(), segments.as_slice()) {
         (&Method::GET, ["readyz" | "livez" | "healthz"]) => {
             bytes_response(StatusCode::OK, "text/plain", Bytes::from_static(b"ok"))
@@ -339,17 +384,6 @@ async fn handle(
             &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-mca-test",
                     "platform": "linux/amd64"}),
         ),
-        (&Method::GET, ["api"]) => json_response(
-            StatusCode::OK,
-            &json!({"kind": "APIVersions", "versions": ["v1"],
-                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0",
-                                                     "serverAddress": "127.0.0.1:443"}]}),
-        ),
-        (&Method::GET, ["apis"]) => json_response(
-            StatusCode::OK,
-            &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}),
-        ),
-        (&Method::GET, ["api", "v1"]) => json_response(StatusCode::OK, &pods::resource_list()),
         // The `kubernetes` Service's endpoints, which MCA intercepts too: an address with no
         // route in the pod, so only a redirect reaches anything.
         (

@@ -131,24 +131,6 @@ impl PodStore {
     }
 }
 
-/// The discovery document for the core group.
-pub fn resource_list() -> Value {
-    let resource = |name: &str, verbs: &[&str]| {
-        json!({"name": name, "singularName": if name.contains('/') { "" } else { "pod" },
-               "namespaced": true, "kind": "Pod", "verbs": verbs, "shortNames": if name == "pods" { vec!["po"] } else { vec![] }})
-    };
-    json!({
-        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1",
-        "resources": [
-            resource("pods", &["create", "delete", "get", "list", "watch"]),
-            resource("pods/log", &["get"]),
-            resource("pods/exec", &["create", "get"]),
-            resource("pods/attach", &["create", "get"]),
-            resource("pods/portforward", &["create", "get"]),
-        ]
-    })
-}
-
 /// Serves `/api/v1/namespaces/{namespace}/pods/{rest}`.
 pub async fn route(
     state: Arc<State>,

@@ -53,6 +53,7 @@ pub fn run(count: usize) -> anyhow::Result<()> {
         let env = Env::start_test_with(
             Options {
                 max_concurrent_streams: Some(UPSTREAM_STREAMS),
+                ..Options::default()
             },
             &[],
         )?;
