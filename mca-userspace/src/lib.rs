@@ -8,6 +8,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod discovery;
+pub mod fanout;
 pub mod intercept;
 pub mod proxy;
 pub mod reqinfo;

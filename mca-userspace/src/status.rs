@@ -15,6 +15,10 @@ pub enum Reason {
     BadRequest,
     /// It names something MCA does not have, such as a cluster (404).
     NotFound,
+    /// The route does not allow the verb, such as a write to a fan-out view (405).
+    MethodNotAllowed,
+    /// The client accepts no format MCA can produce for the request (406).
+    NotAcceptable,
     /// Something unexpected failed between MCA and the API server (500, 502).
     InternalError,
     /// The API server could not be reached or MCA has no credentials for it (503).

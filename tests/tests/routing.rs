@@ -8,7 +8,7 @@ use std::process::Command;
 
 use mca_tests::{
     apiserver::{ApiServer, Options},
-    harness::{Env, Mca, NAMESPACE, REAL_TOKEN, mca_binary, succeed},
+    harness::{Env, Mca, NAMESPACE, REAL_TOKEN, mca_binary, succeed, venv_program},
     sandbox::Pod,
 };
 
@@ -604,5 +604,161 @@ fn merged_discovery_falls_back_to_the_legacy_documents_when_a_cluster_lacks_aggr
     kubectl_sees_the_merged_api(&fleet)?;
     // kubectl walked the groups, each merged from whichever clusters have it.
     assert!(!fleet.where_went("/apis/example.com/v1").is_empty());
+    Ok(())
+}
+
+/// Pods are one view across the three clusters.
+const FANOUT_ROUTES: &str = "routes:\n\
+    \x20 - name: all-pods\n\
+    \x20   match: {resources: [pods]}\n\
+    \x20   to: {clusters: [local, east, west], strategy: fanOut}\n";
+
+/// A fleet whose pods are web (local, team-a), e1 (east, team-a), e2 (east, team-b) and w1
+/// (west, team-a), behind [`FANOUT_ROUTES`].
+fn fan_out_fleet() -> anyhow::Result<Fleet> {
+    let fleet = Fleet::start_with(FANOUT_ROUTES, "", Options::default())?;
+    fleet.east.state().pods.insert(NAMESPACE, "e1");
+    fleet.east.state().pods.insert("team-b", "e2");
+    fleet.west.state().pods.insert(NAMESPACE, "w1");
+    Ok(fleet)
+}
+
+#[test]
+fn a_fan_out_route_lists_every_clusters_objects_as_one() -> anyhow::Result<()> {
+    let fleet = fan_out_fleet()?;
+
+    // kubectl's Table, across all namespaces, with the cluster of each row.
+    let out = fleet.kubectl(&["get", "pods", "-A"])?;
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0].last(), Some(&"CLUSTER"), "{out}");
+    let mut found: Vec<(&str, &str)> = rows[1..].iter().map(|r| (r[1], r[r.len() - 1])).collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            ("e1", "east"),
+            ("e2", "east"),
+            ("w1", "west"),
+            ("web", "local")
+        ]
+    );
+
+    // Plain JSON: items annotated, one composite resourceVersion.
+    let list: serde_json::Value =
+        serde_json::from_str(&fleet.kubectl(&["get", "pods", "-n", NAMESPACE, "-o", "json"])?)?;
+    let names: Vec<(&str, &str)> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            (
+                item["metadata"]["name"].as_str().unwrap(),
+                item["metadata"]["annotations"]["mca.multicluster.dev/cluster"]
+                    .as_str()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(names, [("web", "local"), ("e1", "east"), ("w1", "west")]);
+
+    // Pages walk the clusters under one continue token.
+    let out = fleet.kubectl(&["get", "pods", "-A", "--chunk-size=1", "-o", "name"])?;
+    let mut names: Vec<&str> = out.lines().collect();
+    names.sort();
+    assert_eq!(names, ["pod/e1", "pod/e2", "pod/w1", "pod/web"]);
+    assert!(
+        !fleet.where_went("limit=1&continue=").is_empty(),
+        "the clusters' own continue tokens went back to them"
+    );
+
+    // The Python client and kube-rs see the same view.
+    let out = fleet.env.python(&["list", NAMESPACE])?;
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["web", "e1", "w1"]);
+    let out = fleet.kube_rs(&["list", NAMESPACE])?;
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["web", "e1", "w1"]);
+
+    // One object: from the cluster that has it.
+    let out = fleet.kubectl(&["get", "pod", "w1", "-n", NAMESPACE, "-o", "name"])?;
+    assert_eq!(out.trim(), "pod/w1");
+
+    // Writes have no single place to go.
+    let output = fleet.env.app_output(
+        venv_program("kubectl"),
+        &["delete", "pod", "e1", "-n", NAMESPACE],
+    )?;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("MethodNotAllowed") && stderr.contains("fans out"),
+        "{stderr}"
+    );
+    assert_eq!(fleet.east.state().pods.list_names(NAMESPACE), ["e1"]);
+
+    // A cluster that is down is left out, with a warning, and the list still succeeds.
+    let mut fleet = fleet;
+    fleet.west.stop();
+    let output = fleet.env.app_output(
+        venv_program("kubectl"),
+        &["get", "pods", "-n", NAMESPACE, "-o", "name"],
+    )?;
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 2);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cluster west is missing"), "{stderr}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_merged_watch_survives_a_cluster_going_away_and_coming_back() -> anyhow::Result<()> {
+    use mca_tests::harness::Process;
+    let mut fleet = fan_out_fleet()?;
+    let watcher = Process::spawn(
+        "kubectl get -w",
+        fleet
+            .env
+            .pod
+            .app(venv_program("kubectl"))
+            .args(["get", "pods", "-A", "--watch", "--output", "name"])
+            .args(["--request-timeout", "0"]),
+    )?;
+    let seen = |name: &'static str| {
+        let wanted = format!("pod/{name}");
+        watcher.wait_for_line(move |l| l == wanted, std::time::Duration::from_secs(20))
+    };
+    for name in ["web", "e1", "e2", "w1"] {
+        seen(name)?;
+    }
+    // kubectl watches from the list's composite version: every cluster at its own.
+    assert_eq!(
+        fleet.where_went("resourceVersion="),
+        ["local", "east", "west"],
+        "each cluster got its own version"
+    );
+
+    fleet.east.state().pods.insert(NAMESPACE, "e3");
+    seen("e3")?;
+
+    // East goes away; the others keep streaming.
+    fleet.east.stop();
+    fleet.west.state().pods.insert(NAMESPACE, "w2");
+    seen("w2")?;
+
+    // East comes back and rejoins the open watch: the client never reconnected.
+    resume(&fleet.env.pod, &mut fleet.east).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    fleet.east.state().pods.insert(NAMESPACE, "e4");
+    seen("e4")?;
+    assert!(!watcher.exited(), "kubectl is still watching");
+    let watches = fleet
+        .env
+        .mca
+        .access_log()
+        .iter()
+        .filter(|l| l["verb"] == "watch")
+        .count();
+    assert_eq!(watches, 0, "the client's one watch never ended");
     Ok(())
 }

@@ -640,17 +640,9 @@ impl Checker<'_> {
                         line,
                         at,
                         "several clusters need a strategy: failover, roundRobin, weighted, \
-                         leastRequests or consistentHash",
+                         leastRequests, consistentHash or fanOut",
                     );
                 }
-                Strategy::Single
-            }
-            Some("fanOut") => {
-                self.problem(
-                    line,
-                    at,
-                    "strategy fanOut (merged lists and watches) is not available yet",
-                );
                 Strategy::Single
             }
             Some(name) => Strategy::parse(name).unwrap_or_else(|| {
@@ -658,7 +650,7 @@ impl Checker<'_> {
                 self.problem(
                     line,
                     at,
-                    format!("strategy {name:?} is not one of {}", known.join(", ")),
+                    format!("strategy {name:?} is not one of: {}", known.join(", ")),
                 );
                 Strategy::Single
             }),
@@ -853,7 +845,7 @@ routes:
     to: {clusters: [local], strategy: random}
   - name: f
     match: {}
-    to: {clusters: [local], strategy: fanOut}
+    to: {clusters: [local], strategy: fanout}
 defaultRoute: {clusters: []}
 discovery: everything
 "#;
@@ -878,8 +870,8 @@ discovery: everything
             "line 19: routes[0] (r): to: several clusters need a strategy",
             "line 22: routes[1] (r): another route has this name",
             "line 22: routes[1] (r): to: several clusters need a strategy",
-            "line 25: routes[2] (s): to: strategy \"random\" is not one of single, failover",
-            "line 28: routes[3] (f): to: strategy fanOut (merged lists and watches) is not available yet",
+            "line 25: routes[2] (s): to: strategy \"random\" is not one of: single, failover",
+            "line 28: routes[3] (f): to: strategy \"fanout\" is not one of",
             "line 31: defaultRoute: clusters: name at least one cluster",
             "line 32: discovery: \"everything\" is neither defaultRoute nor merged",
         ];

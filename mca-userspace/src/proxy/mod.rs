@@ -209,7 +209,7 @@ impl Proxy {
             Some(name) => {
                 *request.uri_mut() = target.parse().expect("a part of a valid request target");
                 self.explicit(name, &mut log).map(|cluster| {
-                    let routed = Routed {
+                    let routed = Routed::One {
                         cluster,
                         fallback: None,
                     };
@@ -222,15 +222,46 @@ impl Proxy {
             Ok(routed) => routed,
             Err(status) => return Ok(answer(status, log)),
         };
-        let response = if upgrade {
-            let cluster = self.clusters.get(routed.cluster);
-            let response = upgrade::forward(cluster.upstream(), &self.tunnels, request, log).await;
-            cluster.record(Ok(()));
-            response
-        } else {
-            self.forward(routed, request, class, log).await
+        let response = match routed {
+            Routed::FanOut { route, clusters } => {
+                self.fan_out(&route, &clusters, request, log).await
+            }
+            Routed::One { cluster, .. } if upgrade => {
+                let cluster = self.clusters.get(cluster);
+                let response =
+                    upgrade::forward(cluster.upstream(), &self.tunnels, request, log).await;
+                cluster.record(Ok(()));
+                response
+            }
+            Routed::One { cluster, fallback } => {
+                self.forward(cluster, fallback, request, class, log).await
+            }
         };
         Ok(response)
+    }
+
+    /// Serves a request on a fan-out route from all its healthy clusters.
+    async fn fan_out(
+        &self,
+        route: &str,
+        clusters: &[ClusterId],
+        request: Request<UpstreamBody>,
+        log: AccessLog,
+    ) -> Response<ResponseBody> {
+        let (mut head, _body) = request.into_parts();
+        if let Err(status) = to_origin_form(&mut head) {
+            return answer(status, log);
+        }
+        headers::strip_hop_by_hop(&mut head.headers, false);
+        match crate::fanout::serve(&self.clusters, clusters, route, log.info(), head).await {
+            Ok(response) => {
+                let mut log = log;
+                log.status = response.status().as_u16();
+                let (parts, body) = response.into_parts();
+                Response::from_parts(parts, Counted::response(body, log).boxed_unsync())
+            }
+            Err(status) => answer(status, log),
+        }
     }
 
     /// Forwards an ordinary request and streams the response back. A read that got no answer
@@ -238,7 +269,8 @@ impl Proxy {
     /// is ever sent twice.
     async fn forward(
         &self,
-        routed: Routed,
+        cluster: ClusterId,
+        fallback: Option<ClusterId>,
         request: Request<UpstreamBody>,
         class: RequestClass,
         mut log: AccessLog,
@@ -248,10 +280,8 @@ impl Proxy {
             return answer(status, log);
         }
         headers::strip_hop_by_hop(&mut parts.headers, false);
-        let retry = routed
-            .fallback
-            .map(|fallback| (fallback, copy_head(&parts)));
-        let cluster = self.clusters.get(routed.cluster);
+        let retry = fallback.map(|fallback| (fallback, copy_head(&parts)));
+        let cluster = self.clusters.get(cluster);
         let mut result = cluster
             .upstream()
             .send(Request::from_parts(parts, body), class)
@@ -374,6 +404,9 @@ impl Proxy {
                 }
                 Decision::NeedsObject => unreachable!("the object was read"),
                 Decision::Route { name, target } => {
+                    if let Some(clusters) = target.fan_out(&*self.clusters) {
+                        return self.fanned_out(name, clusters, request, log);
+                    }
                     let picked = target.pick(&facts, &*self.clusters);
                     // Where a read goes if the chosen cluster does not answer it at all.
                     let fallback = picked.filter(|_| is_read(&request)).and_then(|first| {
@@ -395,8 +428,33 @@ impl Proxy {
             };
             log.cluster = Some(Arc::clone(self.clusters.get(cluster).name()));
             log.in_flight = Some(self.clusters.start(cluster));
-            return Ok((Routed { cluster, fallback }, request));
+            return Ok((Routed::One { cluster, fallback }, request));
         }
+    }
+
+    /// Records a fan-out route's clusters in the log; none healthy is a 503 naming the route.
+    fn fanned_out(
+        &self,
+        route: &Arc<str>,
+        clusters: Vec<ClusterId>,
+        request: Request<UpstreamBody>,
+        log: &mut AccessLog,
+    ) -> Result<(Routed, Request<UpstreamBody>), Status> {
+        log.route = Some(Arc::clone(route));
+        if clusters.is_empty() {
+            return Err(Status::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Reason::ServiceUnavailable,
+                format!("no cluster of route {route:?} is available"),
+            ));
+        }
+        let names: Vec<&str> = clusters
+            .iter()
+            .map(|&id| &**self.clusters.get(id).name())
+            .collect();
+        log.cluster = Some(names.join(",").into());
+        let route = Arc::clone(route);
+        Ok((Routed::FanOut { route, clusters }, request))
     }
 
     /// The label selector of a list, watch or deletecollection, when a route could use it.
@@ -415,10 +473,18 @@ impl Proxy {
 }
 
 /// Where routing sent a request.
-struct Routed {
-    cluster: ClusterId,
-    /// Where a read goes if `cluster` does not answer it.
-    fallback: Option<ClusterId>,
+enum Routed {
+    /// To one cluster.
+    One {
+        cluster: ClusterId,
+        /// Where a read goes if `cluster` does not answer it.
+        fallback: Option<ClusterId>,
+    },
+    /// To every healthy cluster of a fan-out route.
+    FanOut {
+        route: Arc<str>,
+        clusters: Vec<ClusterId>,
+    },
 }
 
 /// A read MCA may send twice: `GET` or `HEAD` without a body.
@@ -428,7 +494,7 @@ fn is_read(request: &Request<UpstreamBody>) -> bool {
 }
 
 /// The request line and headers, for sending a read again.
-fn copy_head(parts: &http::request::Parts) -> http::request::Parts {
+pub(crate) fn copy_head(parts: &http::request::Parts) -> http::request::Parts {
     let mut head = Request::new(());
     *head.method_mut() = parts.method.clone();
     *head.uri_mut() = parts.uri.clone();

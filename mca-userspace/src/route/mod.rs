@@ -181,6 +181,17 @@ impl Target {
         self.candidates.iter().map(|c| c.id)
     }
 
+    /// For a fan-out target, its healthy clusters in order; `None` for other strategies.
+    pub fn fan_out(&self, view: &impl ClusterView) -> Option<Vec<ClusterId>> {
+        (self.strategy == Strategy::FanOut).then(|| {
+            self.candidates
+                .iter()
+                .map(|c| c.id)
+                .filter(|&id| view.healthy(id))
+                .collect()
+        })
+    }
+
     /// Chooses a healthy cluster for the request; `None` when none is healthy.
     pub fn pick(&self, request: &Request<'_>, view: &impl ClusterView) -> Option<ClusterId> {
         if self.strategy == Strategy::ConsistentHash {

@@ -21,17 +21,20 @@ pub enum Strategy {
     /// every request for one object lands on one cluster while that cluster is healthy, and
     /// only its objects move when it is not.
     ConsistentHash,
+    /// Every healthy cluster at once: reads merged into one view, writes refused.
+    FanOut,
 }
 
 impl Strategy {
     /// The configuration's name for each strategy.
-    pub const NAMES: [(&'static str, Strategy); 6] = [
+    pub const NAMES: [(&'static str, Strategy); 7] = [
         ("single", Strategy::Single),
         ("failover", Strategy::Failover),
         ("roundRobin", Strategy::RoundRobin),
         ("weighted", Strategy::Weighted),
         ("leastRequests", Strategy::LeastRequests),
         ("consistentHash", Strategy::ConsistentHash),
+        ("fanOut", Strategy::FanOut),
     ];
 
     /// The strategy called `name` in the configuration.
@@ -73,7 +76,8 @@ pub fn pick(
 ) -> Option<ClusterId> {
     let healthy = || candidates.iter().filter(|c| view.healthy(c.id));
     let chosen = match strategy {
-        Strategy::Single | Strategy::Failover => healthy().next(),
+        // A fan-out's one cluster, when one must be named: the first healthy.
+        Strategy::Single | Strategy::Failover | Strategy::FanOut => healthy().next(),
         Strategy::RoundRobin => {
             let count = healthy().count();
             if count == 0 {

@@ -408,6 +408,7 @@ async fn handle(
             let (namespace, rest) = (namespace.to_string(), rest.join("/"));
             pods::route(state, request, &namespace, &rest).await
         }
+        (&Method::GET, ["api", "v1", "pods"]) => pods::route(state, request, "", "").await,
         _ => status(
             StatusCode::NOT_FOUND,
             "NotFound",

@@ -119,19 +119,21 @@ impl PodStore {
             .cloned()
     }
 
+    /// The pods of `namespace` (every namespace's for `""`) and the latest resource version.
     fn list(&self, namespace: &str) -> (Vec<Value>, u64) {
         let inner = self.inner.lock().unwrap();
         let items = inner
             .by_key
             .iter()
-            .filter(|((ns, _), _)| ns == namespace)
+            .filter(|((ns, _), _)| namespace.is_empty() || ns == namespace)
             .map(|(_, pod)| pod.clone())
             .collect();
         (items, inner.resource_version)
     }
 }
 
-/// Serves `/api/v1/namespaces/{namespace}/pods/{rest}`.
+/// Serves `/api/v1/namespaces/{namespace}/pods/{rest}` (`namespace` empty: every namespace's,
+/// `/api/v1/pods`).
 pub async fn route(
     state: Arc<State>,
     request: Request<Incoming>,
@@ -310,7 +312,7 @@ fn watch(state: &State, namespace: &str, query: &BTreeMap<String, String>) -> Re
             tokio::select! {
                 () = &mut deadline => return,
                 event = events.recv() => match event {
-                    Ok(event) if event.namespace == namespace => {
+                    Ok(event) if namespace.is_empty() || event.namespace == namespace => {
                         if tx.send(line(event.kind, &event.object)).await.is_err() {
                             return;
                         }
