@@ -6,7 +6,8 @@
 //! 503 again while MCA drains on shutdown; `/readyz?verbose` lists each check as the API
 //! server does (`[+]cluster-east ok`, `[-]cluster-west failed: ...`).
 //! `/interception` reports whether eBPF interception is active and its counters; `/upstream`
-//! each cluster's API server, connections and the requests in flight on them.
+//! each cluster's API server, connections and the requests in flight on them, and the
+//! configuration reloads applied and rejected.
 
 use std::{
     convert::Infallible,
@@ -23,7 +24,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::{cluster::Registry, intercept::Interception};
+use crate::{cluster::Registry, intercept::Interception, reload::Live};
 
 /// Whether MCA is ready to serve applications.
 #[derive(Debug, Clone, Default)]
@@ -46,7 +47,7 @@ pub async fn serve(
     listener: TcpListener,
     readiness: Readiness,
     interception: Option<Arc<Interception>>,
-    clusters: Arc<Registry>,
+    live: Arc<Live>,
 ) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
@@ -54,14 +55,14 @@ pub async fn serve(
         };
         let readiness = readiness.clone();
         let interception = interception.clone();
-        let clusters = Arc::clone(&clusters);
+        let live = Arc::clone(&live);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 std::future::ready(Ok::<_, Infallible>(route(
                     &request,
                     &readiness,
                     interception.as_deref(),
-                    &clusters,
+                    &live,
                 )))
             });
             let _ = hyper::server::conn::http1::Builder::new()
@@ -75,11 +76,13 @@ fn route(
     request: &Request<Incoming>,
     readiness: &Readiness,
     interception: Option<&Interception>,
-    clusters: &Registry,
+    live: &Live,
 ) -> Response<Full<Bytes>> {
+    let routing = live.load();
+    let clusters = &routing.clusters;
     match request.uri().path() {
         "/interception" => return interception_report(interception),
-        "/upstream" => return upstream_report(clusters),
+        "/upstream" => return upstream_report(clusters, live),
         _ => {}
     }
     let (status, body) = match (request.method(), request.uri().path()) {
@@ -141,8 +144,9 @@ fn interception_report(interception: Option<&Interception>) -> Response<Full<Byt
     json(&report)
 }
 
-/// `/upstream`: each cluster's API server and its connection pool.
-fn upstream_report(clusters: &Registry) -> Response<Full<Bytes>> {
+/// `/upstream`: each cluster's API server and its connection pool, and the configuration
+/// reloads applied and rejected.
+fn upstream_report(clusters: &Registry, live: &Live) -> Response<Full<Bytes>> {
     let clusters: Vec<_> = clusters
         .iter()
         .map(|cluster| {
@@ -155,7 +159,11 @@ fn upstream_report(clusters: &Registry) -> Response<Full<Bytes>> {
             })
         })
         .collect();
-    json(&serde_json::json!({ "clusters": clusters }))
+    let (applied, rejected) = live.reloads();
+    json(&serde_json::json!({
+        "clusters": clusters,
+        "reloads": {"applied": applied, "rejected": rejected},
+    }))
 }
 
 fn json(report: &serde_json::Value) -> Response<Full<Bytes>> {

@@ -11,6 +11,7 @@ pub mod discovery;
 pub mod fanout;
 pub mod intercept;
 pub mod proxy;
+pub mod reload;
 pub mod reqinfo;
 pub mod route;
 pub mod run;

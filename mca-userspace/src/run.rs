@@ -21,6 +21,7 @@ use crate::{
     config::Config,
     intercept::{Interception, Mode, Settings},
     proxy::Proxy,
+    reload::{ConfigFile, Live, Routing},
     sa,
     tls::{CertAuthority, ServingCert, SubjectNames},
     upstream::{Limits, Source, Upstream},
@@ -119,9 +120,14 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         Some(path) => Config::load(path)?,
         None => Config::local_only(),
     };
-    let clusters = Arc::new(Registry::load(&config, &source, limits).await?);
-    clusters.start_probes();
-    let upstream = clusters.local().upstream();
+    let clusters = Arc::new(Registry::load(&config, &source, limits, None).await?);
+    // The local cluster never changes while MCA runs: its address and namespace are fixed.
+    let upstream = clusters.local().upstream().clone();
+    let live = Live::new(Routing {
+        clusters,
+        router: config.router,
+        merged_discovery: config.merged_discovery,
+    });
 
     let names = SubjectNames::for_cluster(
         &args.cluster_domain,
@@ -143,13 +149,13 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     };
     let mut listeners = vec![bind(args.listen).await?];
     let admin_listener = bind(args.admin_listen).await?;
-    let interception = intercept(&args, &service, &source, upstream, &mut listeners).await?;
+    let interception = intercept(&args, &service, &source, &upstream, &mut listeners).await?;
     let readiness = Readiness::default();
     tokio::spawn(admin::serve(
         admin_listener,
         readiness.clone(),
         interception.clone(),
-        Arc::clone(&clusters),
+        Arc::clone(&live),
     ));
 
     sa::provision(&args.fake_sa_dir, serving.ca_pem(), upstream.namespace())?;
@@ -160,20 +166,37 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             .unwrap_or(std::path::Path::new("."));
         beside.join("kubeconfig")
     });
-    let names: Vec<&str> = clusters.iter().map(|c| &**c.name()).collect();
-    sa::write_kubeconfig(
-        &fake_kubeconfig,
-        serving.ca_pem(),
-        args.listen,
-        upstream.namespace(),
-        &names,
-    )?;
+    let write_kubeconfig = {
+        let (path, ca, listen) = (
+            fake_kubeconfig.clone(),
+            serving.ca_pem().to_owned(),
+            args.listen,
+        );
+        let namespace = upstream.namespace().to_owned();
+        move |routing: &Routing| {
+            let names: Vec<&str> = routing.clusters.iter().map(|c| &**c.name()).collect();
+            sa::write_kubeconfig(&path, &ca, listen, &namespace, &names)
+        }
+    };
+    write_kubeconfig(&live.load())?;
+    if let Some(path) = &args.config {
+        let file = ConfigFile {
+            path: path.clone(),
+            local: source.clone(),
+            limits,
+        };
+        tokio::spawn(Arc::clone(&live).watch(file, move |routing| {
+            if let Err(error) = write_kubeconfig(routing) {
+                tracing::error!(%error, "could not rewrite the fake kubeconfig");
+            }
+        }));
+    }
     readiness.set(true);
     tracing::info!(
         listen = %args.listen,
         admin = %args.admin_listen,
         upstream = %upstream.url(),
-        clusters = clusters.iter().count(),
+        clusters = live.load().clusters.iter().count(),
         namespace = upstream.namespace(),
         fake_sa_dir = %args.fake_sa_dir.display(),
         fake_kubeconfig = %fake_kubeconfig.display(),
@@ -191,14 +214,9 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             shutdown.cancel();
         }
     });
-    Proxy::new(
-        Arc::clone(&clusters),
-        config.router,
-        config.merged_discovery,
-        interception.clone(),
-    )
-    .serve(listeners, tls, shutdown, args.shutdown_grace)
-    .await;
+    Proxy::new(live, interception.clone())
+        .serve(listeners, tls, shutdown, args.shutdown_grace)
+        .await;
     if let Some(interception) = interception {
         tracing::info!(counters = ?interception.counters(), "detaching eBPF interception");
     }

@@ -33,6 +33,27 @@ struct Fleet {
     west: ApiServer,
 }
 
+/// The configuration file: east (a token) and west (a token file) with `cluster_settings`
+/// added to each, then `routes`.
+fn config(east: &ApiServer, west: &ApiServer, cluster_settings: &str, routes: &str) -> String {
+    format!(
+        "clusters:\n\
+         \x20 - name: east\n\
+         \x20   server: https://{}\n\
+         \x20   certificateAuthority: east-ca.crt\n\
+         \x20   token: {EAST_TOKEN}\n\
+         {cluster_settings}\
+         \x20 - name: west\n\
+         \x20   server: https://{}\n\
+         \x20   certificateAuthority: west-ca.crt\n\
+         \x20   tokenFile: west-token\n\
+         {cluster_settings}\
+         {routes}",
+        east.addr(),
+        west.addr()
+    )
+}
+
 impl Fleet {
     fn start() -> anyhow::Result<Self> {
         Self::start_with(ROUTES, "", Options::default())
@@ -55,24 +76,8 @@ impl Fleet {
         std::fs::write(dir.join("east-ca.crt"), east.ca_pem())?;
         std::fs::write(dir.join("west-ca.crt"), west.ca_pem())?;
         std::fs::write(dir.join("west-token"), WEST_TOKEN)?;
-        let config = format!(
-            "clusters:\n\
-             \x20 - name: east\n\
-             \x20   server: https://{}\n\
-             \x20   certificateAuthority: east-ca.crt\n\
-             \x20   token: {EAST_TOKEN}\n\
-             {cluster_settings}\
-             \x20 - name: west\n\
-             \x20   server: https://{}\n\
-             \x20   certificateAuthority: west-ca.crt\n\
-             \x20   tokenFile: west-token\n\
-             {cluster_settings}\
-             {routes}",
-            east.addr(),
-            west.addr()
-        );
         let path = dir.join("mca.yaml");
-        std::fs::write(&path, config)?;
+        std::fs::write(&path, config(&east, &west, cluster_settings, routes))?;
         let mca = Mca::start(
             &pod,
             local.addr(),
@@ -760,5 +765,91 @@ async fn a_merged_watch_survives_a_cluster_going_away_and_coming_back() -> anyho
         .filter(|l| l["verb"] == "watch")
         .count();
     assert_eq!(watches, 0, "the client's one watch never ended");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_config_applies_without_dropping_open_watches() -> anyhow::Result<()> {
+    use http::StatusCode;
+    use mca_tests::client::{Https, next_chunk};
+    let fleet = Fleet::start()?;
+    let path = fleet.env.pod.dir().join("mca.yaml");
+    let reloads = || -> anyhow::Result<serde_json::Value> {
+        let (_, body) = fleet.env.admin_get("/upstream")?;
+        Ok(serde_json::from_str::<serde_json::Value>(&body)?["reloads"].clone())
+    };
+    let wait_for = |key: &'static str, count: u64| async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while reloads()?[key] != count {
+            anyhow::ensure!(std::time::Instant::now() < deadline, "no {key} reload");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        anyhow::Ok(())
+    };
+    let mut client = Https::connect(&fleet.env.pod, "kubernetes.default.svc", &[b"h2"]).await?;
+    // A watch on east, open across the reload.
+    let response = client.get("/api/v1/namespaces/east-1/pods?watch=1").await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut watch = response.into_body();
+
+    // east-* now goes west; east and west themselves are unchanged, and a cluster is added.
+    let moved = ROUTES.replace("to: {clusters: [east]}", "to: {clusters: [west]}");
+    let north = format!(
+        "  - name: north\n    server: https://{}\n    certificateAuthority: east-ca.crt\n    token: {EAST_TOKEN}\n",
+        fleet.east.addr()
+    );
+    let text = config(&fleet.east, &fleet.west, "", &moved).replacen(
+        "routes:",
+        &format!("{north}routes:"),
+        1,
+    );
+    std::fs::write(&path, text)?;
+    wait_for("applied", 1).await?;
+    assert_eq!(
+        client.get("/api/v1/namespaces/east-2/pods").await?.status(),
+        StatusCode::OK
+    );
+    assert_eq!(fleet.where_went("/east-2/"), ["west"]);
+    // The open watch on east still delivers.
+    fleet.east.state().pods.insert("east-1", "after-reload");
+    let event = next_chunk(&mut watch, std::time::Duration::from_secs(10))
+        .await?
+        .expect("an event");
+    assert!(String::from_utf8_lossy(&event).contains("after-reload"));
+    // The fake kubeconfig knows the new cluster.
+    let kubeconfig = std::fs::read_to_string(fleet.env.pod.dir().join("kubeconfig"))?;
+    assert!(kubeconfig.contains("/clusters/north"), "{kubeconfig}");
+    let line = fleet.env.mca.wait_for_log(
+        |l| l.contains("configuration reloaded"),
+        std::time::Duration::from_secs(5),
+    )?;
+    assert!(
+        line.contains("\"kept\":3"),
+        "local, east and west carried over: {line}"
+    );
+
+    // A broken file is rejected with its line; the last good configuration keeps serving.
+    let broken = config(
+        &fleet.east,
+        &fleet.west,
+        "",
+        &moved.replace("east-*", "East_*"),
+    );
+    std::fs::write(&path, broken)?;
+    wait_for("rejected", 1).await?;
+    let line = fleet.env.mca.wait_for_log(
+        |l| l.contains("configuration rejected"),
+        std::time::Duration::from_secs(5),
+    )?;
+    assert!(
+        line.contains("line ") && line.contains("match.namespaces"),
+        "{line}"
+    );
+    assert_eq!(
+        client.get("/api/v1/namespaces/east-3/pods").await?.status(),
+        StatusCode::OK
+    );
+    assert_eq!(fleet.where_went("/east-3/"), ["west"]);
+    assert_eq!(reloads()?["applied"], 1);
     Ok(())
 }

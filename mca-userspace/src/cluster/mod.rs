@@ -25,6 +25,9 @@ use crate::{
 #[derive(Debug)]
 pub struct Cluster {
     name: Arc<str>,
+    /// Everything it was built from, to tell on reload whether it changed. Holds credentials:
+    /// never logged.
+    fingerprint: String,
     labels: BTreeMap<String, String>,
     upstream: Upstream,
     /// `None`: not checked (MCA without a configuration file: nowhere else to go).
@@ -83,13 +86,11 @@ impl Cluster {
 
 /// A request counted as in flight to its cluster until dropped.
 #[derive(Debug)]
-pub struct InFlight(Arc<Registry>, ClusterId);
+pub struct InFlight(Arc<Cluster>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.clusters[self.1]
-            .in_flight
-            .fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -106,14 +107,32 @@ pub struct Error {
 /// All clusters, by [`ClusterId`]; the first is [`LOCAL`].
 #[derive(Debug)]
 pub struct Registry {
-    clusters: Vec<Cluster>,
+    clusters: Vec<Arc<Cluster>>,
 }
 
 impl Registry {
     /// Loads every cluster of `config`; `local` is where [`LOCAL`]'s configuration comes from.
-    pub async fn load(config: &Config, local: &Source, limits: Limits) -> Result<Self, Error> {
+    /// A cluster of `previous` (the configuration being replaced) that is unchanged is kept as
+    /// it is, with its connections, health and probes.
+    pub async fn load(
+        config: &Config,
+        local: &Source,
+        limits: Limits,
+        previous: Option<&Registry>,
+    ) -> Result<Self, Error> {
         let mut clusters = Vec::with_capacity(config.clusters.len());
         for spec in &config.clusters {
+            let fingerprint = fingerprint(spec);
+            let kept = previous.and_then(|previous| {
+                previous
+                    .clusters
+                    .iter()
+                    .find(|c| *c.name == *spec.name && c.fingerprint == fingerprint)
+            });
+            if let Some(kept) = kept {
+                clusters.push(Arc::clone(kept));
+                continue;
+            }
             let source = spec.source.as_ref().unwrap_or(local);
             let upstream = Upstream::load(source, limits)
                 .await
@@ -121,25 +140,27 @@ impl Registry {
                     name: spec.name.clone(),
                     source,
                 })?;
-            clusters.push(Cluster {
+            let cluster = Arc::new(Cluster {
                 name: spec.name.as_str().into(),
+                fingerprint,
                 labels: spec.labels.clone(),
                 upstream,
                 health: spec.health.clone().map(Health::new),
                 in_flight: AtomicUsize::new(0),
             });
+            if cluster.health.is_some() {
+                tokio::spawn(probe_forever(Arc::downgrade(&cluster)));
+            }
+            clusters.push(cluster);
         }
         debug_assert_eq!(clusters.first().map(|c| &*c.name), Some(LOCAL));
         Ok(Self { clusters })
     }
 
-    /// Starts probing every checked cluster, each on a task that ends with the registry.
-    pub fn start_probes(self: &Arc<Self>) {
-        for (id, cluster) in self.clusters.iter().enumerate() {
-            if cluster.health.is_some() {
-                tokio::spawn(probe_forever(Arc::downgrade(self), id));
-            }
-        }
+    /// Whether this registry holds `cluster` itself (not just one of the same name): how a
+    /// reload tells which clusters it carried over.
+    pub fn holds(&self, cluster: &Cluster) -> bool {
+        self.clusters.iter().any(|c| std::ptr::eq(&**c, cluster))
     }
 
     /// The cluster MCA runs in (or that `--kubeconfig` names).
@@ -159,7 +180,7 @@ impl Registry {
 
     /// Every cluster.
     pub fn iter(&self) -> impl Iterator<Item = &Cluster> {
-        self.clusters.iter()
+        self.clusters.iter().map(|c| &**c)
     }
 
     /// Whether any cluster takes requests.
@@ -168,10 +189,24 @@ impl Registry {
     }
 
     /// Counts a request to `id` as in flight until the guard is dropped.
-    pub fn start(self: &Arc<Self>, id: ClusterId) -> InFlight {
-        self.clusters[id].in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(Arc::clone(self), id)
+    pub fn start(&self, id: ClusterId) -> InFlight {
+        let cluster = &self.clusters[id];
+        cluster.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(cluster))
     }
+}
+
+/// What a cluster is built from: its source (credentials included, so never logged), labels
+/// and health settings.
+fn fingerprint(spec: &crate::config::ClusterSpec) -> String {
+    let source = match &spec.source {
+        None => "local".to_owned(),
+        Some(Source::Inline(kubeconfig)) => {
+            serde_json::to_string(kubeconfig).expect("a kubeconfig serializes")
+        }
+        Some(other) => format!("{other:?}"),
+    };
+    format!("{source}\n{:?}\n{:?}", spec.labels, spec.health)
 }
 
 impl ClusterView for Registry {
@@ -187,22 +222,19 @@ impl ClusterView for Registry {
     }
 }
 
-/// Probes cluster `id` until the registry is gone. The first probe comes after a jittered
-/// fraction of the interval, so sidecars started together do not probe together.
-async fn probe_forever(registry: Weak<Registry>, id: ClusterId) {
-    let mut delay = match registry.upgrade() {
-        Some(registry) => match &registry.clusters[id].health {
-            Some(health) => health.spec().interval.mul_f64(fastrand::f64()),
-            None => return,
-        },
+/// Probes a cluster until it is gone (no configuration uses it any more). The first probe
+/// comes after a jittered fraction of the interval, so sidecars started together do not
+/// probe together.
+async fn probe_forever(cluster: Weak<Cluster>) {
+    let mut delay = match cluster.upgrade().as_deref().and_then(|c| c.health.as_ref()) {
+        Some(health) => health.spec().interval.mul_f64(fastrand::f64()),
         None => return,
     };
     loop {
         tokio::time::sleep(delay).await;
-        let Some(registry) = registry.upgrade() else {
+        let Some(cluster) = cluster.upgrade() else {
             return;
         };
-        let cluster = &registry.clusters[id];
         let Some(health) = &cluster.health else {
             return;
         };

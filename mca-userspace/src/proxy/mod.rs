@@ -14,7 +14,13 @@ mod headers;
 mod object;
 mod upgrade;
 
-use std::{borrow::Cow, convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    borrow::Cow,
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -30,11 +36,12 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use self::access_log::{AccessLog, Counted};
 use crate::{
-    cluster::{Cluster, Registry},
+    cluster::Cluster,
     intercept::Interception,
+    reload::{Live, Routing},
     reqinfo::RequestInfo,
     route::ClusterView,
-    route::{self, ClusterId, Decision, Router, selector::Selector},
+    route::{self, ClusterId, Decision, selector::Selector},
     status::{Reason, Status},
     upstream::{RequestClass, UpstreamBody},
 };
@@ -45,36 +52,26 @@ pub type ResponseBody = UnsyncBoxBody<Bytes, tower::BoxError>;
 /// A client that never finishes its TLS handshake is dropped after this long.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The proxy: the clusters and the routes to them, the upgraded connections still open, and
-/// the eBPF interception (if active) that knows where redirected clients meant to go.
+/// The route name logged for `/clusters/<name>/` requests.
+static EXPLICIT: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("explicit"));
+/// The route name logged for merged discovery.
+static DISCOVERY: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("discovery"));
+
+/// The proxy: the routing in force (clusters and routes, replaced whole on reload), the
+/// upgraded connections still open, and the eBPF interception (if active) that knows where
+/// redirected clients meant to go.
 #[derive(Debug)]
 pub struct Proxy {
-    clusters: Arc<Registry>,
-    router: Router,
-    /// Whether discovery is merged across clusters rather than routed.
-    merged_discovery: bool,
-    /// The route name logged for `/clusters/<name>/` requests.
-    explicit_route: Arc<str>,
-    /// The route name logged for merged discovery.
-    discovery_route: Arc<str>,
+    live: Arc<Live>,
     interception: Option<Arc<Interception>>,
     tunnels: TaskTracker,
 }
 
 impl Proxy {
-    /// A proxy routing to `clusters` by `router`, merging discovery if `merged_discovery`.
-    pub fn new(
-        clusters: Arc<Registry>,
-        router: Router,
-        merged_discovery: bool,
-        interception: Option<Arc<Interception>>,
-    ) -> Arc<Self> {
+    /// A proxy routing as `live` says at each request.
+    pub fn new(live: Arc<Live>, interception: Option<Arc<Interception>>) -> Arc<Self> {
         Arc::new(Self {
-            clusters,
-            router,
-            merged_discovery,
-            explicit_route: Arc::from("explicit"),
-            discovery_route: Arc::from("discovery"),
+            live,
             interception,
             tunnels: TaskTracker::new(),
         })
@@ -196,10 +193,12 @@ impl Proxy {
             ));
         }
 
+        // One snapshot of the routing for the whole request, however long it runs.
+        let routing = self.live.load();
         if explicit.is_none()
-            && let Some(document) = self.merged_document(&request, log.info())
+            && let Some(document) = routing.merged_document(&request, log.info())
         {
-            return Ok(self.discovery(request, document, log).await);
+            return Ok(routing.discovery(request, document, log).await);
         }
 
         let upgrade = headers::is_upgrade(request.headers());
@@ -208,7 +207,7 @@ impl Proxy {
         let routed = match explicit {
             Some(name) => {
                 *request.uri_mut() = target.parse().expect("a part of a valid request target");
-                self.explicit(name, &mut log).map(|cluster| {
+                routing.explicit(name, &mut log).map(|cluster| {
                     let routed = Routed::One {
                         cluster,
                         fallback: None,
@@ -216,7 +215,7 @@ impl Proxy {
                     (routed, request)
                 })
             }
-            None => self.route(request, &mut log).await,
+            None => routing.route(request, &mut log).await,
         };
         let (routed, request) = match routed {
             Ok(routed) => routed,
@@ -224,22 +223,27 @@ impl Proxy {
         };
         let response = match routed {
             Routed::FanOut { route, clusters } => {
-                self.fan_out(&route, &clusters, request, log).await
+                routing.fan_out(&route, &clusters, request, log).await
             }
             Routed::One { cluster, .. } if upgrade => {
-                let cluster = self.clusters.get(cluster);
+                let cluster = routing.clusters.get(cluster);
                 let response =
                     upgrade::forward(cluster.upstream(), &self.tunnels, request, log).await;
                 cluster.record(Ok(()));
                 response
             }
             Routed::One { cluster, fallback } => {
-                self.forward(cluster, fallback, request, class, log).await
+                routing
+                    .forward(cluster, fallback, request, class, log)
+                    .await
             }
         };
         Ok(response)
     }
+}
 
+/// The routing steps of one request, on the snapshot it started with.
+impl Routing {
     /// Serves a request on a fan-out route from all its healthy clusters.
     async fn fan_out(
         &self,
@@ -350,7 +354,7 @@ impl Proxy {
             .iter()
             .map(|&id| &**self.clusters.get(id).name())
             .collect();
-        log.route = Some(Arc::clone(&self.discovery_route));
+        log.route = Some(Arc::clone(&DISCOVERY));
         log.cluster = Some(names.join(",").into());
         discovery::serve(&self.clusters, &order, &head, document, log).await
     }
@@ -368,7 +372,7 @@ impl Proxy {
                 ),
             ));
         };
-        log.route = Some(Arc::clone(&self.explicit_route));
+        log.route = Some(Arc::clone(&EXPLICIT));
         log.cluster = Some(Arc::clone(self.clusters.get(cluster).name()));
         log.in_flight = Some(self.clusters.start(cluster));
         Ok(cluster)
