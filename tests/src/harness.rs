@@ -53,6 +53,17 @@ pub fn mca_binary() -> PathBuf {
     path
 }
 
+/// A binary of this crate (`mca-kube-client`...), built with the others by `cargo build --bins`.
+pub fn tests_binary(name: &str) -> PathBuf {
+    let path = target_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (cargo build --bins), or run `cargo xtask test`",
+        path.display()
+    );
+    path
+}
+
 /// A program installed in the e2e Python virtualenv (`kubectl`, `python`), which
 /// `cargo xtask setup` creates; `MCA_E2E_VENV` overrides its location.
 pub fn venv_program(name: &str) -> PathBuf {

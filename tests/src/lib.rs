@@ -3,6 +3,7 @@
 
 pub mod apiserver;
 pub mod client;
+pub mod fleet;
 pub mod harness;
 pub mod k8s;
 pub mod rawh2;

@@ -8,13 +8,12 @@ use std::process::Command;
 
 use mca_tests::{
     apiserver::{ApiServer, Options},
-    harness::{Env, Mca, NAMESPACE, REAL_TOKEN, mca_binary, succeed, venv_program},
+    fleet::{EAST_TOKEN, Fleet, WEST_TOKEN, config},
+    harness::{NAMESPACE, mca_binary, succeed, venv_program},
     sandbox::Pod,
 };
 
-const EAST_TOKEN: &str = "east-token-1";
-const WEST_TOKEN: &str = "west-token-1";
-
+/// The routes most tests use.
 const ROUTES: &str = r#"
 routes:
   - name: team-east
@@ -26,125 +25,14 @@ routes:
 defaultRoute: {clusters: [local]}
 "#;
 
-/// MCA in a pod with three clusters and [`ROUTES`].
-struct Fleet {
-    env: Env,
-    east: ApiServer,
-    west: ApiServer,
-}
-
-/// The configuration file: east (a token) and west (a token file) with `cluster_settings`
-/// added to each, then `routes`.
-fn config(east: &ApiServer, west: &ApiServer, cluster_settings: &str, routes: &str) -> String {
-    format!(
-        "clusters:\n\
-         \x20 - name: east\n\
-         \x20   server: https://{}\n\
-         \x20   certificateAuthority: east-ca.crt\n\
-         \x20   token: {EAST_TOKEN}\n\
-         {cluster_settings}\
-         \x20 - name: west\n\
-         \x20   server: https://{}\n\
-         \x20   certificateAuthority: west-ca.crt\n\
-         \x20   tokenFile: west-token\n\
-         {cluster_settings}\
-         {routes}",
-        east.addr(),
-        west.addr()
-    )
-}
-
-impl Fleet {
-    fn start() -> anyhow::Result<Self> {
-        Self::start_with(ROUTES, "", Options::default())
-    }
-
-    /// With `routes`, `cluster_settings` (YAML lines) added to east and west, and west's
-    /// server configured by `west_options`.
-    fn start_with(
-        routes: &str,
-        cluster_settings: &str,
-        west_options: Options,
-    ) -> anyhow::Result<Self> {
-        let pod = Pod::new()?;
-        let local = ApiServer::start(pod.listen("127.0.0.1:0")?, REAL_TOKEN, &[])?;
-        local.state().pods.insert(NAMESPACE, "web");
-        let east = ApiServer::start(pod.listen("127.0.0.1:0")?, EAST_TOKEN, &[])?;
-        let west =
-            ApiServer::start_with(pod.listen("127.0.0.1:0")?, WEST_TOKEN, &[], west_options)?;
-        let dir = pod.dir();
-        std::fs::write(dir.join("east-ca.crt"), east.ca_pem())?;
-        std::fs::write(dir.join("west-ca.crt"), west.ca_pem())?;
-        std::fs::write(dir.join("west-token"), WEST_TOKEN)?;
-        let path = dir.join("mca.yaml");
-        std::fs::write(&path, config(&east, &west, cluster_settings, routes))?;
-        let mca = Mca::start(
-            &pod,
-            local.addr(),
-            local.ca_pem(),
-            &["--config", path.to_str().expect("UTF-8")],
-        )?;
-        Ok(Self {
-            env: Env {
-                mca,
-                apiserver: Some(local),
-                pod,
-            },
-            east,
-            west,
-        })
-    }
-
-    fn local(&self) -> &ApiServer {
-        self.env.apiserver()
-    }
-
-    /// The targets (method and path) each server received that contain `needle`, and
-    /// whether every request it ever received carried its own token.
-    fn received(server: &ApiServer, token: &str, needle: &str) -> Vec<String> {
-        let requests = server.requests();
-        for request in &requests {
-            assert_eq!(
-                request.header("authorization"),
-                Some(format!("Bearer {token}").as_str()),
-                "{} {} reached the server holding {token}",
-                request.method,
-                request.target
-            );
-        }
-        requests
-            .iter()
-            .filter(|r| r.target.contains(needle))
-            .map(|r| format!("{} {}", r.method, r.target))
-            .collect()
-    }
-
-    /// Which clusters received a request whose target contains `needle`.
-    fn where_went(&self, needle: &str) -> Vec<&'static str> {
-        [
-            ("local", self.local(), REAL_TOKEN),
-            ("east", &self.east, EAST_TOKEN),
-            ("west", &self.west, WEST_TOKEN),
-        ]
-        .into_iter()
-        .filter(|(_, server, token)| !Self::received(server, token, needle).is_empty())
-        .map(|(name, ..)| name)
-        .collect()
-    }
-
-    fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
-        self.env.kubectl(args)
-    }
-
-    fn kube_rs(&self, args: &[&str]) -> anyhow::Result<String> {
-        let client = env!("CARGO_BIN_EXE_mca-kube-client");
-        succeed(self.env.app_output(client, args)?, "mca-kube-client", args)
-    }
+/// The fleet with [`ROUTES`].
+fn fleet() -> anyhow::Result<Fleet> {
+    Fleet::start(ROUTES, "", Options::default())
 }
 
 #[test]
 fn requests_go_to_the_cluster_their_route_names_with_its_credentials() -> anyhow::Result<()> {
-    let fleet = Fleet::start()?;
+    let fleet = fleet()?;
 
     // By namespace: east-* goes east, whatever the client.
     fleet.kubectl(&["get", "pods", "-n", "east-1"])?;
@@ -227,7 +115,7 @@ fn requests_go_to_the_cluster_their_route_names_with_its_credentials() -> anyhow
 
 #[test]
 fn the_fake_kubeconfig_has_a_context_per_cluster_that_clients_follow() -> anyhow::Result<()> {
-    let fleet = Fleet::start()?;
+    let fleet = fleet()?;
     let kubeconfig = fleet.env.pod.dir().join("kubeconfig");
     let kubeconfig = kubeconfig.to_str().expect("UTF-8");
     let app = |program: &str, args: &[&str]| -> anyhow::Result<String> {
@@ -375,7 +263,7 @@ fn check_config_lists_every_problem_with_its_line() -> anyhow::Result<()> {
 async fn encoded_paths_are_routed_as_the_api_server_reads_them() -> anyhow::Result<()> {
     use http::StatusCode;
     use mca_tests::client::{Https, body_json};
-    let fleet = Fleet::start()?;
+    let fleet = fleet()?;
     let mut client = Https::connect(&fleet.env.pod, "kubernetes.default.svc", &[b"h2"]).await?;
     // The API server decodes %2F before reading the path: a LIST of pods in east-3, which
     // the namespace route sends east.
@@ -443,7 +331,7 @@ async fn a_read_that_gets_no_answer_is_retried_elsewhere_and_a_write_never() -> 
     use http::StatusCode;
     use mca_tests::client::{Https, body_json};
     // Probes too slow to notice anything during the test: only requests find east dead.
-    let mut fleet = Fleet::start_with(
+    let mut fleet = Fleet::start(
         HA_ROUTES,
         "    health: {interval: 1h}\n",
         Options::default(),
@@ -483,7 +371,7 @@ async fn failover_follows_cluster_health() -> anyhow::Result<()> {
     use mca_tests::client::{Https, body_json};
     const FAST_HEALTH: &str =
         "    health: {interval: 200ms, timeout: 500ms, unhealthyAfter: 2, healthyAfter: 1}\n";
-    let mut fleet = Fleet::start_with(HA_ROUTES, FAST_HEALTH, Options::default())?;
+    let mut fleet = Fleet::start(HA_ROUTES, FAST_HEALTH, Options::default())?;
     let mut client = Https::connect(&fleet.env.pod, "kubernetes.default.svc", &[b"h2"]).await?;
     let pods = |namespace: &str| format!("/api/v1/namespaces/{namespace}/pods");
 
@@ -590,7 +478,7 @@ fn kubectl_sees_the_merged_api(fleet: &Fleet) -> anyhow::Result<()> {
 
 #[test]
 fn merged_discovery_joins_every_clusters_aggregated_discovery() -> anyhow::Result<()> {
-    let fleet = Fleet::start_with(DISCOVERY_ROUTES, "", Options::default())?;
+    let fleet = Fleet::start(DISCOVERY_ROUTES, "", Options::default())?;
     kubectl_sees_the_merged_api(&fleet)?;
     // Every cluster spoke aggregated discovery, so that is what kubectl got: it never had
     // to walk the groups one by one.
@@ -605,7 +493,7 @@ fn merged_discovery_falls_back_to_the_legacy_documents_when_a_cluster_lacks_aggr
         legacy_discovery: true,
         ..Options::default()
     };
-    let fleet = Fleet::start_with(DISCOVERY_ROUTES, "", legacy)?;
+    let fleet = Fleet::start(DISCOVERY_ROUTES, "", legacy)?;
     kubectl_sees_the_merged_api(&fleet)?;
     // kubectl walked the groups, each merged from whichever clusters have it.
     assert!(!fleet.where_went("/apis/example.com/v1").is_empty());
@@ -621,7 +509,7 @@ const FANOUT_ROUTES: &str = "routes:\n\
 /// A fleet whose pods are web (local, team-a), e1 (east, team-a), e2 (east, team-b) and w1
 /// (west, team-a), behind [`FANOUT_ROUTES`].
 fn fan_out_fleet() -> anyhow::Result<Fleet> {
-    let fleet = Fleet::start_with(FANOUT_ROUTES, "", Options::default())?;
+    let fleet = Fleet::start(FANOUT_ROUTES, "", Options::default())?;
     fleet.east.state().pods.insert(NAMESPACE, "e1");
     fleet.east.state().pods.insert("team-b", "e2");
     fleet.west.state().pods.insert(NAMESPACE, "w1");
@@ -772,7 +660,7 @@ async fn a_merged_watch_survives_a_cluster_going_away_and_coming_back() -> anyho
 async fn a_changed_config_applies_without_dropping_open_watches() -> anyhow::Result<()> {
     use http::StatusCode;
     use mca_tests::client::{Https, next_chunk};
-    let fleet = Fleet::start()?;
+    let fleet = fleet()?;
     let path = fleet.env.pod.dir().join("mca.yaml");
     let reloads = || -> anyhow::Result<serde_json::Value> {
         let (_, body) = fleet.env.admin_get("/upstream")?;

@@ -1,9 +1,28 @@
 //! The local demo (`cargo xtask demo`): a simulated pod with MCA in front of the test API
-//! server, and unmodified in-cluster clients in it, first in env-override mode, then with eBPF
-//! interception. Shows what the application sends, what MCA logs, and what the API server
-//! receives. Needs root (network and mount namespaces, cgroups, eBPF).
+//! server, and unmodified in-cluster clients in it, first in env-override mode, then routing
+//! across three clusters, then with eBPF interception. Shows what the application sends, what
+//! MCA logs, and what the API servers receive. Needs root (network and mount namespaces,
+//! cgroups, eBPF).
 
-use mca_tests::harness::{Env, NAMESPACE, venv_program};
+use mca_tests::{
+    apiserver::Options,
+    fleet::Fleet,
+    harness::{Env, NAMESPACE, venv_program},
+};
+
+/// The demo's routes: by namespace, by label, and one view of every cluster's pods.
+const ROUTES: &str = r#"routes:
+  - name: team-east              # everything in east-* namespaces lives on east
+    match: {namespaces: ["east-*"]}
+    to: {clusters: [east]}
+  - name: web-tier               # pods labelled tier=web live on west
+    match: {resources: [pods], labelSelector: "tier=web"}
+    to: {clusters: [west]}
+  - name: all-pods               # any other list of pods: one view of all three clusters
+    match: {resources: [pods], verbs: [list, watch]}
+    to: {clusters: [local, east, west], strategy: fanOut}
+defaultRoute: {clusters: [local]}
+"#;
 
 fn main() -> anyhow::Result<()> {
     println!("== Starting a pod sandbox with the test API server and MCA (env-override mode)");
@@ -67,7 +86,60 @@ fn main() -> anyhow::Result<()> {
          ServiceAccount token on every request."
     );
     drop(env);
+    multi_cluster(&kubectl)?;
     ebpf_mode(&kubectl)
+}
+
+/// One application, three clusters: routed by namespace, by label, by kubeconfig context,
+/// and fanned out.
+fn multi_cluster(kubectl: &std::path::Path) -> anyhow::Result<()> {
+    println!(
+        "\n== Multi-cluster: three test API servers as the clusters local, east and west, \
+         each with its own CA and token; MCA routes with --config:\n"
+    );
+    let fleet = Fleet::start(ROUTES, "", Options::default())?;
+    fleet.east.state().pods.insert("east-1", "orders");
+    fleet.west.state().pods.insert(NAMESPACE, "frontend");
+    for line in ROUTES.lines() {
+        println!("   {line}");
+    }
+    let kubeconfig = fleet.env.pod.dir().join("kubeconfig");
+    let run = |args: &[&str]| -> anyhow::Result<()> {
+        println!("\n$ kubectl {}", args.join(" "));
+        let output = fleet
+            .env
+            .pod
+            .app(kubectl)
+            .args(args)
+            .env("KUBECONFIG", &kubeconfig)
+            .output()?;
+        print!("{}", String::from_utf8_lossy(&output.stdout));
+        eprint!("{}", String::from_utf8_lossy(&output.stderr));
+        Ok(())
+    };
+    run(&["get", "pods", "-n", "east-1"])?;
+    run(&["get", "pods", "-n", NAMESPACE, "-l", "tier=web"])?;
+    run(&["--context", "west", "get", "pods", "-n", NAMESPACE])?;
+    run(&["get", "pods", "-A"])?;
+    println!(
+        "\n   (KUBECONFIG is MCA's fake kubeconfig: context `mca` follows the routes, one \
+         context per cluster goes there directly)"
+    );
+
+    println!("\n== Which cluster got what, with which credential");
+    for (name, server, _) in fleet.clusters() {
+        for request in server.requests() {
+            if request.target.contains("/pods") {
+                println!(
+                    "   {name:<5} {:<4} {:<55} authorization: {}",
+                    request.method,
+                    request.target,
+                    request.header("authorization").unwrap_or("(none)")
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The same with eBPF interception: the app keeps its real Service address.
