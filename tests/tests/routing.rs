@@ -741,3 +741,113 @@ async fn a_changed_config_applies_without_dropping_open_watches() -> anyhow::Res
     assert_eq!(reloads()?["applied"], 1);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_credential_kind_reaches_its_cluster() -> anyhow::Result<()> {
+    use http::StatusCode;
+    use mca_tests::{
+        client::Https,
+        harness::{Mca, REAL_TOKEN},
+    };
+    use std::os::unix::fs::PermissionsExt;
+    // Three clusters besides local, each reached with another kind of credential.
+    let pod = Pod::new()?;
+    let local = ApiServer::start(pod.listen("127.0.0.1:0")?, REAL_TOKEN, &[])?;
+    let certs = ApiServer::start(pod.listen("127.0.0.1:0")?, "unused-cert-token", &[])?;
+    let plugin = ApiServer::start(pod.listen("127.0.0.1:0")?, "exec-token-1", &[])?;
+    let kc = ApiServer::start(pod.listen("127.0.0.1:0")?, "kubeconfig-token-1", &[])?;
+    let dir = pod.dir();
+    let (cert, key) = certs.client_certificate("mca")?;
+    for (name, text) in [
+        ("certs-ca.crt", certs.ca_pem()),
+        ("certs-client.crt", cert.as_str()),
+        ("certs-client.key", key.as_str()),
+        ("plugin-ca.crt", plugin.ca_pem()),
+        ("kc-ca.crt", kc.ca_pem()),
+    ] {
+        std::fs::write(dir.join(name), text)?;
+    }
+    let script = dir.join("credential-plugin");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho '{\"apiVersion\": \"client.authentication.k8s.io/v1\", \
+         \"kind\": \"ExecCredential\", \"status\": {\"token\": \"'\"$MCA_TEST_TOKEN\"'\"}}'\n",
+    )?;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config", "current-context": "lab",
+        "clusters": [{"name": "lab", "cluster": {"server": format!("https://{}", kc.addr()),
+                                                 "certificate-authority": dir.join("kc-ca.crt")}}],
+        "users": [{"name": "lab", "user": {"token": "kubeconfig-token-1"}}],
+        "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": "lab"}}]
+    });
+    std::fs::write(dir.join("lab.kubeconfig"), kubeconfig.to_string())?;
+    let config = format!(
+        "clusters:\n\
+         \x20 - name: certs\n\
+         \x20   server: https://{}\n\
+         \x20   certificateAuthority: certs-ca.crt\n\
+         \x20   clientCertificate: certs-client.crt\n\
+         \x20   clientKey: certs-client.key\n\
+         \x20 - name: plugin\n\
+         \x20   server: https://{}\n\
+         \x20   certificateAuthority: plugin-ca.crt\n\
+         \x20   exec:\n\
+         \x20     command: {}\n\
+         \x20     env: [{{name: MCA_TEST_TOKEN, value: exec-token-1}}]\n\
+         \x20 - name: kc\n\
+         \x20   kubeconfig: {{path: lab.kubeconfig}}\n\
+         routes:\n\
+         \x20 - {{name: c, match: {{namespaces: [cert-x]}}, to: {{clusters: [certs]}}}}\n\
+         \x20 - {{name: e, match: {{namespaces: [exec-x]}}, to: {{clusters: [plugin]}}}}\n\
+         \x20 - {{name: k, match: {{namespaces: [kc-x]}}, to: {{clusters: [kc]}}}}\n",
+        certs.addr(),
+        plugin.addr(),
+        script.display()
+    );
+    std::fs::write(dir.join("mca.yaml"), config)?;
+    let path = dir.join("mca.yaml");
+    let _mca = Mca::start(
+        &pod,
+        local.addr(),
+        local.ca_pem(),
+        &["--config", path.to_str().unwrap()],
+    )?;
+    let mut client = Https::connect(&pod, "kubernetes.default.svc", &[b"h2"]).await?;
+    for namespace in ["cert-x", "exec-x", "kc-x"] {
+        let response = client
+            .get(&format!("/api/v1/namespaces/{namespace}/pods"))
+            .await?;
+        assert_eq!(response.status(), StatusCode::OK, "{namespace}");
+    }
+    // The one request each got (health probes aside).
+    let only = |server: &ApiServer| {
+        let mut requests = server.requests();
+        requests.retain(|r| r.target != "/readyz");
+        assert_eq!(requests.len(), 1, "{requests:?}");
+        requests.pop().unwrap()
+    };
+    let seen = only(&certs);
+    assert!(seen.target.contains("/cert-x/") && seen.client_certificate);
+    assert_eq!(seen.header("authorization"), None);
+    let seen = only(&plugin);
+    assert!(seen.target.contains("/exec-x/"));
+    assert_eq!(seen.header("authorization"), Some("Bearer exec-token-1"));
+    let seen = only(&kc);
+    assert!(seen.target.contains("/kc-x/"));
+    assert_eq!(
+        seen.header("authorization"),
+        Some("Bearer kubeconfig-token-1")
+    );
+    assert!(local.requests().iter().all(|r| !r.target.contains("-x/")));
+    // Health probes carry each cluster's credential too.
+    let probes = |server: &ApiServer| {
+        server
+            .requests()
+            .into_iter()
+            .filter(|r| r.target == "/readyz")
+    };
+    assert!(probes(&plugin).all(|r| r.header("authorization") == Some("Bearer exec-token-1")));
+    assert!(probes(&certs).all(|r| r.client_certificate));
+    Ok(())
+}

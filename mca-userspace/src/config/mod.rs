@@ -30,7 +30,8 @@ use std::{
 };
 
 use kube::config::{
-    AuthInfo, Context, ExecConfig, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext,
+    AuthInfo, Context, ExecConfig, ExecInteractiveMode, Kubeconfig, NamedAuthInfo, NamedCluster,
+    NamedContext,
 };
 use serde_saphyr::Spanned;
 
@@ -503,6 +504,8 @@ impl Checker<'_> {
                 ),
                 command: Some(exec.command.clone()),
                 args: Some(exec.args.clone()),
+                // MCA is a daemon: a plugin that wants a terminal has none to ask.
+                interactive_mode: Some(ExecInteractiveMode::Never),
                 env: Some(
                     exec.env
                         .iter()
