@@ -12,6 +12,7 @@ use crate::harness::workspace_root;
 pub struct Cluster {
     dir: tempfile::TempDir,
     bin: PathBuf,
+    ports: [(&'static str, u16); 2],
 }
 
 impl Cluster {
@@ -28,10 +29,44 @@ impl Cluster {
         let cluster = Self {
             dir: tempfile::tempdir()?,
             bin,
+            ports: [
+                ("K8S_PORT", free_port(1)?),
+                ("K8S_ETCD_PORT", free_port(2)?),
+            ],
         };
-        let (port, etcd_port) = (free_port(1)?, free_port(2)?);
-        cluster.script("start", &[("K8S_PORT", port), ("K8S_ETCD_PORT", etcd_port)])?;
+        cluster.script("start", &cluster.ports, false)?;
         Ok(Some(cluster))
+    }
+
+    /// Kills the API server and etcd, as a crash would.
+    pub fn stop(&self) -> anyhow::Result<()> {
+        self.script("stop", &[], false)
+    }
+
+    /// Starts them again on the same ports, with the same data (objects and resource
+    /// versions) and certificates.
+    pub fn restart(&self) -> anyhow::Result<()> {
+        self.script("start", &self.ports, true)
+    }
+
+    /// The API server's URL.
+    pub fn server(&self) -> String {
+        format!("https://127.0.0.1:{}", self.ports[0].1)
+    }
+
+    /// The directory with its certificates (`pki/ca.crt`, `pki/admin.token`), logs and audit
+    /// log.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// The audit log's entries so far (one JSON object each).
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
     }
 
     /// The admin kubeconfig (a `system:masters` token).
@@ -55,9 +90,13 @@ impl Cluster {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
-    fn script(&self, verb: &str, ports: &[(&str, u16)]) -> anyhow::Result<()> {
+    fn script(&self, verb: &str, ports: &[(&str, u16)], keep_data: bool) -> anyhow::Result<()> {
         let script = cluster_script();
-        let output = Command::new("bash")
+        let mut command = Command::new("bash");
+        if keep_data {
+            command.env("K8S_KEEP_DATA", "1");
+        }
+        let output = command
             .arg(&script)
             .arg(verb)
             .arg(self.dir.path())
@@ -79,7 +118,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = self.script("stop", &[]);
+        let _ = self.stop();
     }
 }
 

@@ -97,6 +97,13 @@ pub enum Error {
     /// kube could not build TLS or auth from the configuration.
     #[error("configuring the upstream client: {0}")]
     Client(#[from] kube::Error),
+    /// A token file with whitespace around the token, which kube sends as it is (client-go
+    /// trims it) and the API server would reject.
+    #[error(
+        "token file {0} has whitespace around the token (a trailing newline?): write the token \
+         alone, e.g. with `printf %s`"
+    )]
+    TokenFileWhitespace(PathBuf),
 }
 
 /// A connection to `url` took longer than the connect timeout (TCP and TLS together).
@@ -141,6 +148,7 @@ impl Upstream {
                 }
             }
             Source::Inline(kubeconfig) => {
+                check_token_files(kubeconfig)?;
                 let options = KubeConfigOptions::default();
                 Config::from_custom_kubeconfig((**kubeconfig).clone(), &options).await?
             }
@@ -358,6 +366,23 @@ fn endpoint_addresses(list: &serde_json::Value) -> Vec<std::net::SocketAddr> {
     addresses
 }
 
+/// Refuses token files kube would send with a newline in the header.
+fn check_token_files(kubeconfig: &Kubeconfig) -> Result<(), Error> {
+    let files = kubeconfig
+        .auth_infos
+        .iter()
+        .filter_map(|named| named.auth_info.as_ref()?.token_file.as_deref());
+    for file in files {
+        // Unreadable files are kube's to report, as it reads them.
+        if let Ok(token) = std::fs::read_to_string(file)
+            && token.trim() != token
+        {
+            return Err(Error::TokenFileWhitespace(file.into()));
+        }
+    }
+    Ok(())
+}
+
 /// kube's middleware around the pool, boxed.
 fn stack<S>(config: &Config, pool: S) -> Result<UpstreamService, Error>
 where
@@ -491,5 +516,29 @@ mod tests {
         std::fs::write(dir.path().join("ca.crt"), "not pem").unwrap();
         let error = in_cluster_config(dir.path(), "10.0.0.1", 443).unwrap_err();
         assert!(matches!(error, Error::NoCertificate { .. }), "{error}");
+    }
+
+    #[test]
+    fn token_files_with_a_trailing_newline_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (good, bad) = (dir.path().join("good"), dir.path().join("bad"));
+        std::fs::write(&good, "token").unwrap();
+        std::fs::write(&bad, "token\n").unwrap();
+        let kubeconfig = |file: &std::path::Path| Kubeconfig {
+            auth_infos: vec![kube::config::NamedAuthInfo {
+                name: "u".into(),
+                auth_info: Some(AuthInfo {
+                    token_file: Some(file.to_string_lossy().into_owned()),
+                    ..AuthInfo::default()
+                }),
+                ..Default::default()
+            }],
+            ..Kubeconfig::default()
+        };
+        assert!(check_token_files(&kubeconfig(&good)).is_ok());
+        let error = check_token_files(&kubeconfig(&bad)).unwrap_err();
+        assert!(error.to_string().contains("bad"), "{error}");
+        // Missing files are kube's to report when it reads them.
+        assert!(check_token_files(&kubeconfig(&dir.path().join("missing"))).is_ok());
     }
 }
