@@ -206,17 +206,39 @@ fn real_clusters_merged_watch_survives_an_api_server_restart() -> anyhow::Result
             .args(["get", "configmaps", "-A", "--watch", "--output", "name"])
             .args(["--request-timeout", "0"]),
     )?;
+    // And kubectl's default output: a watch of Tables, rows ending in their cluster.
+    let table = Process::spawn(
+        "kubectl get configmaps -w (Table)",
+        fleet
+            .env
+            .pod
+            .app(venv_program("kubectl"))
+            .args(["get", "configmaps", "-n", "team-a", "--watch"])
+            .args(["--request-timeout", "0"]),
+    )?;
     let seen = |name: &str| {
         let wanted = format!("configmap/{name}");
         watcher.wait_for_line(move |l| l == wanted, Duration::from_secs(60))
     };
+    let row = |name: &'static str, cluster: &'static str| {
+        table.wait_for_line(
+            move |l| l.starts_with(&format!("{name} ")) && l.ends_with(cluster),
+            Duration::from_secs(60),
+        )
+    };
     for name in ["cm-local", "cm-east", "cm-west"] {
         seen(name)?;
     }
+    table.wait_for_line(
+        |l| l.starts_with("NAME") && l.ends_with("CLUSTER"),
+        Duration::from_secs(60),
+    )?;
+    row("cm-east", "east")?;
     fleet
         .west
         .kubectl(&["create", "configmap", "west-2", "-n", "team-a"])?;
     seen("west-2")?;
+    row("west-2", "west")?;
 
     // West's API server and etcd die; the others keep streaming.
     fleet.west.stop()?;
@@ -231,6 +253,7 @@ fn real_clusters_merged_watch_survives_an_api_server_restart() -> anyhow::Result
         .west
         .kubectl(&["create", "configmap", "west-3", "-n", "team-a"])?;
     seen("west-3")?;
+    row("west-3", "west")?;
     assert!(!watcher.exited(), "kubectl is still watching");
     // It resumed west at a version, not from scratch: west-2 was not sent again.
     let lines = watcher.lines();

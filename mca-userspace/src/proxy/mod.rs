@@ -413,9 +413,9 @@ impl Routing {
                     }
                     let picked = target.pick(&facts, &*self.clusters);
                     // Where a read goes if the chosen cluster does not answer it at all.
-                    let fallback = picked.filter(|_| is_read(&request)).and_then(|first| {
-                        target.pick(&facts, &route::Excluding(&*self.clusters, first))
-                    });
+                    let fallback = picked
+                        .filter(|_| is_read(&request))
+                        .and_then(|first| target.fallback(&facts, &*self.clusters, first));
                     (name, picked, fallback)
                 }
             };

@@ -25,7 +25,10 @@ mod strategy;
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
-    sync::{Arc, atomic::AtomicUsize},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 use serde::Deserialize;
@@ -192,8 +195,30 @@ impl Target {
         })
     }
 
-    /// Chooses a healthy cluster for the request; `None` when none is healthy.
+    /// Chooses a healthy cluster for the request (taking a turn, for the strategies that
+    /// take turns); `None` when none is healthy.
     pub fn pick(&self, request: &Request<'_>, view: &impl ClusterView) -> Option<ClusterId> {
+        self.choose(request, view, &self.turn)
+    }
+
+    /// Where the request would go if `first` were not there: the cluster a retry goes to.
+    /// Takes no turn, so retries do not skew how the strategy spreads requests.
+    pub fn fallback(
+        &self,
+        request: &Request<'_>,
+        view: &impl ClusterView,
+        first: ClusterId,
+    ) -> Option<ClusterId> {
+        let turn = AtomicUsize::new(self.turn.load(Ordering::Relaxed).wrapping_sub(1));
+        self.choose(request, &Excluding(view, first), &turn)
+    }
+
+    fn choose(
+        &self,
+        request: &Request<'_>,
+        view: &impl ClusterView,
+        turn: &AtomicUsize,
+    ) -> Option<ClusterId> {
         if self.strategy == Strategy::ConsistentHash {
             let info = request.info;
             let name = match request.object {
@@ -207,15 +232,9 @@ impl Target {
             key.push(&info.namespace);
             key.push("/");
             key.push(name);
-            return strategy::pick(
-                self.strategy,
-                &self.candidates,
-                view,
-                &self.turn,
-                key.as_str(),
-            );
+            return strategy::pick(self.strategy, &self.candidates, view, turn, key.as_str());
         }
-        strategy::pick(self.strategy, &self.candidates, view, &self.turn, "")
+        strategy::pick(self.strategy, &self.candidates, view, turn, "")
     }
 }
 
@@ -655,6 +674,35 @@ mod tests {
         );
         assert_eq!(created, fetched);
         assert_eq!(created, patched);
+    }
+
+    #[test]
+    fn a_fallback_takes_no_turn() {
+        let target = Target::new(
+            (0..3)
+                .map(|id| Candidate {
+                    id,
+                    name: format!("c{id}"),
+                    weight: 1,
+                })
+                .collect(),
+            Strategy::RoundRobin,
+        );
+        let info = RequestInfo::parse("GET", "/api/v1/namespaces/a/pods");
+        let request = Request {
+            info: &info,
+            selector: None,
+            object: Object::NotRead,
+            original_destination: None,
+        };
+        let mut picks = Vec::new();
+        for _ in 0..3 {
+            let first = target.pick(&request, &AllHealthy).unwrap();
+            let fallback = target.fallback(&request, &AllHealthy, first).unwrap();
+            assert_ne!(first, fallback);
+            picks.push(first);
+        }
+        assert_eq!(picks, [0, 1, 2]);
     }
 
     #[test]
