@@ -74,6 +74,59 @@ impl Cluster {
         }
     }
 
+    /// Sends a read and parses its JSON answer, bounded in `limit` bytes and `timeout`, and
+    /// records whether the cluster could be reached. A non-2xx answer is an error with the
+    /// API server's message; the content type comes with a document.
+    pub async fn read_json(
+        &self,
+        request: Request<UpstreamBody>,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<(String, serde_json::Value), (StatusCode, String)> {
+        let asked = async {
+            let response = self
+                .upstream
+                .send(request, RequestClass::Short)
+                .await
+                .map_err(|error| {
+                    let status = upstream::failure_status(&error);
+                    if upstream::is_connect_failure(&error) {
+                        self.record(Err(&status.message));
+                    }
+                    (status.code, status.message)
+                })?;
+            self.record(Ok(()));
+            let status = response.status();
+            let content_type = response
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let body = http_body_util::Limited::new(response.into_body(), limit);
+            let body = http_body_util::BodyExt::collect(body)
+                .await
+                .map_err(|error| (StatusCode::BAD_GATEWAY, error.to_string()))?
+                .to_bytes();
+            let value: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|error| (StatusCode::BAD_GATEWAY, format!("not JSON: {error}")))?;
+            if status.is_success() {
+                Ok((content_type, value))
+            } else {
+                let message = value["message"].as_str().unwrap_or_default();
+                Err((status, format!("answered {status}: {message}")))
+            }
+        };
+        tokio::time::timeout(timeout, asked)
+            .await
+            .unwrap_or_else(|_| {
+                Err((
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!("no answer within {timeout:?}"),
+                ))
+            })
+    }
+
     fn log(&self, transition: &Transition) {
         match transition {
             Transition::Down(why) => {

@@ -26,7 +26,7 @@ use std::{
 use bytes::Bytes;
 use futures_util::future::join_all;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use serde_json::Value;
 use tokio::{sync::mpsc, task::JoinSet};
@@ -192,42 +192,8 @@ async fn read(
     cluster: &Cluster,
     request: Request<UpstreamBody>,
 ) -> Result<Value, (StatusCode, String)> {
-    let asked = async {
-        let response = cluster
-            .upstream()
-            .send(request, RequestClass::Short)
-            .await
-            .map_err(|error| {
-                let status = upstream::failure_status(&error);
-                if upstream::is_connect_failure(&error) {
-                    cluster.record(Err(&status.message));
-                }
-                (status.code, status.message)
-            })?;
-        cluster.record(Ok(()));
-        let status = response.status();
-        let body = Limited::new(response.into_body(), LIST_LIMIT)
-            .collect()
-            .await
-            .map_err(|error| (StatusCode::BAD_GATEWAY, error.to_string()))?
-            .to_bytes();
-        let value: Value = serde_json::from_slice(&body)
-            .map_err(|error| (StatusCode::BAD_GATEWAY, format!("not JSON: {error}")))?;
-        if status.is_success() {
-            Ok(value)
-        } else {
-            let message = value["message"].as_str().unwrap_or("").to_owned();
-            Err((status, format!("answered {status}: {message}")))
-        }
-    };
-    tokio::time::timeout(TIMEOUT, asked)
-        .await
-        .unwrap_or_else(|_| {
-            Err((
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("no answer within {TIMEOUT:?}"),
-            ))
-        })
+    let (_, value) = cluster.read_json(request, LIST_LIMIT, TIMEOUT).await?;
+    Ok(value)
 }
 
 /// The response for a merged JSON value, with a warning per missing cluster.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::join_all;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 
 use super::{ResponseBody, access_log::AccessLog, answer, copy_head};
@@ -15,7 +15,7 @@ use crate::{
     discovery::{self, AGGREGATED, Document},
     route::ClusterId,
     status::{Reason, Status},
-    upstream::{RequestClass, UpstreamBody},
+    upstream::UpstreamBody,
 };
 
 /// A cluster has this long to answer; discovery must not hang on one slow cluster.
@@ -129,46 +129,7 @@ async fn fetch(
             parts.headers.insert(header::ACCEPT, accept);
         }
         let request = Request::from_parts(parts, UpstreamBody::default());
-        let asked = async {
-            let response = cluster
-                .upstream()
-                .send(request, RequestClass::Short)
-                .await
-                .map_err(|error| {
-                    let status = crate::upstream::failure_status(&error);
-                    (status.code, status.message)
-                })?;
-            let status = response.status();
-            let content_type = response
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            let body = Limited::new(response.into_body(), LIMIT)
-                .collect()
-                .await
-                .map_err(|error| (StatusCode::BAD_GATEWAY, error.to_string()))?
-                .to_bytes();
-            if status != StatusCode::OK {
-                return Err((status, format!("answered {status}")));
-            }
-            let document = serde_json::from_slice(&body)
-                .map_err(|error| (StatusCode::BAD_GATEWAY, format!("not JSON: {error}")))?;
-            Ok((content_type, document))
-        };
-        let answer = tokio::time::timeout(TIMEOUT, asked)
-            .await
-            .unwrap_or_else(|_| {
-                Err((
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!("no answer within {TIMEOUT:?}"),
-                ))
-            });
-        cluster.record(match &answer {
-            Err((StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT, why)) => Err(why),
-            _ => Ok(()),
-        });
+        let answer = cluster.read_json(request, LIMIT, TIMEOUT).await;
         (id, answer)
     });
     join_all(asks).await

@@ -381,6 +381,17 @@ mod tests {
         }
     }
 
+    /// `count` clusters of weight 1.
+    fn candidates(count: usize) -> Vec<Candidate> {
+        (0..count)
+            .map(|id| Candidate {
+                id,
+                name: format!("c{id}"),
+                weight: 1,
+            })
+            .collect()
+    }
+
     fn target(id: ClusterId) -> Target {
         Target::new(
             vec![Candidate {
@@ -638,16 +649,7 @@ mod tests {
     #[test]
     fn consistent_hash_creates_need_the_name() {
         let mut router = router();
-        router.default = Target::new(
-            (0..3)
-                .map(|id| Candidate {
-                    id,
-                    name: format!("c{id}"),
-                    weight: 1,
-                })
-                .collect(),
-            Strategy::ConsistentHash,
-        );
+        router.default = Target::new(candidates(3), Strategy::ConsistentHash);
         let cm = "/api/v1/namespaces/team-x/configmaps";
         assert_eq!(
             route(&router, "POST", cm, Object::NotRead, None),
@@ -678,16 +680,7 @@ mod tests {
 
     #[test]
     fn a_fallback_takes_no_turn() {
-        let target = Target::new(
-            (0..3)
-                .map(|id| Candidate {
-                    id,
-                    name: format!("c{id}"),
-                    weight: 1,
-                })
-                .collect(),
-            Strategy::RoundRobin,
-        );
+        let target = Target::new(candidates(3), Strategy::RoundRobin);
         let info = RequestInfo::parse("GET", "/api/v1/namespaces/a/pods");
         let request = Request {
             info: &info,
