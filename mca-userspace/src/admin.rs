@@ -5,6 +5,7 @@
 //! application back until MCA can serve it) and while at least one cluster is healthy, and
 //! 503 again while MCA drains on shutdown; `/readyz?verbose` lists each check as the API
 //! server does (`[+]cluster-east ok`, `[-]cluster-west failed: ...`).
+//! `/clients` says whether client authentication is on and how many requests it refused;
 //! `/interception` reports whether eBPF interception is active and its counters; `/upstream`
 //! each cluster's API server, connections and the requests in flight on them, and the
 //! configuration reloads applied and rejected.
@@ -24,7 +25,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::{cluster::Registry, intercept::Interception, reload::Live};
+use crate::{client_auth::ClientAuth, cluster::Registry, intercept::Interception, reload::Live};
 
 /// Whether MCA is ready to serve applications.
 #[derive(Debug, Clone, Default)]
@@ -42,28 +43,29 @@ impl Readiness {
     }
 }
 
+/// What the admin endpoints report on.
+#[derive(Debug, Clone)]
+pub struct State {
+    /// Whether MCA serves.
+    pub readiness: Readiness,
+    /// eBPF interception, when active.
+    pub interception: Option<Arc<Interception>>,
+    /// The routing in force.
+    pub live: Arc<Live>,
+    /// Client authentication, when on.
+    pub client_auth: Option<Arc<ClientAuth>>,
+}
+
 /// Serves the admin endpoints on `listener` forever.
-pub async fn serve(
-    listener: TcpListener,
-    readiness: Readiness,
-    interception: Option<Arc<Interception>>,
-    live: Arc<Live>,
-) {
+pub async fn serve(listener: TcpListener, state: State) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
         };
-        let readiness = readiness.clone();
-        let interception = interception.clone();
-        let live = Arc::clone(&live);
+        let state = state.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                std::future::ready(Ok::<_, Infallible>(route(
-                    &request,
-                    &readiness,
-                    interception.as_deref(),
-                    &live,
-                )))
+                std::future::ready(Ok::<_, Infallible>(route(&request, &state)))
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), service)
@@ -72,17 +74,14 @@ pub async fn serve(
     }
 }
 
-fn route(
-    request: &Request<Incoming>,
-    readiness: &Readiness,
-    interception: Option<&Interception>,
-    live: &Live,
-) -> Response<Full<Bytes>> {
-    let routing = live.load();
+fn route(request: &Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
+    let routing = state.live.load();
     let clusters = &routing.clusters;
+    let readiness = &state.readiness;
     match request.uri().path() {
-        "/interception" => return interception_report(interception),
-        "/upstream" => return upstream_report(clusters, live),
+        "/interception" => return interception_report(state.interception.as_deref()),
+        "/upstream" => return upstream_report(clusters, &state.live),
+        "/clients" => return clients_report(state.client_auth.as_deref()),
         _ => {}
     }
     let (status, body) = match (request.method(), request.uri().path()) {
@@ -142,6 +141,14 @@ fn interception_report(interception: Option<&Interception>) -> Response<Full<Byt
         None => serde_json::json!({"mode": "env"}),
     };
     json(&report)
+}
+
+/// `/clients`: whether applications must present MCA's token, and how many did not.
+fn clients_report(client_auth: Option<&ClientAuth>) -> Response<Full<Bytes>> {
+    json(&match client_auth {
+        Some(auth) => serde_json::json!({"auth": "token", "rejected": auth.rejected()}),
+        None => serde_json::json!({"auth": "none"}),
+    })
 }
 
 /// `/upstream`: each cluster's API server and its connection pool, and the configuration

@@ -50,7 +50,7 @@ pub struct RunArgs {
     )]
     pub fake_sa_dir: PathBuf,
 
-    /// Where MCA writes the fake kubeconfig: MCA's CA, the placeholder token, a context `mca`
+    /// Where MCA writes the fake kubeconfig: MCA's CA, the client token, a context `mca`
     /// (routed by the rules) and one per cluster (`kubectl --context east`). Default:
     /// `kubeconfig` beside the fake ServiceAccount directory.
     #[arg(long, env = "MCA_FAKE_KUBECONFIG")]
@@ -89,7 +89,24 @@ pub struct RunArgs {
     #[arg(long = "extra-san", env = "MCA_EXTRA_SAN", value_delimiter = ',')]
     pub extra_sans: Vec<String>,
 
-    /// Lifetime of the serving certificate; it is renewed after two thirds of it.
+    /// Whether applications must present the token MCA writes into the fake ServiceAccount
+    /// (`token`, the default) or anyone who reaches the listener is served (`none`: only when
+    /// nothing untrusted shares the pod's network namespace).
+    #[arg(long, env = "MCA_CLIENT_AUTH", value_enum, default_value = "token")]
+    pub client_auth: crate::client_auth::Mode,
+
+    /// How long a client token stays accepted after it was renewed (clients re-read the token
+    /// file about once a minute).
+    #[arg(
+        long,
+        env = "MCA_CLIENT_TOKEN_GRACE",
+        default_value = "10m",
+        value_parser = parse_duration
+    )]
+    pub client_token_grace: Duration,
+
+    /// Lifetime of the serving certificate (and of the client token, renewed with it); it is
+    /// renewed after two thirds of it.
     #[arg(long, env = "MCA_CERT_VALIDITY", default_value = "24h", value_parser = parse_duration)]
     pub cert_validity: Duration,
 

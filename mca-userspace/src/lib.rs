@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod client_auth;
 pub mod cluster;
 pub mod config;
 pub mod discovery;

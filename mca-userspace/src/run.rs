@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     admin::{self, Readiness},
     cli::RunArgs,
+    client_auth::{ClientAuth, Mode as ClientAuthMode},
     cluster::Registry,
     config::Config,
     intercept::{Interception, Mode, Settings},
@@ -53,6 +54,9 @@ pub enum Error {
     /// The fake ServiceAccount could not be written.
     #[error(transparent)]
     ServiceAccount(#[from] sa::Error),
+    /// No random bytes for the client token.
+    #[error("generating the client token: {0}")]
+    Random(rustls::Error),
     /// `--intercept=ebpf` and eBPF interception could not be set up.
     #[error("eBPF interception failed (--intercept=ebpf): {0}")]
     Intercept(crate::intercept::Error),
@@ -139,8 +143,11 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         names,
         args.cert_validity,
     )?);
-    tokio::spawn(Arc::clone(&serving).renew_periodically());
     let tls = TlsAcceptor::from(Arc::new(serving.server_config()));
+    let client_auth = match args.client_auth {
+        ClientAuthMode::Token => Some(Arc::new(ClientAuth::new().map_err(Error::Random)?)),
+        ClientAuthMode::None => None,
+    };
 
     let bind = |addr| async move {
         TcpListener::bind(addr)
@@ -153,40 +160,46 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     let readiness = Readiness::default();
     tokio::spawn(admin::serve(
         admin_listener,
-        readiness.clone(),
-        interception.clone(),
-        Arc::clone(&live),
+        admin::State {
+            readiness: readiness.clone(),
+            interception: interception.clone(),
+            live: Arc::clone(&live),
+            client_auth: client_auth.clone(),
+        },
     ));
 
-    sa::provision(&args.fake_sa_dir, serving.ca_pem(), upstream.namespace())?;
-    let fake_kubeconfig = args.fake_kubeconfig.clone().unwrap_or_else(|| {
-        let beside = args
-            .fake_sa_dir
-            .parent()
-            .unwrap_or(std::path::Path::new("."));
-        beside.join("kubeconfig")
+    let fake = Arc::new(FakeCredentials {
+        sa_dir: args.fake_sa_dir.clone(),
+        kubeconfig: args.fake_kubeconfig.clone().unwrap_or_else(|| {
+            let beside = args
+                .fake_sa_dir
+                .parent()
+                .unwrap_or(std::path::Path::new("."));
+            beside.join("kubeconfig")
+        }),
+        ca_pem: serving.ca_pem().to_owned(),
+        listen: args.listen,
+        namespace: upstream.namespace().to_owned(),
+        client_auth: client_auth.clone(),
     });
-    let write_kubeconfig = {
-        let (path, ca, listen) = (
-            fake_kubeconfig.clone(),
-            serving.ca_pem().to_owned(),
-            args.listen,
+    fake.write_all(&live.load())?;
+    tokio::spawn(Arc::clone(&serving).renew_periodically({
+        let (fake, live, grace) = (
+            Arc::clone(&fake),
+            Arc::clone(&live),
+            args.client_token_grace,
         );
-        let namespace = upstream.namespace().to_owned();
-        move |routing: &Routing| {
-            let names: Vec<&str> = routing.clusters.iter().map(|c| &**c.name()).collect();
-            sa::write_kubeconfig(&path, &ca, listen, &namespace, &names)
-        }
-    };
-    write_kubeconfig(&live.load())?;
+        move || fake.renew_token(&live.load(), grace)
+    }));
     if let Some(path) = &args.config {
         let file = ConfigFile {
             path: path.clone(),
             local: source.clone(),
             limits,
         };
+        let fake = Arc::clone(&fake);
         tokio::spawn(Arc::clone(&live).watch(file, move |routing| {
-            if let Err(error) = write_kubeconfig(routing) {
+            if let Err(error) = fake.write_kubeconfig(routing) {
                 tracing::error!(%error, "could not rewrite the fake kubeconfig");
             }
         }));
@@ -199,7 +212,8 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         clusters = live.load().clusters.iter().count(),
         namespace = upstream.namespace(),
         fake_sa_dir = %args.fake_sa_dir.display(),
-        fake_kubeconfig = %fake_kubeconfig.display(),
+        fake_kubeconfig = %fake.kubeconfig.display(),
+        client_auth = ?args.client_auth,
         "MCA is ready"
     );
 
@@ -214,7 +228,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             shutdown.cancel();
         }
     });
-    Proxy::new(live, interception.clone())
+    Proxy::new(live, client_auth, interception.clone())
         .serve(listeners, tls, shutdown, args.shutdown_grace)
         .await;
     if let Some(interception) = interception {
@@ -222,6 +236,63 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     }
     tracing::info!("MCA stopped");
     Ok(())
+}
+
+/// What MCA writes for the application instead of real credentials: the fake ServiceAccount
+/// and the fake kubeconfig, both carrying the client token.
+struct FakeCredentials {
+    sa_dir: std::path::PathBuf,
+    kubeconfig: std::path::PathBuf,
+    ca_pem: String,
+    listen: SocketAddr,
+    namespace: String,
+    client_auth: Option<Arc<ClientAuth>>,
+}
+
+impl FakeCredentials {
+    fn token(&self) -> String {
+        self.client_auth
+            .as_ref()
+            .map_or_else(|| sa::PLACEHOLDER_TOKEN.to_owned(), |auth| auth.token())
+    }
+
+    fn write_all(&self, routing: &Routing) -> Result<(), sa::Error> {
+        sa::provision(&self.sa_dir, &self.ca_pem, &self.token(), &self.namespace)?;
+        self.write_kubeconfig(routing)
+    }
+
+    fn write_kubeconfig(&self, routing: &Routing) -> Result<(), sa::Error> {
+        let names: Vec<&str> = routing.clusters.iter().map(|c| &**c.name()).collect();
+        sa::write_kubeconfig(
+            &self.kubeconfig,
+            &self.ca_pem,
+            &self.token(),
+            self.listen,
+            &self.namespace,
+            &names,
+        )
+    }
+
+    /// Renews the client token (the old one stays good for `grace`) and writes the new one.
+    fn renew_token(&self, routing: &Routing, grace: std::time::Duration) {
+        let Some(auth) = &self.client_auth else {
+            return;
+        };
+        let renewed = auth
+            .rotate(grace)
+            .map_err(|error| error.to_string())
+            .and_then(|()| {
+                sa::write_token(&self.sa_dir, &auth.token()).map_err(|e| e.to_string())?;
+                self.write_kubeconfig(routing).map_err(|e| e.to_string())
+            });
+        match renewed {
+            Ok(()) => tracing::info!(
+                ?grace,
+                "renewed the client token; the previous one is accepted for the grace period"
+            ),
+            Err(error) => tracing::error!(%error, "renewing the client token failed"),
+        }
+    }
 }
 
 /// Sets up eBPF interception as `--intercept` asks, adding MCA's IPv6 loopback listener to

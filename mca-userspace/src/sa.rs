@@ -3,7 +3,8 @@
 //!
 //! In-cluster clients read three files from `/var/run/secrets/kubernetes.io/serviceaccount`:
 //! `ca.crt` to verify the API server, `token` to authenticate, `namespace` as their default
-//! namespace. MCA writes its own CA, a placeholder token and the real namespace there.
+//! namespace. MCA writes its own CA, its client token (see [`crate::client_auth`]; with
+//! `--client-auth=none` a placeholder) and the real namespace there.
 //!
 //! The kubeconfig offers the same credentials with one context per cluster, whose server is
 //! `https://<listen>/clusters/<name>`, so `kubectl --context east` reaches the cluster `east`
@@ -24,9 +25,9 @@ use kube::config::{
     AuthInfo, Cluster, Context, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext,
 };
 
-/// The placeholder token. It must not be empty: several client libraries (the Python
-/// `kubernetes` client among them) treat an empty token file as "no in-cluster config".
-/// MCA strips it from every request, so its value carries no authority.
+/// The token written with `--client-auth=none`. It must not be empty: several client
+/// libraries (the Python `kubernetes` client among them) treat an empty token file as "no
+/// in-cluster config". MCA strips it from every request, so its value carries no authority.
 pub const PLACEHOLDER_TOKEN: &str = "mca-placeholder-token";
 
 /// Errors while provisioning the fake ServiceAccount.
@@ -41,29 +42,35 @@ pub struct Error {
 ///
 /// `ca.crt` is written last: clients that wait for it (as a sign the directory is complete)
 /// then find the other two already in place.
-pub fn provision(dir: &Path, ca_pem: &str, namespace: &str) -> Result<(), Error> {
+pub fn provision(dir: &Path, ca_pem: &str, token: &str, namespace: &str) -> Result<(), Error> {
     std::fs::create_dir_all(dir).map_err(|source| Error {
         path: dir.to_owned(),
         source,
     })?;
     write_atomically(&dir.join("namespace"), namespace.as_bytes(), 0o644)?;
-    write_atomically(&dir.join("token"), PLACEHOLDER_TOKEN.as_bytes(), 0o644)?;
+    write_token(dir, token)?;
     write_atomically(&dir.join("ca.crt"), ca_pem.as_bytes(), 0o644)
+}
+
+/// Replaces the `token` file (after the client token was renewed).
+pub fn write_token(dir: &Path, token: &str) -> Result<(), Error> {
+    write_atomically(&dir.join("token"), token.as_bytes(), 0o644)
 }
 
 /// The context that leaves the choice of cluster to MCA's routes.
 pub const ROUTED_CONTEXT: &str = "mca";
 
-/// Writes the fake kubeconfig to `path`: MCA's CA, the placeholder token, `namespace` as every
+/// Writes the fake kubeconfig to `path`: MCA's CA, the client `token`, `namespace` as every
 /// context's namespace, the context [`ROUTED_CONTEXT`] (current) and one per cluster.
 pub fn write_kubeconfig(
     path: &Path,
     ca_pem: &str,
+    token: &str,
     listen: SocketAddr,
     namespace: &str,
     clusters: &[&str],
 ) -> Result<(), Error> {
-    let kubeconfig = fake_kubeconfig(ca_pem, listen, namespace, clusters);
+    let kubeconfig = fake_kubeconfig(ca_pem, token, listen, namespace, clusters);
     let json = serde_json::to_vec_pretty(&kubeconfig).expect("a kubeconfig always serializes");
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|source| Error {
@@ -76,6 +83,7 @@ pub fn write_kubeconfig(
 
 fn fake_kubeconfig(
     ca_pem: &str,
+    token: &str,
     listen: SocketAddr,
     namespace: &str,
     clusters: &[&str],
@@ -123,7 +131,7 @@ fn fake_kubeconfig(
         auth_infos: vec![NamedAuthInfo {
             name: ROUTED_CONTEXT.to_owned(),
             auth_info: Some(AuthInfo {
-                token: Some(PLACEHOLDER_TOKEN.to_owned().into()),
+                token: Some(token.to_owned().into()),
                 ..AuthInfo::default()
             }),
             ..NamedAuthInfo::default()
@@ -161,13 +169,14 @@ mod tests {
     fn writes_all_three_files_and_no_temporaries() {
         let dir = tempfile::tempdir().unwrap();
         let sa = dir.path().join("sa");
-        provision(&sa, "CA", "team-a").unwrap();
+        provision(&sa, "CA", "token-1", "team-a").unwrap();
         // A second provision (e.g. after a CA change) replaces the files in place.
-        provision(&sa, "CA2", "team-a").unwrap();
+        provision(&sa, "CA2", "token-1", "team-a").unwrap();
+        write_token(&sa, "token-2").unwrap();
         let read = |f: &str| std::fs::read_to_string(sa.join(f)).unwrap();
         assert_eq!(read("ca.crt"), "CA2");
         assert_eq!(read("namespace"), "team-a");
-        assert_eq!(read("token"), PLACEHOLDER_TOKEN);
+        assert_eq!(read("token"), "token-2");
         let mut names: Vec<_> = std::fs::read_dir(&sa)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -181,7 +190,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kubeconfig");
         let listen = "0.0.0.0:6443".parse().unwrap();
-        write_kubeconfig(&path, "CA PEM", listen, "team-a", &["local", "east"]).unwrap();
+        write_kubeconfig(
+            &path,
+            "CA PEM",
+            "the-token",
+            listen,
+            "team-a",
+            &["local", "east"],
+        )
+        .unwrap();
         // kube reads it back as any kubeconfig.
         let kubeconfig = Kubeconfig::read_from(&path).unwrap();
         assert_eq!(kubeconfig.current_context.as_deref(), Some("mca"));
@@ -212,10 +229,7 @@ mod tests {
         );
         let user = kubeconfig.auth_infos[0].auth_info.as_ref().unwrap();
         use secrecy::ExposeSecret;
-        assert_eq!(
-            user.token.as_ref().unwrap().expose_secret(),
-            PLACEHOLDER_TOKEN
-        );
+        assert_eq!(user.token.as_ref().unwrap().expose_secret(), "the-token");
     }
 
     #[test]
@@ -223,7 +237,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("not-a-dir");
         std::fs::write(&file, "").unwrap();
-        let error = provision(&file, "CA", "ns").unwrap_err();
+        let error = provision(&file, "CA", "token", "ns").unwrap_err();
         assert!(error.to_string().contains("not-a-dir"), "{error}");
     }
 }

@@ -13,6 +13,8 @@ use serde::Serialize;
 pub enum Reason {
     /// The request itself is malformed for MCA (400).
     BadRequest,
+    /// The client did not present MCA's token (401).
+    Unauthorized,
     /// It names something MCA does not have, such as a cluster (404).
     NotFound,
     /// The route does not allow the verb, such as a write to a fan-out view (405).

@@ -242,8 +242,9 @@ impl ServingCert {
         Ok(())
     }
 
-    /// Renews forever, every [`Self::renew_interval`]; retries a failed renewal after a minute.
-    pub async fn renew_periodically(self: Arc<Self>) {
+    /// Renews forever, every [`Self::renew_interval`], calling `renewed` after each renewal;
+    /// retries a failed renewal after a minute.
+    pub async fn renew_periodically(self: Arc<Self>, mut renewed: impl FnMut() + Send) {
         let mut wait = self.renew_interval();
         loop {
             tokio::time::sleep(wait).await;
@@ -253,6 +254,7 @@ impl ServingCert {
                         valid_for = ?self.validity,
                         "renewed the serving certificate"
                     );
+                    renewed();
                     self.renew_interval()
                 }
                 Err(error) => {

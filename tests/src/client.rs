@@ -24,6 +24,8 @@ pub struct Https {
     sender: Sender,
     /// The certificate MCA presented.
     pub peer_certificate: CertificateDer<'static>,
+    /// The token of the fake ServiceAccount when it connected (MCA's client token).
+    token: String,
 }
 
 /// TLS settings trusting only `ca_pem`, offering `alpn`.
@@ -43,6 +45,7 @@ impl Https {
     /// Connects to MCA in `pod` as `server_name`, trusting the fake ServiceAccount's CA.
     pub async fn connect(pod: &Pod, server_name: &str, alpn: &[&[u8]]) -> anyhow::Result<Self> {
         let ca = std::fs::read_to_string(pod.fake_sa_dir().join("ca.crt"))?;
+        let token = std::fs::read_to_string(pod.fake_sa_dir().join("token"))?;
         let config = tls_config(&ca, alpn)?;
         let tcp = pod.connect(pod.mca_addr())?;
         tcp.set_nonblocking(true)?;
@@ -74,7 +77,18 @@ impl Https {
         Ok(Self {
             sender,
             peer_certificate,
+            token,
         })
+    }
+
+    /// The ServiceAccount token an in-cluster client sends: MCA's client token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// `Bearer <token>`, for an `Authorization` header.
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.token)
     }
 
     /// Sends a request (URI: path and query; for HTTP/2 an authority is added).
@@ -99,11 +113,12 @@ impl Https {
         })
     }
 
-    /// `GET path` with the placeholder token, as an in-cluster client sends it.
+    /// `GET path` with the ServiceAccount token, as an in-cluster client sends it.
     pub async fn get(&mut self, path: &str) -> anyhow::Result<Response<Incoming>> {
+        let bearer = self.bearer();
         self.send(
             Request::get(path)
-                .header("authorization", "Bearer mca-placeholder-token")
+                .header("authorization", bearer)
                 .body(Full::default())?,
         )
         .await

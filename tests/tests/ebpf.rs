@@ -47,7 +47,10 @@ fn unmodified_clients_dialling_the_service_are_served_by_mca() -> anyhow::Result
     // HTTP/1.1 client), which must not be redirected back to MCA itself.
     let out = env.kubectl(&["exec", "web", "--", "echo", "through", "the", "redirect"])?;
     assert_eq!(out, "through the redirect\n");
-    // curl dialling kubernetes.default.svc, resolved to the Service IP.
+    // curl dialling kubernetes.default.svc, resolved to the Service IP, with the
+    // ServiceAccount token as an in-cluster script would send it.
+    let token = std::fs::read_to_string(env.pod.fake_sa_dir().join("token"))?;
+    let authorization = format!("Authorization: Bearer {token}");
     let output = env.app_output(
         "curl",
         &[
@@ -58,14 +61,14 @@ fn unmodified_clients_dialling_the_service_are_served_by_mca() -> anyhow::Result
             "--cacert",
             APP_CA,
             "-H",
-            "Authorization: Bearer mca-placeholder-token",
+            &authorization,
             &format!("https://kubernetes.default.svc/api/v1/namespaces/{NAMESPACE}/pods/web"),
         ],
     )?;
     assert!(output.status.success(), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stdout).contains(r#""name":"web""#));
-    // Had any request bypassed MCA, the server would have seen the placeholder token (and the
-    // app would not have trusted it).
+    // Had any request bypassed MCA, the server would have seen the app's token (and the app
+    // would not have trusted it).
     assert_only_real_token(&env);
 
     let line = env
@@ -142,8 +145,7 @@ fn no_redirect_is_left_behind_when_mca_is_killed() -> anyhow::Result<()> {
     let out = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{output:?}");
     assert_eq!(out.lines().next(), Some("peer 10.96.0.1 443"));
-    // The placeholder token reached the server directly, which rejects it: MCA is out of the
-    // path.
+    // The app's token reached the server directly, which rejects it: MCA is out of the path.
     assert_eq!(
         out.lines().nth(1),
         Some("HTTP/1.1 401 Unauthorized"),

@@ -125,7 +125,7 @@ async fn others_are_served_promptly(env: &Env, probe: &Probe) -> anyhow::Result<
         "{}/exec?command=echo&command=prompt&stdout=true",
         probe.exec.0
     ))
-    .header("authorization", "Bearer mca-placeholder-token")
+    .header("authorization", h1.bearer())
     .header("connection", "Upgrade")
     .header("upgrade", "websocket")
     .header("sec-websocket-version", "13")

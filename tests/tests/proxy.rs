@@ -21,9 +21,13 @@ const WAIT: Duration = Duration::from_secs(10);
 async fn fake_service_account_and_serving_certificate() -> anyhow::Result<()> {
     let env = Env::start_test(&["--extra-san", "mca.example.test", "--extra-san", "10.1.2.3"])?;
     let sa = env.pod.fake_sa_dir();
-    assert_eq!(
-        std::fs::read_to_string(sa.join("token"))?,
-        "mca-placeholder-token"
+    // MCA's client token: 256 random bits, URL-safe base64.
+    let token = std::fs::read_to_string(sa.join("token"))?;
+    assert_eq!(token.len(), 43, "{token}");
+    assert!(
+        token
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     );
     assert_eq!(std::fs::read_to_string(sa.join("namespace"))?, NAMESPACE);
     let ca = std::fs::read_to_string(sa.join("ca.crt"))?;
@@ -89,7 +93,11 @@ async fn app_credentials_are_replaced_and_everything_else_passes() -> anyhow::Re
         let request = Request::post(format!(
             "/api/v1/namespaces/{NAMESPACE}/pods?fieldManager=test"
         ))
-        .header("authorization", "Bearer the-apps-own-token")
+        .header("authorization", client.bearer())
+        .header("proxy-authorization", "Basic dXNlcjpwYXNz")
+        .header("x-remote-user", "system:admin")
+        .header("x-remote-group", "system:masters")
+        .header("x-remote-extra-scopes", "everything")
         .header("impersonate-user", "system:admin")
         .header("impersonate-group", "system:masters")
         .header("impersonate-group", "admins")
@@ -131,6 +139,8 @@ async fn app_credentials_are_replaced_and_everything_else_passes() -> anyhow::Re
             Some(format!("Bearer {REAL_TOKEN}").as_str())
         );
         assert!(!post.has_header_prefix("impersonate-"), "{post:?}");
+        assert!(!post.has_header_prefix("x-remote-"), "{post:?}");
+        assert_eq!(post.header("proxy-authorization"), None);
         assert_eq!(
             post.header("accept"),
             Some("application/vnd.kubernetes.protobuf, application/json")
@@ -147,12 +157,14 @@ async fn app_credentials_are_replaced_and_everything_else_passes() -> anyhow::Re
         .wait_for_access(|l| l["verb"] == "create" && l["status"] == 201)?;
     assert_eq!(
         line["stripped"],
-        "authorization,impersonate-user,impersonate-group,impersonate-uid,impersonate-extra-*"
+        "authorization,proxy-authorization,impersonate-user,impersonate-group,impersonate-uid,\
+         x-remote-user,x-remote-group,impersonate-extra-*,x-remote-extra-*"
     );
     assert_eq!(line["bytes_in"], body.len());
     // No credential of either side reaches the log.
     let log = env.mca.log();
-    assert!(!log.contains(REAL_TOKEN) && !log.contains("the-apps-own-token"));
+    let app_token = std::fs::read_to_string(env.pod.fake_sa_dir().join("token"))?;
+    assert!(!log.contains(REAL_TOKEN) && !log.contains(&app_token));
     Ok(())
 }
 
@@ -224,6 +236,7 @@ async fn pagination_and_compression_pass_through() -> anyhow::Result<()> {
     let response = client
         .send(
             Request::get(format!("/api/v1/namespaces/{NAMESPACE}/pods"))
+                .header("authorization", client.bearer())
                 .header("accept-encoding", "gzip")
                 .body(Full::default())?,
         )
@@ -318,9 +331,10 @@ async fn mca_answers_with_a_status_when_it_cannot_serve() -> anyhow::Result<()> 
     // A request MCA cannot forward at all: 400.
     let env = Env::start_test(&[])?;
     let mut client = Https::connect(&env.pod, "kubernetes.default.svc", H1).await?;
-    let response = client
-        .send(Request::connect("kubernetes.default.svc:443").body(Full::default())?)
-        .await?;
+    let connect = Request::connect("kubernetes.default.svc:443")
+        .header("authorization", client.bearer())
+        .body(Full::default())?;
+    let response = client.send(connect).await?;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert_eq!(body_json(response).await?["reason"], "BadRequest");
     Ok(())

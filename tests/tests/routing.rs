@@ -340,7 +340,7 @@ async fn a_read_that_gets_no_answer_is_retried_elsewhere_and_a_write_never() -> 
     fleet.east.stop();
 
     let create = http::Request::post("/api/v1/namespaces/ha-1/pods")
-        .header("authorization", "Bearer mca-placeholder-token")
+        .header("authorization", client.bearer())
         .header("content-type", "application/json")
         .body(http_body_util::Full::from(
             r#"{"metadata":{"name":"once"}}"#,
@@ -390,7 +390,7 @@ async fn failover_follows_cluster_health() -> anyhow::Result<()> {
     assert!(body.contains("[+]cluster-west ok") && body.contains("readyz check passed"));
     // A write goes to west directly: never sent to a cluster known to be down.
     let create = http::Request::post(pods("ha-3"))
-        .header("authorization", "Bearer mca-placeholder-token")
+        .header("authorization", client.bearer())
         .header("content-type", "application/json")
         .body(http_body_util::Full::from(
             r#"{"metadata":{"name":"made-during-outage"}}"#,

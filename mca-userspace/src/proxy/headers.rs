@@ -1,25 +1,34 @@
 //! Header rewriting between the application and the API server.
 //!
 //! Two kinds of headers never cross MCA:
-//! - the application's credentials and identity claims (`Authorization`, every
-//!   `Impersonate-*`): MCA authenticates upstream with its own, and must not let the app
-//!   borrow MCA's identity to impersonate anyone;
+//! - the application's credentials and identity claims: `Authorization`,
+//!   `Proxy-Authorization`, every `Impersonate-*`, the front-proxy identity headers
+//!   (`X-Remote-User`, `X-Remote-Group`, `X-Remote-Extra-*`) and the bearer token entry of
+//!   `Sec-WebSocket-Protocol`. MCA authenticates upstream with its own credentials, and must not
+//!   let the app borrow MCA's identity to impersonate anyone;
 //! - hop-by-hop headers (RFC 9110 §7.6.1), which describe one connection, not the request.
 //!   On an upgrade `Connection: Upgrade` and `Upgrade` are kept: they are the request.
 
 use http::{HeaderMap, HeaderName, header};
 
+use crate::client_auth::WEBSOCKET_BEARER_PREFIX;
+
 /// Request headers carrying the client's credentials or identity, removed before forwarding.
-static CREDENTIAL_HEADERS: [HeaderName; 5] = [
+static CREDENTIAL_HEADERS: [HeaderName; 7] = [
     header::AUTHORIZATION,
     header::PROXY_AUTHORIZATION,
     HeaderName::from_static("impersonate-user"),
     HeaderName::from_static("impersonate-group"),
     HeaderName::from_static("impersonate-uid"),
+    HeaderName::from_static("x-remote-user"),
+    HeaderName::from_static("x-remote-group"),
 ];
 
-/// Prefix of `Impersonate-Extra-<key>` headers.
-const IMPERSONATE_EXTRA_PREFIX: &str = "impersonate-extra-";
+/// Prefixes of identity headers with a key in their name, and how the log names them.
+const CREDENTIAL_PREFIXES: [(&str, &str); 2] = [
+    ("impersonate-extra-", "impersonate-extra-*"),
+    ("x-remote-extra-", "x-remote-extra-*"),
+];
 
 /// Hop-by-hop headers besides those named in `Connection`.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -42,18 +51,51 @@ pub fn strip_credentials(headers: &mut HeaderMap) -> Vec<&'static str> {
             stripped.push(name.as_str());
         }
     }
-    let extras: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().starts_with(IMPERSONATE_EXTRA_PREFIX))
-        .cloned()
-        .collect();
-    if !extras.is_empty() {
-        stripped.push("impersonate-extra-*");
+    for (prefix, logged) in CREDENTIAL_PREFIXES {
+        let extras: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| name.as_str().starts_with(prefix))
+            .cloned()
+            .collect();
+        if !extras.is_empty() {
+            stripped.push(logged);
+        }
+        for name in extras {
+            headers.remove(name);
+        }
     }
-    for name in extras {
-        headers.remove(name);
+    if strip_websocket_bearer(headers) {
+        stripped.push("sec-websocket-protocol:bearer");
     }
     stripped
+}
+
+/// Removes the bearer token entry from `Sec-WebSocket-Protocol`, keeping the others (the
+/// subprotocols the client offers); whether there was one.
+fn strip_websocket_bearer(headers: &mut HeaderMap) -> bool {
+    let entries: Vec<String> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|entry| entry.trim().to_owned())
+        .filter(|entry| !entry.is_empty())
+        .collect();
+    let kept: Vec<&str> = entries
+        .iter()
+        .map(String::as_str)
+        .filter(|entry| !entry.starts_with(WEBSOCKET_BEARER_PREFIX))
+        .collect();
+    if kept.len() == entries.len() {
+        return false;
+    }
+    headers.remove(header::SEC_WEBSOCKET_PROTOCOL);
+    if let Ok(value) = kept.join(", ").parse()
+        && !kept.is_empty()
+    {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+    }
+    true
 }
 
 /// Removes hop-by-hop headers; with `keep_upgrade` the `Connection: Upgrade` and `Upgrade`
@@ -124,6 +166,58 @@ mod tests {
             ]
         );
         assert_eq!(h, headers(&[("accept", "application/json")]));
+    }
+
+    #[test]
+    fn proxy_and_front_proxy_credentials_are_removed() {
+        let mut h = headers(&[
+            ("proxy-authorization", "Basic dXNlcjpwYXNz"),
+            ("x-remote-user", "admin"),
+            ("x-remote-group", "system:masters"),
+            ("x-remote-extra-scopes", "x"),
+            ("accept", "application/json"),
+        ]);
+        let stripped = strip_credentials(&mut h);
+        assert_eq!(
+            stripped,
+            [
+                "proxy-authorization",
+                "x-remote-user",
+                "x-remote-group",
+                "x-remote-extra-*"
+            ]
+        );
+        assert_eq!(h, headers(&[("accept", "application/json")]));
+    }
+
+    #[test]
+    fn the_websocket_bearer_entry_goes_and_the_subprotocols_stay() {
+        let mut h = headers(&[(
+            "sec-websocket-protocol",
+            "v5.channel.k8s.io, base64url.bearer.authorization.k8s.io.dG9rZW4, v4.channel.k8s.io",
+        )]);
+        assert_eq!(strip_credentials(&mut h), ["sec-websocket-protocol:bearer"]);
+        assert_eq!(
+            h,
+            headers(&[(
+                "sec-websocket-protocol",
+                "v5.channel.k8s.io, v4.channel.k8s.io"
+            )])
+        );
+        // Only the token: the header goes.
+        let mut h = headers(&[(
+            "sec-websocket-protocol",
+            "base64url.bearer.authorization.k8s.io.dG9rZW4",
+        )]);
+        strip_credentials(&mut h);
+        assert!(h.is_empty());
+        // No token: untouched.
+        let mut h = headers(&[("sec-websocket-protocol", "v5.channel.k8s.io")]);
+        assert!(strip_credentials(&mut h).is_empty());
+        assert_eq!(
+            h,
+            headers(&[("sec-websocket-protocol", "v5.channel.k8s.io")])
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The forwarding path. Read top to bottom:
 //!
 //! accept → TLS (MCA's serving certificate, HTTP/2 or HTTP/1.1 by ALPN) → parse request info →
-//! strip the client's credentials → route to a cluster → forward with that cluster's
+//! authenticate the client (MCA's own token) → strip the client's credentials → route to a
+//! cluster → forward with that cluster's
 //! credentials (or tunnel an upgrade) → stream the response back → one access-log line when
 //! the exchange is over.
 //!
@@ -36,6 +37,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use self::access_log::{AccessLog, Counted};
 use crate::{
+    client_auth::ClientAuth,
     cluster::Cluster,
     intercept::Interception,
     reload::{Live, Routing},
@@ -63,15 +65,22 @@ static DISCOVERY: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("discovery"));
 #[derive(Debug)]
 pub struct Proxy {
     live: Arc<Live>,
+    /// Who may use MCA; `None` with `--client-auth=none`.
+    client_auth: Option<Arc<ClientAuth>>,
     interception: Option<Arc<Interception>>,
     tunnels: TaskTracker,
 }
 
 impl Proxy {
-    /// A proxy routing as `live` says at each request.
-    pub fn new(live: Arc<Live>, interception: Option<Arc<Interception>>) -> Arc<Self> {
+    /// A proxy routing as `live` says at each request, for clients `client_auth` admits.
+    pub fn new(
+        live: Arc<Live>,
+        client_auth: Option<Arc<ClientAuth>>,
+        interception: Option<Arc<Interception>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             live,
+            client_auth,
             interception,
             tunnels: TaskTracker::new(),
         })
@@ -184,7 +193,19 @@ impl Proxy {
         };
         let mut log = AccessLog::start(info, request.method().clone(), request.version());
         log.original_destination = original;
+        let admitted = match &self.client_auth {
+            Some(auth) => auth.check(request.headers()),
+            None => Ok(()),
+        };
         log.stripped = headers::strip_credentials(request.headers_mut());
+        if let Err(refused) = admitted {
+            let status = Status::new(
+                StatusCode::UNAUTHORIZED,
+                Reason::Unauthorized,
+                format!("Unauthorized: {refused}"),
+            );
+            return Ok(answer(status, log));
+        }
         if let Some(error) = unreadable {
             let message = format!("{error}: MCA routes by the path as the API server reads it");
             return Ok(answer(

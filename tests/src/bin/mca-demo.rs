@@ -35,8 +35,9 @@ fn main() -> anyhow::Result<()> {
     );
     println!("   MCA listens on {} in the pod", env.pod.mca_addr());
     println!(
-        "   fake ServiceAccount for the app: token={:?} namespace={:?} ca.crt=MCA's own CA",
-        std::fs::read_to_string(sa.join("token"))?,
+        "   fake ServiceAccount for the app: token=<MCA's client token, {} characters> \
+         namespace={:?} ca.crt=MCA's own CA",
+        std::fs::read_to_string(sa.join("token"))?.len(),
         std::fs::read_to_string(sa.join("namespace"))?
     );
     println!("   app env: KUBERNETES_SERVICE_HOST=127.0.0.1 KUBERNETES_SERVICE_PORT=6443\n");
@@ -82,8 +83,8 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!(
-        "\nThe app sent \"Bearer mca-placeholder-token\"; MCA replaced it with its real \
-         ServiceAccount token on every request."
+        "\nThe app sent the token of its (fake) ServiceAccount, which only MCA accepts; MCA \
+         replaced it with its real ServiceAccount token on every request."
     );
     drop(env);
     multi_cluster(&kubectl)?;
