@@ -6,8 +6,8 @@
 //! are carried over as they are, with their connections, health and probes; requests and
 //! watches already under way finish on the snapshot they started with.
 //!
-//! The file is polled every second and compared by content, which also catches a ConfigMap's
-//! `..data` symlink swap. A file that does not parse or check, or whose clusters cannot be
+//! The file's directory is watched ([`crate::watch`], which sees a ConfigMap's `..data`
+//! symlink swap) and the file compared by content on every change there. A file that does not parse or check, or whose clusters cannot be
 //! loaded, is rejected with its problems in the log; the old configuration keeps serving.
 
 use std::{
@@ -16,7 +16,6 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
 };
 
 use arc_swap::ArcSwap;
@@ -26,6 +25,7 @@ use crate::{
     config::Config,
     route::Router,
     upstream::{Limits, Source},
+    watch::Subscription,
 };
 
 /// What requests are routed by.
@@ -46,9 +46,6 @@ pub struct Live {
     reloads: AtomicU64,
     rejected: AtomicU64,
 }
-
-/// How often the file is looked at.
-const POLL: Duration = Duration::from_secs(1);
 
 /// Where reloads come from and what they need.
 pub struct ConfigFile {
@@ -90,9 +87,10 @@ impl Live {
         from: ConfigFile,
         mut applied: impl FnMut(&Routing) + Send,
     ) {
+        let changes = Subscription::new(&[&from.path]);
         let mut seen = std::fs::read(&from.path).ok();
         loop {
-            tokio::time::sleep(POLL).await;
+            changes.changed().await;
             let Ok(text) = tokio::fs::read(&from.path).await else {
                 continue;
             };

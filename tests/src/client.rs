@@ -102,6 +102,8 @@ impl Https {
                     .headers_mut()
                     .entry(http::header::HOST)
                     .or_insert(http::HeaderValue::from_static("kubernetes.default.svc"));
+                // The connection takes the next request once the last response has been read.
+                sender.ready().await?;
                 sender.send_request(request).await?
             }
             Sender::Http2(sender) => {

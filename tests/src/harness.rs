@@ -4,7 +4,7 @@
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Output, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::{
     apiserver::{ApiServer, Options},
+    projected::Projected,
     sandbox::{Pod, SERVICE_V4},
 };
 
@@ -204,14 +205,25 @@ impl Drop for Process {
     }
 }
 
+fn real_sa_files<'a>(token: &'a str, ca: &'a str) -> [(&'static str, &'a [u8]); 3] {
+    [
+        ("token", token.as_bytes()),
+        ("ca.crt", ca.as_bytes()),
+        ("namespace", NAMESPACE.as_bytes()),
+    ]
+}
+
 /// A running MCA process; killed on drop.
 pub struct Mca {
     process: Process,
+    /// Its real ServiceAccount volume, when in-cluster.
+    real_sa: Option<Projected>,
 }
 
 impl Mca {
-    /// Starts MCA in `pod`, in-cluster style: its real ServiceAccount holds [`REAL_TOKEN`] and
-    /// `upstream_ca`, and KUBERNETES_SERVICE_HOST/PORT point at `upstream`.
+    /// Starts MCA in `pod`, in-cluster style: its real ServiceAccount (a kubelet-style
+    /// projected volume) holds [`REAL_TOKEN`] and `upstream_ca`, and
+    /// KUBERNETES_SERVICE_HOST/PORT point at `upstream`.
     pub fn start(
         pod: &Pod,
         upstream: SocketAddr,
@@ -219,9 +231,7 @@ impl Mca {
         args: &[&str],
     ) -> anyhow::Result<Self> {
         let sa = pod.real_sa_dir();
-        std::fs::write(sa.join("token"), REAL_TOKEN)?;
-        std::fs::write(sa.join("ca.crt"), upstream_ca)?;
-        std::fs::write(sa.join("namespace"), NAMESPACE)?;
+        let volume = Projected::create(&sa, &real_sa_files(REAL_TOKEN, upstream_ca))?;
         let mut command = pod.command(mca_binary());
         command
             .env("KUBERNETES_SERVICE_HOST", upstream.ip().to_string())
@@ -229,13 +239,34 @@ impl Mca {
             .arg("run")
             .arg("--sa-dir")
             .arg(&sa);
-        Self::spawn(pod, command, args)
+        let mut mca = Self::spawn(pod, command, args)?;
+        mca.real_sa = Some(volume);
+        Ok(mca)
+    }
+
+    /// Rotates the real ServiceAccount token as the kubelet does: one atomic swap of the
+    /// volume. Returns the directory now holding the files.
+    pub fn rotate_real_token(&mut self, token: &str) -> anyhow::Result<PathBuf> {
+        let volume = self.real_sa.as_mut().context("MCA runs in-cluster")?;
+        let ca = std::fs::read_to_string(volume.data_dir().join("ca.crt"))?;
+        volume.update(&real_sa_files(token, &ca))?;
+        Ok(volume.data_dir())
+    }
+
+    /// The directory holding the real ServiceAccount's files now (see
+    /// [`Projected::data_dir`]).
+    pub fn real_sa_data_dir(&self) -> anyhow::Result<PathBuf> {
+        Ok(self
+            .real_sa
+            .as_ref()
+            .context("MCA runs in-cluster")?
+            .data_dir())
     }
 
     /// Starts MCA in `pod` with a kubeconfig upstream.
     pub fn start_with_kubeconfig(
         pod: &Pod,
-        kubeconfig: &std::path::Path,
+        kubeconfig: &Path,
         args: &[&str],
     ) -> anyhow::Result<Self> {
         let mut command = pod.command(mca_binary());
@@ -270,6 +301,7 @@ impl Mca {
             );
         let mca = Self {
             process: Process::spawn("MCA", &mut command)?,
+            real_sa: None,
         };
         mca.wait_for_log(
             |line| line.contains("MCA is ready"),
@@ -418,10 +450,7 @@ impl Env {
 
     /// Against the cluster of `kubeconfig`, from a pod on the host network (which can reach
     /// it on loopback).
-    pub fn start_with_kubeconfig(
-        kubeconfig: &std::path::Path,
-        args: &[&str],
-    ) -> anyhow::Result<Self> {
+    pub fn start_with_kubeconfig(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<Self> {
         let pod = Pod::new_host_network()?;
         let mca = Mca::start_with_kubeconfig(&pod, kubeconfig, args)?;
         Ok(Self {

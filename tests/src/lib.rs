@@ -6,5 +6,6 @@ pub mod client;
 pub mod fleet;
 pub mod harness;
 pub mod k8s;
+pub mod projected;
 pub mod rawh2;
 pub mod sandbox;

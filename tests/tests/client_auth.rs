@@ -159,8 +159,11 @@ async fn the_token_is_renewed_with_the_certificate_and_the_previous_one_kept_for
         assert!(Instant::now() < deadline, "no renewal:\n{}", env.mca.log());
         let token = read(&token_file);
         if Some(&token) != tokens.last() {
-            // The kubeconfig carries the same token.
-            assert!(read(&kubeconfig).contains(&token));
+            // The kubeconfig carries the same token (written just after the token file).
+            while !read(&kubeconfig).contains(&token) {
+                assert!(Instant::now() < deadline, "kubeconfig not renewed");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             tokens.push(token);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -409,28 +409,3 @@ async fn serving_certificate_is_renewed_without_restart() -> anyhow::Result<()> 
     assert_eq!(second.get("/version").await?.status(), StatusCode::OK);
     Ok(())
 }
-
-#[tokio::test(flavor = "multi_thread")]
-async fn rotated_token_file_is_picked_up_without_restart() -> anyhow::Result<()> {
-    let env = Env::start_test(&[])?;
-    let mut client = Https::connect(&env.pod, "kubernetes.default.svc", H2).await?;
-    assert_eq!(client.get("/version").await?.status(), StatusCode::OK);
-    // The kubelet rotates the projected token; the server stops accepting the old one.
-    std::fs::write(env.pod.real_sa_dir().join("token"), "real-sa-token-2")?;
-    env.apiserver().set_tokens(&["real-sa-token-2"]);
-    // kube re-reads token files at least once a minute.
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        if client.get("/version").await?.status() == StatusCode::OK {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "rotated token never used"
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    let last = env.apiserver().requests().pop().unwrap();
-    assert_eq!(last.header("authorization"), Some("Bearer real-sa-token-2"));
-    Ok(())
-}

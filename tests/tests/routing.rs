@@ -833,7 +833,7 @@ async fn every_credential_kind_reaches_its_cluster() -> anyhow::Result<()> {
         requests.pop().unwrap()
     };
     let seen = only(&certs);
-    assert!(seen.target.contains("/cert-x/") && seen.client_certificate);
+    assert!(seen.target.contains("/cert-x/") && seen.client_user.is_some());
     assert_eq!(seen.header("authorization"), None);
     let seen = only(&plugin);
     assert!(seen.target.contains("/exec-x/"));
@@ -853,7 +853,7 @@ async fn every_credential_kind_reaches_its_cluster() -> anyhow::Result<()> {
             .filter(|r| r.target == "/readyz")
     };
     assert!(probes(&plugin).all(|r| r.header("authorization") == Some("Bearer exec-token-1")));
-    assert!(probes(&certs).all(|r| r.client_certificate));
+    assert!(probes(&certs).all(|r| r.client_user.is_some()));
     Ok(())
 }
 

@@ -459,7 +459,7 @@ async fn watch(
         let stream = ClusterWatch {
             cluster: cluster.name().to_string(),
             upstream: cluster.upstream().clone(),
-            head: crate::proxy::copy_head(&head),
+            head: upstream::copy_head(&head),
             accept: accept.to_owned(),
             version: first,
             state: Arc::clone(&state),

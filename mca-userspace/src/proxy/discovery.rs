@@ -9,7 +9,8 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 
-use super::{ResponseBody, access_log::AccessLog, answer, copy_head};
+use super::{ResponseBody, access_log::AccessLog, answer};
+use crate::upstream::copy_head;
 use crate::{
     cluster::Registry,
     discovery::{self, AGGREGATED, Document},

@@ -45,7 +45,7 @@ use crate::{
     route::ClusterView,
     route::{self, ClusterId, Decision, selector::Selector},
     status::{Reason, Status},
-    upstream::{RequestClass, UpstreamBody},
+    upstream::{RequestClass, UpstreamBody, copy_head},
 };
 
 /// The body of every response MCA sends to a client.
@@ -516,16 +516,6 @@ enum Routed {
 fn is_read(request: &Request<UpstreamBody>) -> bool {
     matches!(*request.method(), http::Method::GET | http::Method::HEAD)
         && http_body::Body::is_end_stream(request.body())
-}
-
-/// The request line and headers, for sending a read again.
-pub(crate) fn copy_head(parts: &http::request::Parts) -> http::request::Parts {
-    let mut head = Request::new(());
-    *head.method_mut() = parts.method.clone();
-    *head.uri_mut() = parts.uri.clone();
-    *head.version_mut() = parts.version;
-    *head.headers_mut() = parts.headers.clone();
-    head.into_parts().0
 }
 
 /// Tells the cluster's health whether a request reached it.

@@ -11,6 +11,7 @@ use std::{
     task::{Context, Poll},
 };
 
+use arc_swap::ArcSwap;
 use http::Uri;
 use rustls::pki_types::ServerName;
 use tokio::{
@@ -45,19 +46,32 @@ pub enum Protocol {
 }
 
 /// Opens connections to one API server.
-#[derive(Clone)]
 pub struct Dialer {
     host: String,
     port: u16,
-    /// `None` for a plain `http://` server.
-    tls: Option<Tls>,
+    /// `None` for a plain `http://` server; replaced when the client certificate is renewed.
+    tls: Option<ArcSwap<Tls>>,
 }
 
-#[derive(Clone)]
 struct Tls {
     server_name: ServerName<'static>,
     h2_or_http1: TlsConnector,
     http1: TlsConnector,
+}
+
+impl Tls {
+    fn new(config: &rustls::ClientConfig, server_name: ServerName<'static>) -> Self {
+        let with_alpn = |protocols: &[&[u8]]| {
+            let mut config = config.clone();
+            config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+            TlsConnector::from(Arc::new(config))
+        };
+        Self {
+            server_name,
+            h2_or_http1: with_alpn(&[b"h2", b"http/1.1"]),
+            http1: with_alpn(&[b"http/1.1"]),
+        }
+    }
 }
 
 impl std::fmt::Debug for Dialer {
@@ -91,25 +105,24 @@ impl Dialer {
             let name = server_name.unwrap_or(&host);
             let server_name = ServerName::try_from(name.to_owned())
                 .map_err(|_| Error::Address(name.to_owned()))?;
-            let with_alpn = |protocols: &[&[u8]]| {
-                let mut config = tls.clone();
-                config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
-                TlsConnector::from(Arc::new(config))
-            };
-            Some(Tls {
-                server_name,
-                h2_or_http1: with_alpn(&[b"h2", b"http/1.1"]),
-                http1: with_alpn(&[b"http/1.1"]),
-            })
+            Some(ArcSwap::from_pointee(Tls::new(&tls, server_name)))
         };
         Ok(Self { host, port, tls })
+    }
+
+    /// Uses `config` (the same server, a renewed client identity) for the next connections.
+    pub fn renew_tls(&self, config: rustls::ClientConfig) {
+        if let Some(tls) = &self.tls {
+            let server_name = tls.load().server_name.clone();
+            tls.store(Arc::new(Tls::new(&config, server_name)));
+        }
     }
 
     /// Connects and completes TLS; `slot` travels with the socket.
     pub async fn dial(&self, alpn: Alpn, slot: Slot) -> Result<(Socket, Protocol), BoxError> {
         let tcp = TcpStream::connect((self.host.as_str(), self.port)).await?;
         tcp.set_nodelay(true)?;
-        let Some(tls) = &self.tls else {
+        let Some(tls) = self.tls.as_ref().map(ArcSwap::load_full) else {
             let socket = Socket {
                 io: Either::Left(tcp),
                 _slot: slot,

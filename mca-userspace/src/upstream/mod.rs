@@ -1,13 +1,16 @@
 //! The real API server and MCA's credentials for it.
 //!
 //! Configuration comes from kube's config loading, so MCA authenticates exactly as kube-rs
-//! clients do: bearer tokens, token files (re-read about once a minute, which picks up rotated
-//! projected tokens), client certificates, exec plugins and kubeconfig impersonation. The
-//! request path is a tower stack built from kube's own layers:
+//! clients do: bearer tokens, token files, client certificates, exec plugins and kubeconfig
+//! impersonation. The request path is a tower stack built from kube's own layers:
 //!
 //! ```text
 //! BaseUri (cluster URL + request path) → ExtraHeaders (kubeconfig `as:`) → Auth → pool
 //! ```
+//!
+//! Credentials in files (token files, client certificates) are the exception: MCA reads and
+//! watches those itself ([`credential`]) to use a rotated one within moments, not kube's
+//! minute, and sends a request refused with 401 once more when a newer one has appeared.
 //!
 //! The [`pool`] holds the connections: HTTP/2 where the server speaks it, as many connections
 //! as the server's stream limit and the open watches require, and a connection of its own for
@@ -15,12 +18,14 @@
 
 mod body;
 mod connect;
+mod credential;
 mod http1;
 mod http2;
 pub mod pool;
 
 use std::{
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -35,13 +40,18 @@ use kube::{
     config::{AuthInfo, KubeConfigOptions, Kubeconfig},
 };
 use rustls::pki_types::{CertificateDer, pem::PemObject};
+use tokio_util::sync::DropGuard;
 use tower::{BoxError, ServiceBuilder, ServiceExt, util::BoxCloneSyncService};
 
 pub use self::{
     body::Body,
     pool::{Limits, RequestClass, Stats},
 };
-use self::{connect::Dialer, pool::Pool};
+use self::{
+    connect::Dialer,
+    credential::{Files, Replay},
+    pool::Pool,
+};
 
 /// The request body MCA forwards upstream.
 pub type UpstreamBody = UnsyncBoxBody<Bytes, hyper::Error>;
@@ -97,13 +107,9 @@ pub enum Error {
     /// kube could not build TLS or auth from the configuration.
     #[error("configuring the upstream client: {0}")]
     Client(#[from] kube::Error),
-    /// A token file with whitespace around the token, which kube sends as it is (client-go
-    /// trims it) and the API server would reject.
-    #[error(
-        "token file {0} has whitespace around the token (a trailing newline?): write the token \
-         alone, e.g. with `printf %s`"
-    )]
-    TokenFileWhitespace(PathBuf),
+    /// A credential file cannot be used.
+    #[error(transparent)]
+    Credential(#[from] credential::Error),
 }
 
 /// A connection to `url` took longer than the connect timeout (TCP and TLS together).
@@ -118,6 +124,10 @@ pub struct Upstream {
     namespace: String,
     pool: Pool,
     service: UpstreamService,
+    /// Credential files MCA keeps current itself, if any.
+    files: Option<Arc<Files>>,
+    /// Ends the task that watches them when the last handle goes.
+    _watching: Option<Arc<DropGuard>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -148,7 +158,6 @@ impl Upstream {
                 }
             }
             Source::Inline(kubeconfig) => {
-                check_token_files(kubeconfig)?;
                 let options = KubeConfigOptions::default();
                 Config::from_custom_kubeconfig((**kubeconfig).clone(), &options).await?
             }
@@ -164,6 +173,7 @@ impl Upstream {
             config.tls_server_name.as_deref(),
         )?;
         let pool = Pool::new(dialer, limits);
+        let files = Files::of(&config)?.map(Arc::new);
         let service = {
             let pool = pool.clone();
             tower::service_fn(move |request| {
@@ -171,11 +181,16 @@ impl Upstream {
                 async move { pool.send(request).await }
             })
         };
+        let kube_auth = !files.as_ref().is_some_and(|files| files.has_token());
         Ok(Self {
             url: config.cluster_url.clone(),
             namespace: config.default_namespace.clone(),
+            service: stack(&config, kube_auth, service)?,
+            _watching: files
+                .as_ref()
+                .map(|files| Arc::new(credential::keep_current(Arc::clone(files), pool.clone()))),
             pool,
-            service: stack(&config, service)?,
+            files,
         })
     }
 
@@ -195,13 +210,33 @@ impl Upstream {
     }
 
     /// Sends a request (its URI only a path and query) with MCA's credentials; `class` says how
-    /// long it will hold its connection.
+    /// long it will hold its connection. Refused with 401 while a newer credential has
+    /// appeared in MCA's files, it is sent once more with that one (if its body was kept).
     pub async fn send(
         &self,
         mut request: Request<UpstreamBody>,
         class: RequestClass,
     ) -> Result<Response<Body>, BoxError> {
+        let Some(files) = &self.files else {
+            request.extensions_mut().insert(class);
+            return self.service.clone().oneshot(request).await;
+        };
+        let (mut request, replay) = Replay::keep(request).await?;
         request.extensions_mut().insert(class);
+        let generation = files.authorize(&mut request);
+        let response = self.service.clone().oneshot(request).await?;
+        if response.status() != http::StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        // Re-read even when this request cannot be sent again, so the next one can.
+        let renewed = files.renewed_since(generation, &self.pool);
+        let Some(replay) = replay.filter(|_| renewed) else {
+            return Ok(response);
+        };
+        tracing::info!("the API server refused the credential just replaced; sending again");
+        let mut request = replay.request();
+        request.extensions_mut().insert(class);
+        files.authorize(&mut request);
         self.service.clone().oneshot(request).await
     }
 
@@ -239,6 +274,16 @@ impl Upstream {
             }
         }
     }
+}
+
+/// The request line and headers of a request, for sending it again.
+pub(crate) fn copy_head(parts: &http::request::Parts) -> http::request::Parts {
+    let mut head = Request::new(());
+    *head.method_mut() = parts.method.clone();
+    *head.uri_mut() = parts.uri.clone();
+    *head.version_mut() = parts.version;
+    *head.headers_mut() = parts.headers.clone();
+    head.into_parts().0
 }
 
 /// The `Status` a client gets when a request could not be forwarded: 504 when the API server
@@ -366,25 +411,8 @@ fn endpoint_addresses(list: &serde_json::Value) -> Vec<std::net::SocketAddr> {
     addresses
 }
 
-/// Refuses token files kube would send with a newline in the header.
-fn check_token_files(kubeconfig: &Kubeconfig) -> Result<(), Error> {
-    let files = kubeconfig
-        .auth_infos
-        .iter()
-        .filter_map(|named| named.auth_info.as_ref()?.token_file.as_deref());
-    for file in files {
-        // Unreadable files are kube's to report, as it reads them.
-        if let Ok(token) = std::fs::read_to_string(file)
-            && token.trim() != token
-        {
-            return Err(Error::TokenFileWhitespace(file.into()));
-        }
-    }
-    Ok(())
-}
-
 /// kube's middleware around the pool, boxed.
-fn stack<S>(config: &Config, pool: S) -> Result<UpstreamService, Error>
+fn stack<S>(config: &Config, kube_auth: bool, pool: S) -> Result<UpstreamService, Error>
 where
     S: tower::Service<Request<UpstreamBody>, Response = Response<Body>, Error = BoxError>
         + Clone
@@ -396,7 +424,11 @@ where
     let service = ServiceBuilder::new()
         .layer(config.base_uri_layer())
         .layer(config.extra_headers_layer()?)
-        .option_layer(config.auth_layer()?)
+        .option_layer(if kube_auth {
+            config.auth_layer()?
+        } else {
+            None
+        })
         // kube's auth layer is an `Either` of two services that must fail alike.
         .service(pool);
     Ok(BoxCloneSyncService::new(service))
@@ -516,29 +548,5 @@ mod tests {
         std::fs::write(dir.path().join("ca.crt"), "not pem").unwrap();
         let error = in_cluster_config(dir.path(), "10.0.0.1", 443).unwrap_err();
         assert!(matches!(error, Error::NoCertificate { .. }), "{error}");
-    }
-
-    #[test]
-    fn token_files_with_a_trailing_newline_are_refused_by_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let (good, bad) = (dir.path().join("good"), dir.path().join("bad"));
-        std::fs::write(&good, "token").unwrap();
-        std::fs::write(&bad, "token\n").unwrap();
-        let kubeconfig = |file: &std::path::Path| Kubeconfig {
-            auth_infos: vec![kube::config::NamedAuthInfo {
-                name: "u".into(),
-                auth_info: Some(AuthInfo {
-                    token_file: Some(file.to_string_lossy().into_owned()),
-                    ..AuthInfo::default()
-                }),
-                ..Default::default()
-            }],
-            ..Kubeconfig::default()
-        };
-        assert!(check_token_files(&kubeconfig(&good)).is_ok());
-        let error = check_token_files(&kubeconfig(&bad)).unwrap_err();
-        assert!(error.to_string().contains("bad"), "{error}");
-        // Missing files are kube's to report when it reads them.
-        assert!(check_token_files(&kubeconfig(&dir.path().join("missing"))).is_ok());
     }
 }

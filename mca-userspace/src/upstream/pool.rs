@@ -179,6 +179,9 @@ struct Connection {
     reserved: bool,
     /// Since when nothing has been in flight.
     idle_since: Option<Instant>,
+    /// Takes no new requests (GOAWAY, a failed send, or retired for a new client
+    /// certificate); closes when its requests end.
+    draining: bool,
     kind: Kind,
 }
 
@@ -189,8 +192,6 @@ enum Kind {
         /// Whether the server's stream limit is known; until then only the request that
         /// opened the connection uses it.
         settled: bool,
-        /// Takes no new streams (GOAWAY, or a failed send); closes when its streams end.
-        draining: bool,
     },
     Http1 {
         /// The connection's sender while no request uses it.
@@ -200,15 +201,15 @@ enum Kind {
 
 impl Connection {
     fn has_room(&self) -> bool {
-        match &self.kind {
-            Kind::Http2 {
-                send,
-                streams,
-                settled,
-                draining,
-            } => !draining && *settled && *streams < send.current_max_send_streams(),
-            Kind::Http1 { idle } => idle.is_some(),
-        }
+        !self.draining
+            && match &self.kind {
+                Kind::Http2 {
+                    send,
+                    streams,
+                    settled,
+                } => *settled && *streams < send.current_max_send_streams(),
+                Kind::Http1 { idle } => idle.is_some(),
+            }
     }
 
     fn in_flight(&self) -> usize {
@@ -278,10 +279,6 @@ impl State {
     fn coalesces(&self, class: RequestClass) -> bool {
         class != RequestClass::Upgrade && self.protocol != Some(Protocol::Http1)
     }
-
-    fn find(&mut self, id: u64) -> Option<&mut Connection> {
-        self.connections.iter_mut().find(|c| c.id == id)
-    }
 }
 
 /// A pooled connection taken for one request.
@@ -310,17 +307,17 @@ struct StreamLease {
 
 impl Drop for StreamLease {
     fn drop(&mut self) {
-        let mut state = self.shared.lock();
-        if let Some(connection) = state.find(self.id)
-            && let Kind::Http2 { streams, .. } = &mut connection.kind
-        {
-            *streams -= 1;
-            if *streams == 0 {
-                connection.idle_since = Some(Instant::now());
+        self.shared.update(self.id, |connection| {
+            if let Kind::Http2 { streams, .. } = &mut connection.kind {
+                *streams -= 1;
+                if *streams == 0 {
+                    connection.idle_since = Some(Instant::now());
+                    // A draining connection closes with its last stream.
+                    return !connection.draining;
+                }
             }
-        }
-        drop(state);
-        self.shared.changed.notify_waiters();
+            true
+        });
     }
 }
 
@@ -601,7 +598,6 @@ impl Pool {
                     send: send.clone(),
                     streams: 1,
                     settled: false,
-                    draining: false,
                 };
                 let lease = StreamLease {
                     shared: Arc::clone(shared),
@@ -619,6 +615,7 @@ impl Pool {
             id,
             reserved: ticket.reserved,
             idle_since: None,
+            draining: false,
             kind,
         });
         state.protocol = Some(protocol);
@@ -669,11 +666,27 @@ impl Pool {
     /// Stops new requests from using a connection that failed or is going away.
     fn drain(&self, id: u64) {
         self.shared.update(id, |connection| {
-            if let Kind::Http2 { draining, .. } = &mut connection.kind {
-                *draining = true;
-            }
+            connection.draining = true;
             true
         });
+    }
+
+    /// Dials with `tls` from now on (a renewed client certificate) and retires the open
+    /// connections, which still carry the old one: idle ones close now, busy ones take no new
+    /// requests and close when their requests (watches included) end.
+    pub fn renew_tls(&self, tls: rustls::ClientConfig) {
+        self.shared.dialer.renew_tls(tls);
+        let mut state = self.shared.lock();
+        let (idle, busy): (Vec<_>, Vec<_>) = std::mem::take(&mut state.connections)
+            .into_iter()
+            .partition(|c| c.in_flight() == 0);
+        state.connections = busy;
+        for connection in &mut state.connections {
+            connection.draining = true;
+        }
+        drop(state);
+        drop(idle);
+        self.shared.changed.notify_waiters();
     }
 }
 
@@ -694,12 +707,9 @@ async fn settle(shared: Weak<Shared>, id: u64, settled: http2::Settled, timeout:
         tracing::debug!("the API server did not answer an HTTP/2 PING; not reusing the connection");
     }
     shared.update(id, |connection| {
-        if let Kind::Http2 {
-            settled, draining, ..
-        } = &mut connection.kind
-        {
+        if let Kind::Http2 { settled, .. } = &mut connection.kind {
             *settled = true;
-            *draining |= !matches!(outcome, Ok(Ok(())));
+            connection.draining |= !matches!(outcome, Ok(Ok(())));
         }
         true
     });
@@ -736,7 +746,7 @@ fn give_back(shared: &Shared, id: u64, sender: http1::Sender) {
     shared.update(id, move |connection| {
         connection.kind = Kind::Http1 { idle: Some(sender) };
         connection.idle_since = Some(Instant::now());
-        true
+        !connection.draining
     });
 }
 
@@ -863,12 +873,14 @@ mod tests {
                     id: 1,
                     reserved: false,
                     idle_since: None,
+                    draining: false,
                     kind: Kind::Http1 { idle: None },
                 },
                 Connection {
                     id: 2,
                     reserved: true,
                     idle_since: None,
+                    draining: false,
                     kind: Kind::Http1 { idle: None },
                 },
             ],

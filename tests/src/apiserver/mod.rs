@@ -58,8 +58,9 @@ pub struct Options {
 pub struct Recorded {
     /// The connection it came on, numbered from 1 in the order they were accepted.
     pub connection: u64,
-    /// Whether the client authenticated with a certificate from the server's CA.
-    pub client_certificate: bool,
+    /// The user of the client certificate the connection presented (one the server issued
+    /// with [`ApiServer::client_certificate`]), revoked or not.
+    pub client_user: Option<String>,
     /// HTTP method.
     pub method: String,
     /// Path and query.
@@ -90,6 +91,10 @@ impl Recorded {
 pub struct State {
     options: Options,
     tokens: RwLock<Vec<String>>,
+    /// Client certificates issued (DER) and their users.
+    certificates: RwLock<Vec<(Vec<u8>, String)>>,
+    /// Users whose certificates are no longer accepted.
+    revoked: RwLock<Vec<String>>,
     requests: Mutex<Vec<Recorded>>,
     /// API groups this server has besides the core group's pods (discovery only).
     extra_resources: RwLock<Vec<ExtraResource>>,
@@ -139,6 +144,8 @@ impl ApiServer {
         let state = Arc::new(State {
             options,
             tokens: RwLock::new(vec![token.to_owned()]),
+            certificates: RwLock::default(),
+            revoked: RwLock::default(),
             requests: Mutex::default(),
             extra_resources: RwLock::default(),
             pods: PodStore::default(),
@@ -206,7 +213,17 @@ impl ApiServer {
             .push(rcgen::DnType::CommonName, user);
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
         let cert = params.signed_by(&key, &self.issuer)?;
+        self.state
+            .certificates
+            .write()
+            .unwrap()
+            .push((cert.der().to_vec(), user.to_owned()));
         Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// Stops accepting `user`'s client certificates, on connections open or new.
+    pub fn revoke_client_certificates(&self, user: &str) {
+        self.state.revoked.write().unwrap().push(user.to_owned());
     }
 
     /// The shared state (pods, recorded requests).
@@ -305,14 +322,16 @@ async fn serve(
                 return;
             };
             // rustls verified it against the server's CA.
-            let client_certificate = tls.get_ref().1.peer_certificates().is_some();
+            let presented = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+            let client_user = presented.and_then(|der| {
+                let issued = state.certificates.read().unwrap();
+                let user = issued.iter().find(|(issued, _)| issued == der.as_ref());
+                user.map(|(_, user)| user.clone())
+            });
             let service = hyper::service::service_fn(move |request| {
                 let state = Arc::clone(&state);
-                async move {
-                    Ok::<_, Infallible>(
-                        handle(state, request, connection, client_certificate).await,
-                    )
-                }
+                let client_user = client_user.clone();
+                async move { Ok::<_, Infallible>(handle(state, request, connection, client_user).await) }
             });
             let _ = http
                 .serve_connection_with_upgrades(TokioIo::new(tls), service)
@@ -325,7 +344,7 @@ async fn handle(
     state: Arc<State>,
     request: Request<Incoming>,
     connection: u64,
-    client_certificate: bool,
+    client_user: Option<String>,
 ) -> Response<Body> {
     let target = request
         .uri()
@@ -333,7 +352,7 @@ async fn handle(
         .map_or_else(|| "/".to_owned(), |t| t.to_string());
     state.requests.lock().unwrap().push(Recorded {
         connection,
-        client_certificate,
+        client_user: client_user.clone(),
         method: request.method().to_string(),
         target: target.clone(),
         version: format!("{:?}", request.version()),
@@ -348,7 +367,8 @@ async fn handle(
             })
             .collect(),
     });
-    if !client_certificate && !authenticated(&state, &request) {
+    let certified = client_user.is_some_and(|user| !state.revoked.read().unwrap().contains(&user));
+    if !certified && !authenticated(&state, &request) {
         return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
     }
 
