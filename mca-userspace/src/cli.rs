@@ -145,6 +145,10 @@ pub struct RunArgs {
     )]
     pub upstream_idle_timeout: Duration,
 
+    /// Bounds on what clients may hold and ask of MCA.
+    #[command(flatten)]
+    pub limits: crate::limits::Limits,
+
     /// How applications reach MCA: `ebpf` redirects their connects to the API server with
     /// cgroup hooks (needs CAP_BPF, CAP_NET_ADMIN and a cgroup v2 mount); `env` relies on
     /// KUBERNETES_SERVICE_HOST=127.0.0.1 / KUBERNETES_SERVICE_PORT in the app; `auto` tries

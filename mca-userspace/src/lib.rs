@@ -11,6 +11,7 @@ pub mod config;
 pub mod discovery;
 pub mod fanout;
 pub mod intercept;
+pub mod limits;
 pub mod proxy;
 pub mod reload;
 pub mod reqinfo;

@@ -228,7 +228,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             shutdown.cancel();
         }
     });
-    Proxy::new(live, client_auth, interception.clone())
+    Proxy::new(live, args.limits.clone(), client_auth, interception.clone())
         .serve(listeners, tls, shutdown, args.shutdown_grace)
         .await;
     if let Some(interception) = interception {

@@ -41,20 +41,34 @@ pub fn tls_config(ca_pem: &str, alpn: &[&[u8]]) -> anyhow::Result<rustls::Client
     Ok(config)
 }
 
+/// A TCP connection to MCA from inside `pod`.
+pub fn tcp(pod: &Pod) -> anyhow::Result<tokio::net::TcpStream> {
+    let tcp = pod.connect(pod.mca_addr())?;
+    tcp.set_nonblocking(true)?;
+    Ok(tokio::net::TcpStream::from_std(tcp)?)
+}
+
+/// TLS over `tcp` to MCA as `server_name`, trusting the fake ServiceAccount's CA.
+pub async fn tls(
+    pod: &Pod,
+    tcp: tokio::net::TcpStream,
+    server_name: &str,
+    alpn: &[&[u8]],
+) -> anyhow::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let ca = std::fs::read_to_string(pod.fake_sa_dir().join("ca.crt"))?;
+    let config = tls_config(&ca, alpn)?;
+    let name = ServerName::try_from(server_name.to_owned())?;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .with_context(|| format!("TLS to MCA as {server_name}"))
+}
+
 impl Https {
     /// Connects to MCA in `pod` as `server_name`, trusting the fake ServiceAccount's CA.
     pub async fn connect(pod: &Pod, server_name: &str, alpn: &[&[u8]]) -> anyhow::Result<Self> {
-        let ca = std::fs::read_to_string(pod.fake_sa_dir().join("ca.crt"))?;
         let token = std::fs::read_to_string(pod.fake_sa_dir().join("token"))?;
-        let config = tls_config(&ca, alpn)?;
-        let tcp = pod.connect(pod.mca_addr())?;
-        tcp.set_nonblocking(true)?;
-        let tcp = tokio::net::TcpStream::from_std(tcp)?;
-        let name = ServerName::try_from(server_name.to_owned())?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .with_context(|| format!("TLS to MCA as {server_name}"))?;
+        let tls = tls(pod, tcp(pod)?, server_name, alpn).await?;
         let (_, session) = tls.get_ref();
         let peer_certificate = session
             .peer_certificates()

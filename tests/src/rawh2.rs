@@ -1,10 +1,12 @@
-//! A scripted HTTP/2 server speaking frames directly, for what no HTTP/2 library lets a server
-//! do on purpose: lower `SETTINGS_MAX_CONCURRENT_STREAMS` on a live connection, or refuse a
-//! stream with `REFUSED_STREAM`.
+//! HTTP/2 spoken in frames directly, for what no HTTP/2 library does on purpose.
 //!
-//! It answers every request with `200` headers and keeps the stream open, as a watch does.
-//! Responses use only the static HPACK entry for `:status: 200`, so no header decoding is
-//! needed; request headers are not read.
+//! [`RawH2Server`]: a scripted server that lowers `SETTINGS_MAX_CONCURRENT_STREAMS` on a live
+//! connection or refuses a stream with `REFUSED_STREAM`. It answers every request with `200`
+//! headers and keeps the stream open, as a watch does. Responses use only the static HPACK
+//! entry for `:status: 200`, so no header decoding is needed; request headers are not read.
+//!
+//! [`RawH2Client`]: a client that opens streams and resets them at once, thousands of times
+//! (HTTP/2 rapid reset, CVE-2023-44487), and reports how the server ended the connection.
 
 use std::{
     net::SocketAddr,
@@ -15,7 +17,7 @@ use anyhow::Context;
 use bytes::{BufMut, Bytes, BytesMut};
 use rcgen::{CertificateParams, IsCa, KeyPair};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf},
     sync::mpsc,
 };
 
@@ -26,7 +28,9 @@ const SETTINGS: u8 = 0x4;
 const PING: u8 = 0x6;
 const GOAWAY: u8 = 0x7;
 const ACK: u8 = 0x1;
+const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
+const CANCEL: u32 = 0x8;
 const MAX_CONCURRENT_STREAMS: u16 = 0x3;
 const REFUSED_STREAM: u32 = 0x7;
 /// HPACK: the static table's `:status: 200`.
@@ -214,4 +218,131 @@ fn tls(addr: SocketAddr) -> anyhow::Result<(String, rustls::ServerConfig)> {
         )?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok((ca_cert.pem(), config))
+}
+
+/// How the server treated a [`RawH2Client`]'s connection so far.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ClientSeen {
+    /// Response HEADERS frames received.
+    pub responses: u32,
+    /// The error code of the server's GOAWAY, if it sent one.
+    pub goaway: Option<u32>,
+    /// The connection is closed (end of stream or an error reading it).
+    pub closed: bool,
+}
+
+/// A client writing frames itself.
+pub struct RawH2Client<S> {
+    write: Arc<tokio::sync::Mutex<WriteHalf<S>>>,
+    seen: Arc<Mutex<ClientSeen>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl<S> Drop for RawH2Client<S> {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Send + 'static> RawH2Client<S> {
+    /// Sends the preface and empty SETTINGS on `stream` (TLS with ALPN `h2` already agreed),
+    /// and reads what the server sends from then on, acknowledging its SETTINGS and PINGs.
+    pub async fn start(stream: S) -> anyhow::Result<Self> {
+        let (mut read, write) = tokio::io::split(stream);
+        let write = Arc::new(tokio::sync::Mutex::new(write));
+        {
+            let mut write = write.lock().await;
+            write.write_all(PREFACE).await?;
+            write.write_all(&frame(SETTINGS, 0, 0, &[])).await?;
+        }
+        let seen = Arc::new(Mutex::new(ClientSeen::default()));
+        let reader = tokio::spawn({
+            let (write, seen) = (Arc::clone(&write), Arc::clone(&seen));
+            async move {
+                loop {
+                    let mut head = [0; 9];
+                    if read.read_exact(&mut head).await.is_err() {
+                        break;
+                    }
+                    let length = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                    let mut payload = vec![0; length];
+                    if read.read_exact(&mut payload).await.is_err() {
+                        break;
+                    }
+                    match (head[3], head[4]) {
+                        (SETTINGS, flags) if flags & ACK == 0 => {
+                            let ack = frame(SETTINGS, ACK, 0, &[]);
+                            if write.lock().await.write_all(&ack).await.is_err() {
+                                break;
+                            }
+                        }
+                        (PING, flags) if flags & ACK == 0 => {
+                            let pong = frame(PING, ACK, 0, &payload);
+                            if write.lock().await.write_all(&pong).await.is_err() {
+                                break;
+                            }
+                        }
+                        (HEADERS, _) => seen.lock().unwrap().responses += 1,
+                        (GOAWAY, _) if payload.len() >= 8 => {
+                            let code = u32::from_be_bytes(payload[4..8].try_into().unwrap());
+                            seen.lock().unwrap().goaway = Some(code);
+                        }
+                        _ => {}
+                    }
+                }
+                seen.lock().unwrap().closed = true;
+            }
+        });
+        Ok(Self {
+            write,
+            seen,
+            reader,
+        })
+    }
+
+    /// Writes frames; fails once the server has closed the connection.
+    pub async fn send(&self, frames: &[u8]) -> std::io::Result<()> {
+        let mut write = self.write.lock().await;
+        write.write_all(frames).await?;
+        write.flush().await
+    }
+
+    /// What the server did so far.
+    pub fn seen(&self) -> ClientSeen {
+        *self.seen.lock().unwrap()
+    }
+}
+
+/// The HEADERS frame of a request without a body on stream `id` (odd, increasing).
+pub fn request_frame(id: u32, headers: &[(&str, &str)]) -> Bytes {
+    let mut block = BytesMut::new();
+    for (name, value) in headers {
+        // Literal header field without indexing, new name, no Huffman coding.
+        block.put_u8(0);
+        hpack_string(&mut block, name);
+        hpack_string(&mut block, value);
+    }
+    frame(HEADERS, END_STREAM | END_HEADERS, id, &block)
+}
+
+/// The RST_STREAM frame cancelling stream `id`.
+pub fn reset_frame(id: u32) -> Bytes {
+    frame(RST_STREAM, 0, id, &CANCEL.to_be_bytes())
+}
+
+/// An HPACK string literal: a 7-bit-prefix length, no Huffman coding.
+fn hpack_string(out: &mut BytesMut, text: &str) {
+    let mut length = text.len();
+    if length < 0x7f {
+        out.put_u8(length as u8);
+    } else {
+        out.put_u8(0x7f);
+        length -= 0x7f;
+        while length >= 0x80 {
+            out.put_u8((length % 0x80) as u8 | 0x80);
+            length /= 0x80;
+        }
+        out.put_u8(length as u8);
+    }
+    out.put_slice(text.as_bytes());
 }

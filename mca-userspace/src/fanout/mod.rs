@@ -142,10 +142,8 @@ fn cluster_request(
     } else {
         format!("{}?{query}", head.uri.path())
     };
-    let mut request = Request::new(UpstreamBody::default());
-    *request.method_mut() = head.method.clone();
+    let mut request = Request::from_parts(upstream::copy_head(head), UpstreamBody::default());
     *request.uri_mut() = target.parse().expect("a path and an encoded query");
-    *request.headers_mut() = head.headers.clone();
     request.headers_mut().remove(header::ACCEPT_ENCODING);
     if let Ok(accept) = HeaderValue::from_str(accept) {
         request.headers_mut().insert(header::ACCEPT, accept);

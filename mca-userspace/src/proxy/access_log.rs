@@ -20,7 +20,11 @@ use bytes::Buf;
 use http::{Method, Version};
 use http_body::{Body, Frame, SizeHint};
 
-use crate::{cluster::InFlight, reqinfo::RequestInfo};
+use crate::{
+    cluster::InFlight,
+    limits::{connection::Active, in_flight::Slot},
+    reqinfo::RequestInfo,
+};
 
 /// A byte counter shared between a body and its access log.
 pub type ByteCounter = Arc<AtomicU64>;
@@ -44,6 +48,10 @@ pub struct AccessLog {
     pub cluster: Option<Arc<str>>,
     /// Keeps the request counted as in flight to its cluster until the line is written.
     pub in_flight: Option<InFlight>,
+    /// Its place in MCA's in-flight budget, held as long.
+    pub slot: Option<Slot>,
+    /// Keeps it counted as open on its client connection; told whether MCA answered.
+    pub connection: Option<Active>,
     error: Option<String>,
     note: Option<&'static str>,
     /// Bytes received from the client (request body, or client→server after an upgrade).
@@ -66,6 +74,8 @@ impl AccessLog {
             route: None,
             cluster: None,
             in_flight: None,
+            slot: None,
+            connection: None,
             error: None,
             note: None,
             bytes_in: ByteCounter::default(),
@@ -91,6 +101,10 @@ impl AccessLog {
 
 impl Drop for AccessLog {
     fn drop(&mut self) {
+        if let Some(connection) = &mut self.connection {
+            // No status: the client went away before MCA could answer.
+            connection.answered = self.status != 0;
+        }
         let info = &self.info;
         tracing::info!(
             target: "mca::access",

@@ -29,9 +29,12 @@ use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::conn::auto,
 };
-use tokio::net::{TcpListener, TcpStream};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore},
+};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -40,6 +43,12 @@ use crate::{
     client_auth::ClientAuth,
     cluster::Cluster,
     intercept::Interception,
+    limits::{
+        Limits,
+        connection::{Active, CANCEL_BUDGET, CANCEL_WINDOW, Close, Connection},
+        deadline::Deadline,
+        in_flight::InFlight,
+    },
     reload::{Live, Routing},
     reqinfo::RequestInfo,
     route::ClusterView,
@@ -50,9 +59,6 @@ use crate::{
 
 /// The body of every response MCA sends to a client.
 pub type ResponseBody = UnsyncBoxBody<Bytes, tower::BoxError>;
-
-/// A client that never finishes its TLS handshake is dropped after this long.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The route name logged for `/clusters/<name>/` requests.
 static EXPLICIT: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("explicit"));
@@ -65,6 +71,8 @@ static DISCOVERY: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("discovery"));
 #[derive(Debug)]
 pub struct Proxy {
     live: Arc<Live>,
+    limits: Limits,
+    in_flight: InFlight,
     /// Who may use MCA; `None` with `--client-auth=none`.
     client_auth: Option<Arc<ClientAuth>>,
     interception: Option<Arc<Interception>>,
@@ -72,14 +80,21 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// A proxy routing as `live` says at each request, for clients `client_auth` admits.
+    /// A proxy routing as `live` says at each request, for clients `client_auth` admits,
+    /// within `limits`.
     pub fn new(
         live: Arc<Live>,
+        limits: Limits,
         client_auth: Option<Arc<ClientAuth>>,
         interception: Option<Arc<Interception>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             live,
+            in_flight: InFlight::new(
+                limits.max_requests_inflight,
+                limits.max_mutating_requests_inflight,
+            ),
+            limits,
             client_auth,
             interception,
             tunnels: TaskTracker::new(),
@@ -95,15 +110,20 @@ impl Proxy {
         shutdown: CancellationToken,
         grace: Duration,
     ) {
-        let graceful = GracefulShutdown::new();
-        let http = auto::Builder::new(TokioExecutor::new());
+        let http = self.limits.http();
+        let connections = TaskTracker::new();
+        let slots = Arc::new(Semaphore::new(self.limits.max_connections as usize));
         let (accepted_tx, mut accepted) = tokio::sync::mpsc::channel(64);
         let mut acceptors = tokio::task::JoinSet::new();
         for listener in listeners {
-            acceptors.spawn(accept_loop(listener, accepted_tx.clone()));
+            acceptors.spawn(accept_loop(
+                listener,
+                Arc::clone(&slots),
+                accepted_tx.clone(),
+            ));
         }
         loop {
-            let (tcp, peer) = tokio::select! {
+            let (tcp, peer, slot) = tokio::select! {
                 Some(connection) = accepted.recv() => connection,
                 () = shutdown.cancelled() => break,
             };
@@ -113,51 +133,104 @@ impl Proxy {
                 .interception
                 .as_ref()
                 .and_then(|interception| interception.original_destination(peer));
-            let proxy = Arc::clone(&self);
-            let tls = tls.clone();
-            let http = http.clone();
-            let watcher = graceful.watcher();
-            tokio::spawn(async move {
-                let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(error)) => {
-                        tracing::debug!(%peer, %error, "TLS handshake with client failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake with client timed out");
-                        return;
-                    }
-                };
-                // Boxed: hyper keeps a stream's task (sized for this future) until the response
-                // body is done, which for a watch is its whole life; the box is freed as soon
-                // as the response headers are ready.
-                let service = hyper::service::service_fn(move |request| {
-                    Box::pin(Arc::clone(&proxy).handle(request, original))
-                });
-                let connection = http
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
-                if let Err(error) = watcher.watch(connection).await {
-                    tracing::debug!(%peer, %error, "client connection ended with an error");
-                }
-            });
+            let client = Client {
+                peer,
+                original,
+                shutdown: shutdown.clone(),
+                _slot: slot,
+            };
+            connections.spawn(Arc::clone(&self).serve_connection(
+                tcp,
+                client,
+                tls.clone(),
+                http.clone(),
+            ));
         }
         // Dropping the accept loops closes the listeners: new connections are refused.
         acceptors.shutdown().await;
+        connections.close();
         self.tunnels.close();
         tracing::info!(
-            connections = graceful.count(),
+            connections = connections.len(),
             tunnels = self.tunnels.len(),
             ?grace,
             "stopped accepting; draining"
         );
         let drained = async {
-            graceful.shutdown().await;
+            connections.wait().await;
             self.tunnels.wait().await;
         };
         if tokio::time::timeout(grace, drained).await.is_err() {
             tracing::warn!(?grace, "grace period over; closing what is still open");
+        }
+    }
+
+    /// Serves one client connection: TLS, then HTTP until the client closes it, it idles,
+    /// it cancels requests abusively, or MCA shuts down.
+    async fn serve_connection(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        client: Client,
+        tls: TlsAcceptor,
+        http: auto::Builder<TokioExecutor>,
+    ) {
+        let peer = client.peer;
+        let handshake = tokio::time::timeout(self.limits.tls_handshake_timeout, tls.accept(tcp));
+        let stream = match handshake.await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "TLS handshake with client failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake with client timed out");
+                return;
+            }
+        };
+        let requests = Connection::new();
+        let service = {
+            let (proxy, requests, original) =
+                (Arc::clone(&self), Arc::clone(&requests), client.original);
+            // Boxed: hyper keeps a stream's task (sized for this future) until the response
+            // body is done, which for a watch is its whole life; the box is freed as soon as
+            // the response headers are ready.
+            hyper::service::service_fn(move |request| {
+                let active = requests.request();
+                Box::pin(Arc::clone(&proxy).handle(request, original, active))
+            })
+        };
+        let connection = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let mut connection = std::pin::pin!(connection);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                ended = connection.as_mut() => {
+                    if let Err(error) = ended {
+                        tracing::debug!(%peer, %error, "client connection ended with an error");
+                    }
+                    return;
+                }
+                close = requests.close(self.limits.idle_timeout), if !closing => match close {
+                    Close::Idle => {
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    Close::Abusive => {
+                        tracing::warn!(
+                            %peer,
+                            budget = CANCEL_BUDGET,
+                            window = ?CANCEL_WINDOW,
+                            "closing a client connection that cancelled more requests than \
+                             its budget allows (HTTP/2 rapid reset?)"
+                        );
+                        return;
+                    }
+                },
+                () = client.shutdown.cancelled(), if !closing => {
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
         }
     }
 
@@ -166,6 +239,7 @@ impl Proxy {
         self: Arc<Self>,
         mut request: Request<Incoming>,
         original: Option<SocketAddr>,
+        active: Active,
     ) -> Result<Response<ResponseBody>, Infallible> {
         let target = request
             .uri()
@@ -193,6 +267,7 @@ impl Proxy {
         };
         let mut log = AccessLog::start(info, request.method().clone(), request.version());
         log.original_destination = original;
+        log.connection = Some(active);
         let admitted = match &self.client_auth {
             Some(auth) => auth.check(request.headers()),
             None => Ok(()),
@@ -212,6 +287,14 @@ impl Proxy {
                 Status::new(StatusCode::BAD_REQUEST, Reason::BadRequest, message),
                 log,
             ));
+        }
+        match self.in_flight.admit(log.info()) {
+            Ok(slot) => log.slot = slot,
+            Err(status) => return Ok(answer(status, log)),
+        }
+        let limit = self.limits.request_timeout;
+        if let Some(deadline) = Deadline::for_request(log.info(), request.uri().query(), limit) {
+            request.extensions_mut().insert(deadline);
         }
 
         // One snapshot of the routing for the whole request, however long it runs.
@@ -577,16 +660,41 @@ fn answer(status: Status, mut log: AccessLog) -> Response<ResponseBody> {
     Response::from_parts(parts, body)
 }
 
-/// Accepts connections on `listener` and hands them to the serving loop.
+/// A client connection's facts and the bounds it lives in.
+struct Client {
+    peer: SocketAddr,
+    /// The address it dialled, if eBPF redirected it.
+    original: Option<SocketAddr>,
+    /// Fires when MCA shuts down.
+    shutdown: CancellationToken,
+    /// Its place among `--max-connections`.
+    _slot: OwnedSemaphorePermit,
+}
+
+/// Accepts connections on `listener` while a connection slot is free, and hands them to the
+/// serving loop; at the bound, new connections wait in the kernel's accept queue.
 async fn accept_loop(
     listener: TcpListener,
-    accepted: tokio::sync::mpsc::Sender<(TcpStream, SocketAddr)>,
+    slots: Arc<Semaphore>,
+    accepted: tokio::sync::mpsc::Sender<(TcpStream, SocketAddr, OwnedSemaphorePermit)>,
 ) {
     loop {
+        let slot = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                tracing::warn!(
+                    "all client connections allowed are open (--max-connections); new ones wait"
+                );
+                let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                    return;
+                };
+                slot
+            }
+        };
         match listener.accept().await {
             Ok((tcp, peer)) => {
                 let _ = tcp.set_nodelay(true);
-                if accepted.send((tcp, peer)).await.is_err() {
+                if accepted.send((tcp, peer, slot)).await.is_err() {
                     return;
                 }
             }

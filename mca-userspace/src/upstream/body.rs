@@ -1,6 +1,7 @@
 //! The body of a response from the API server, whichever protocol carried it.
 
 use std::{
+    future::Future,
     pin::Pin,
     task::{Context, Poll, ready},
 };
@@ -10,10 +11,17 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use tower::BoxError;
 
-use super::http2::RecvBody;
+use tokio::time::Sleep;
 
-/// A response body from the API server, streamed.
-pub struct Body(Inner);
+use super::http2::RecvBody;
+use crate::limits::deadline::{Deadline, Expired};
+
+/// A response body from the API server, streamed; it fails once its request's deadline (if
+/// any) has passed.
+pub struct Body {
+    inner: Inner,
+    deadline: Option<(Pin<Box<Sleep>>, Expired)>,
+}
 
 enum Inner {
     Http1 {
@@ -28,7 +36,7 @@ enum Inner {
 
 impl std::fmt::Debug for Body {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
+        match &self.inner {
             Inner::Http1 { ended, .. } => f.debug_struct("Http1").field("ended", ended).finish(),
             Inner::Http2(body) => body.fmt(f),
         }
@@ -38,7 +46,7 @@ impl std::fmt::Debug for Body {
 impl Body {
     /// An HTTP/1.1 body; `reusable` runs when it was read to the end.
     pub(super) fn http1(body: Incoming, reusable: Option<Box<dyn FnOnce() + Send>>) -> Self {
-        Self(Inner::Http1 {
+        Self::new(Inner::Http1 {
             body,
             ended: false,
             reusable,
@@ -47,7 +55,21 @@ impl Body {
 
     /// An HTTP/2 stream's body.
     pub(super) fn http2(body: RecvBody) -> Self {
-        Self(Inner::Http2(body))
+        Self::new(Inner::Http2(body))
+    }
+
+    fn new(inner: Inner) -> Self {
+        Self {
+            inner,
+            deadline: None,
+        }
+    }
+
+    /// The body, failing with [`Expired`] if it is not over by `deadline`.
+    pub(super) fn until(mut self, deadline: Deadline) -> Self {
+        let sleep = Box::pin(tokio::time::sleep_until(deadline.at()));
+        self.deadline = Some((sleep, deadline.expired()));
+        self
     }
 }
 
@@ -59,7 +81,12 @@ impl http_body::Body for Body {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match &mut self.0 {
+        if let Some((sleep, expired)) = &mut self.deadline
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Some(Err((*expired).into())));
+        }
+        match &mut self.inner {
             Inner::Http1 { body, ended, .. } => {
                 let frame = ready!(Pin::new(body).poll_frame(cx));
                 *ended |= frame.is_none();
@@ -72,14 +99,14 @@ impl http_body::Body for Body {
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.0 {
+        match &self.inner {
             Inner::Http1 { body, ended, .. } => *ended || body.is_end_stream(),
             Inner::Http2(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.0 {
+        match &self.inner {
             Inner::Http1 { body, .. } => body.size_hint(),
             Inner::Http2(body) => body.size_hint(),
         }
@@ -89,7 +116,7 @@ impl http_body::Body for Body {
 impl Drop for Body {
     fn drop(&mut self) {
         let ended = http_body::Body::is_end_stream(self);
-        if let Inner::Http1 { reusable, .. } = &mut self.0
+        if let Inner::Http1 { reusable, .. } = &mut self.inner
             && ended
             && let Some(reusable) = reusable.take()
         {

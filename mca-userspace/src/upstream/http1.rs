@@ -17,7 +17,11 @@ pub type Sender = http1::SendRequest<UpstreamBody>;
 /// be spawned; it ends when the connection closes or, with `upgrades`, once the socket was
 /// handed to the response's upgrade.
 pub async fn handshake(socket: Socket, upgrades: bool) -> Result<(Sender, Driver), hyper::Error> {
-    let (sender, connection) = http1::handshake(TokioIo::new(socket)).await?;
+    let (sender, connection) = http1::Builder::new()
+        // hyper fails a response whose head does not fit its read buffer.
+        .max_buf_size(super::MAX_RESPONSE_HEADER_BYTES)
+        .handshake(TokioIo::new(socket))
+        .await?;
     let driver = Box::pin(async move {
         let result = if upgrades {
             connection.with_upgrades().await

@@ -54,6 +54,7 @@ pub async fn handshake(socket: Socket) -> Result<(SendRequest<Bytes>, Driver, Se
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .enable_push(false)
+        .max_header_list_size(super::MAX_RESPONSE_HEADER_BYTES as u32)
         .handshake(socket)
         .await?;
     let mut ping = connection

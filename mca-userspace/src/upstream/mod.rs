@@ -29,7 +29,10 @@ use std::{
     time::Duration,
 };
 
-use crate::status::{Reason, Status};
+use crate::{
+    limits::deadline::{Deadline, Expired},
+    status::{Reason, Status},
+};
 use bytes::Bytes;
 use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
@@ -52,6 +55,10 @@ use self::{
     credential::{Files, Replay},
     pool::Pool,
 };
+
+/// The largest response header block MCA takes from an API server; a larger one fails the
+/// request (502) instead of growing MCA's memory.
+const MAX_RESPONSE_HEADER_BYTES: usize = 1 << 20;
 
 /// The request body MCA forwards upstream.
 pub type UpstreamBody = UnsyncBoxBody<Bytes, hyper::Error>;
@@ -212,7 +219,22 @@ impl Upstream {
     /// Sends a request (its URI only a path and query) with MCA's credentials; `class` says how
     /// long it will hold its connection. Refused with 401 while a newer credential has
     /// appeared in MCA's files, it is sent once more with that one (if its body was kept).
+    /// A [`Deadline`] among the request's extensions bounds the answer, body included.
     pub async fn send(
+        &self,
+        request: Request<UpstreamBody>,
+        class: RequestClass,
+    ) -> Result<Response<Body>, BoxError> {
+        let Some(deadline) = request.extensions().get::<Deadline>().copied() else {
+            return self.send_authorized(request, class).await;
+        };
+        match tokio::time::timeout_at(deadline.at(), self.send_authorized(request, class)).await {
+            Ok(response) => Ok(response?.map(|body| body.until(deadline))),
+            Err(_) => Err(deadline.expired().into()),
+        }
+    }
+
+    async fn send_authorized(
         &self,
         mut request: Request<UpstreamBody>,
         class: RequestClass,
@@ -276,13 +298,16 @@ impl Upstream {
     }
 }
 
-/// The request line and headers of a request, for sending it again.
+/// The request line, headers and deadline of a request, for sending it again.
 pub(crate) fn copy_head(parts: &http::request::Parts) -> http::request::Parts {
     let mut head = Request::new(());
     *head.method_mut() = parts.method.clone();
     *head.uri_mut() = parts.uri.clone();
     *head.version_mut() = parts.version;
     *head.headers_mut() = parts.headers.clone();
+    if let Some(&deadline) = parts.extensions.get::<Deadline>() {
+        head.extensions_mut().insert(deadline);
+    }
     head.into_parts().0
 }
 
@@ -302,7 +327,7 @@ pub fn failure_status(error: &BoxError) -> Status {
             )
             .retry_after(1);
         }
-        if error.is::<ConnectTimeout>() {
+        if error.is::<ConnectTimeout>() || error.is::<Expired>() {
             return Status::new(StatusCode::GATEWAY_TIMEOUT, Reason::Timeout, message);
         }
         if error.is::<kube::client::AuthError>() {

@@ -8,6 +8,7 @@
 //! `Impersonate-*` headers never arrive, and that MCA's token does.
 
 mod discovery;
+pub mod faults;
 mod pods;
 mod remotecommand;
 mod spdy;
@@ -101,6 +102,8 @@ pub struct State {
     /// The pods.
     pub pods: PodStore,
     log_gate: Semaphore,
+    /// Requests held open by the `stall` faults.
+    stalled: faults::Stalled,
 }
 
 /// A running test API server, on a runtime of its own; stopped when dropped.
@@ -150,6 +153,7 @@ impl ApiServer {
             extra_resources: RwLock::default(),
             pods: PodStore::default(),
             log_gate: Semaphore::new(0),
+            stalled: faults::Stalled::default(),
         });
         let mut server = Self {
             addr,
@@ -260,6 +264,11 @@ impl ApiServer {
     pub fn release_log_line(&self) {
         self.state.log_gate.add_permits(1);
     }
+
+    /// Requests held open now by a `stall` or `stall-body` [fault](faults).
+    pub fn stalled(&self) -> usize {
+        self.state.stalled.count()
+    }
 }
 
 /// The server's CA (PEM and signer) and a TLS configuration that accepts, but does not
@@ -309,6 +318,9 @@ async fn serve(
     options: Options,
 ) {
     let mut http = auto::Builder::new(TokioExecutor::new());
+    // kube-apiserver takes header blocks up to 1 MiB.
+    http.http1().max_buf_size(1 << 20);
+    http.http2().max_header_list_size(1 << 20);
     if let Some(max) = options.max_concurrent_streams {
         http.http2().max_concurrent_streams(max);
     }
@@ -372,6 +384,9 @@ async fn handle(
         return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
     }
 
+    if let Some(response) = faults::serve(&state, &request).await {
+        return response;
+    }
     let path = go_decode(request.uri().path());
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     if request.method() == Method::GET {

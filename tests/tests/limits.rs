@@ -1,0 +1,413 @@
+//! MCA's bounds, driven the way a careless or hostile client in the pod would: oversized
+//! headers, too many requests at once, requests the API server never answers, silent and
+//! idle connections, too many connections, HTTP/2 rapid reset; and on the upstream side
+//! redirects and oversized response headers.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use mca_tests::{
+    apiserver::faults,
+    client::{self, Https, body_json},
+    harness::{Env, NAMESPACE},
+    rawh2::{self, RawH2Client},
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const H2: &[&[u8]] = &[b"h2", b"http/1.1"];
+const H1: &[&[u8]] = &[b"http/1.1"];
+const HOST: &str = "kubernetes.default.svc";
+
+/// `GET path` with the client's token and `headers`.
+fn get(client: &Https, path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+    let mut request = Request::get(path).header("authorization", client.bearer());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(Full::default()).unwrap()
+}
+
+/// `GET /version`, answered 200: how long it took.
+async fn timed_version(client: &mut Https) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let response = client.send(get(client, "/version", &[])).await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    Ok(start.elapsed())
+}
+
+/// Waits until `done` holds, for at most `within`.
+async fn eventually(within: Duration, what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Whether the peer closes `stream` within `within` (end of stream or a reset).
+async fn closed_within(stream: &mut (impl AsyncReadExt + Unpin), within: Duration) -> bool {
+    let mut buffer = [0; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn header_blocks_over_a_mebibyte_get_431_and_smaller_ones_pass() -> anyhow::Result<()> {
+    let env = Env::start_test(&[])?;
+    let apiserver = env.apiserver();
+    // Beyond hyper's defaults (16 KiB for HTTP/2, ~400 KiB for HTTP/1.1), within the API
+    // server's 1 MiB.
+    let large = "a".repeat(600 << 10);
+    let too_large = "a".repeat((1 << 20) + 1024);
+    for alpn in [H2, H1] {
+        let mut client = Https::connect(&env.pod, HOST, alpn).await?;
+        let before = apiserver.requests().len();
+        let response = client
+            .send(get(&client, "/version", &[("x-large", &large)]))
+            .await?;
+        assert_eq!(response.status(), StatusCode::OK, "{alpn:?}");
+        assert_eq!(apiserver.requests().len(), before + 1);
+
+        let mut client = Https::connect(&env.pod, HOST, alpn).await?;
+        let response = client
+            .send(get(&client, "/version", &[("x-large", &too_large)]))
+            .await?;
+        assert_eq!(
+            response.status(),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "{alpn:?}"
+        );
+        assert_eq!(apiserver.requests().len(), before + 1, "it was forwarded");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_over_the_in_flight_limits_get_429_and_long_running_ones_are_not_counted()
+-> anyhow::Result<()> {
+    let env = Env::start_test(&[
+        "--max-requests-inflight",
+        "2",
+        "--max-mutating-requests-inflight",
+        "1",
+    ])?;
+    let apiserver = env.apiserver();
+    let stall = [(faults::HEADER, "stall")];
+    // Two reads and a write the API server does not answer hold every slot.
+    let mut held = Vec::new();
+    for method in ["GET", "GET", "POST"] {
+        let mut client = Https::connect(&env.pod, HOST, H2).await?;
+        let mut request = get(&client, "/version", &stall);
+        *request.method_mut() = method.parse()?;
+        held.push(tokio::spawn(async move { client.send(request).await }));
+    }
+    eventually(Duration::from_secs(5), "3 requests stalled", || {
+        apiserver.stalled() == 3
+    })
+    .await;
+    let mut client = Https::connect(&env.pod, HOST, H2).await?;
+    let pods = format!("/api/v1/namespaces/{NAMESPACE}/pods");
+    for (method, path) in [("GET", pods.as_str()), ("POST", pods.as_str())] {
+        let mut request = get(&client, path, &[]);
+        *request.method_mut() = method.parse()?;
+        let response = client.send(request).await?;
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS, "{method}");
+        assert_eq!(response.headers()["retry-after"], "1");
+        let status = body_json(response).await?;
+        assert_eq!(status["reason"], "TooManyRequests", "{status}");
+        assert_eq!(status["details"]["retryAfterSeconds"], 1, "{status}");
+    }
+    // A watch is long-running: not counted, served.
+    let watch = client
+        .send(get(&client, &format!("{pods}?watch=true"), &[]))
+        .await?;
+    assert_eq!(watch.status(), StatusCode::OK);
+
+    // Slots come back when the requests end.
+    for request in held {
+        request.abort();
+    }
+    eventually(Duration::from_secs(5), "stalled requests cancelled", || {
+        apiserver.stalled() == 0
+    })
+    .await;
+    let response = client.send(get(&client, &pods, &[])).await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unanswered_requests_get_504_and_are_cancelled_upstream() -> anyhow::Result<()> {
+    let env = Env::start_test(&["--request-timeout", "2s"])?;
+    let apiserver = env.apiserver();
+    let mut client = Https::connect(&env.pod, HOST, H2).await?;
+    for (path, limit) in [
+        ("/version", Duration::from_secs(2)),
+        // A shorter `?timeout=` of the client's own wins.
+        ("/version?timeout=1s", Duration::from_secs(1)),
+    ] {
+        let start = Instant::now();
+        let response = client
+            .send(get(&client, path, &[(faults::HEADER, "stall")]))
+            .await?;
+        let took = start.elapsed();
+        assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT, "{path}");
+        assert!(took >= limit && took < limit * 2, "{path}: {took:?}");
+        let status = body_json(response).await?;
+        assert_eq!(status["reason"], "Timeout", "{status}");
+        assert_eq!(status["code"], 504, "{status}");
+        // MCA dropped its upstream request: the API server's handler is gone.
+        eventually(Duration::from_secs(1), "upstream request cancelled", || {
+            apiserver.stalled() == 0
+        })
+        .await;
+    }
+
+    // A body that stops halfway fails at the deadline, and is cancelled upstream too.
+    let start = Instant::now();
+    let response = client
+        .send(get(&client, "/version", &[(faults::HEADER, "stall-body")]))
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.into_body().collect().await.is_err());
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    eventually(Duration::from_secs(1), "upstream body cancelled", || {
+        apiserver.stalled() == 0
+    })
+    .await;
+
+    // Long-running requests have no deadline.
+    let watch = get(
+        &client,
+        &format!("/api/v1/namespaces/{NAMESPACE}/pods?watch=true"),
+        &[(faults::HEADER, "stall")],
+    );
+    let waiting = tokio::time::timeout(Duration::from_secs(3), client.send(watch)).await;
+    assert!(waiting.is_err(), "a watch was timed out");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_slow_and_idle_connections_are_closed() -> anyhow::Result<()> {
+    let env = Env::start_test(&[
+        "--tls-handshake-timeout",
+        "1s",
+        "--header-read-timeout",
+        "1s",
+        "--idle-timeout",
+        "1s",
+    ])?;
+    let within = Duration::from_secs(3);
+    // Connected, never a TLS ClientHello.
+    let mut silent = client::tcp(&env.pod)?;
+    assert!(
+        closed_within(&mut silent, within).await,
+        "silent connection"
+    );
+    // TLS done, half a request head.
+    let mut slow = client::tls(&env.pod, client::tcp(&env.pod)?, HOST, H1).await?;
+    slow.write_all(b"GET /version HTTP/1.1\r\nHost: kubernetes\r\n")
+        .await?;
+    assert!(closed_within(&mut slow, within).await, "slow request head");
+    // HTTP/2 with nothing open: a GOAWAY, then the close.
+    let tls = client::tls(&env.pod, client::tcp(&env.pod)?, HOST, &[b"h2"]).await?;
+    let idle = RawH2Client::start(tls).await?;
+    eventually(within, "idle HTTP/2 connection closed", || {
+        idle.seen().closed
+    })
+    .await;
+    assert_eq!(idle.seen().goaway, Some(0), "{:?}", idle.seen());
+    // While a request is open, the connection stays.
+    let mut client = Https::connect(&env.pod, HOST, H2).await?;
+    let watch = client
+        .send(get(
+            &client,
+            &format!("/api/v1/namespaces/{NAMESPACE}/pods?watch=true"),
+            &[],
+        ))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let response = client.send(get(&client, "/version", &[])).await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    drop(watch);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_beyond_the_bound_wait_for_a_free_slot() -> anyhow::Result<()> {
+    let env = Env::start_test(&["--max-connections", "2"])?;
+    let first = Https::connect(&env.pod, HOST, H2).await?;
+    let mut second = Https::connect(&env.pod, HOST, H2).await?;
+    // The third is accepted by the kernel but not by MCA: no TLS handshake.
+    let third = client::tls(&env.pod, client::tcp(&env.pod)?, HOST, H2);
+    let mut third = std::pin::pin!(third);
+    let waited = tokio::time::timeout(Duration::from_secs(1), &mut third).await;
+    assert!(waited.is_err(), "a third connection was served");
+    assert_eq!(
+        second.send(get(&second, "/version", &[])).await?.status(),
+        StatusCode::OK
+    );
+    drop(first);
+    tokio::time::timeout(Duration::from_secs(5), third)
+        .await
+        .expect("served once a slot was free")?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_rapid_reset_reaches_the_api_server_rarely_and_slows_no_one() -> anyhow::Result<()> {
+    let env = Env::start_test(&[])?;
+    let apiserver = env.apiserver();
+    let token = std::fs::read_to_string(env.pod.fake_sa_dir().join("token"))?;
+    let bearer = format!("Bearer {token}");
+    let path = format!("/api/v1/namespaces/{NAMESPACE}/pods/web");
+    let headers = |stall: bool| {
+        let mut headers = vec![
+            (":method", "GET"),
+            (":scheme", "https"),
+            (":authority", HOST),
+            (":path", path.as_str()),
+            ("authorization", bearer.as_str()),
+        ];
+        if stall {
+            headers.push((faults::HEADER, "stall"));
+        }
+        headers
+    };
+    // A well-behaved client, measured before and during the attacks.
+    let mut bystander = Https::connect(&env.pod, HOST, H2).await?;
+    let mut slowest = Duration::ZERO;
+    slowest = slowest.max(timed_version(&mut bystander).await?);
+
+    // 1. Thousands of streams opened and reset in the same breath.
+    let tls = client::tls(&env.pod, client::tcp(&env.pod)?, HOST, &[b"h2"]).await?;
+    let attacker = RawH2Client::start(tls).await?;
+    let before = apiserver.requests().len();
+    let mut sent = 0;
+    for batch in 0..50u32 {
+        let mut frames = Vec::new();
+        for i in 0..100 {
+            let id = 2 * (batch * 100 + i) + 1;
+            frames.extend_from_slice(&rawh2::request_frame(id, &headers(false)));
+            frames.extend_from_slice(&rawh2::reset_frame(id));
+        }
+        if attacker.send(&frames).await.is_err() {
+            break;
+        }
+        sent += 100;
+        slowest = slowest.max(timed_version(&mut bystander).await?);
+    }
+    eventually(Duration::from_secs(5), "attacker disconnected", || {
+        attacker.seen().closed
+    })
+    .await;
+    let reached = apiserver.requests().len() - before;
+    println!(
+        "burst: {sent} streams sent and reset, {reached} reached the API server, {:?}",
+        attacker.seen()
+    );
+    assert!(reached <= 150, "{reached} requests reached the API server");
+
+    // 2. Each stream reset only once MCA has forwarded it (h2's own defence does not see
+    // these): MCA closes the connection once its cancel budget is spent.
+    let tls = client::tls(&env.pod, client::tcp(&env.pod)?, HOST, &[b"h2"]).await?;
+    let attacker = RawH2Client::start(tls).await?;
+    let before = apiserver.requests().len();
+    let mut forwarded = 0;
+    for i in 0..1000u32 {
+        let id = 2 * i + 1;
+        if attacker
+            .send(&rawh2::request_frame(id, &headers(true)))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while apiserver.requests().len() - before == forwarded && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if apiserver.requests().len() - before == forwarded {
+            break;
+        }
+        forwarded += 1;
+        if attacker.send(&rawh2::reset_frame(id)).await.is_err() {
+            break;
+        }
+        if i % 20 == 0 {
+            slowest = slowest.max(timed_version(&mut bystander).await?);
+        }
+    }
+    eventually(Duration::from_secs(5), "attacker disconnected", || {
+        attacker.seen().closed
+    })
+    .await;
+    println!(
+        "paced: {forwarded} forwarded before MCA closed the connection; bystander's slowest \
+         request {slowest:?}"
+    );
+    // The cancel that spends the budget and the close race a stream or two already sent.
+    let budget = mca::limits::connection::CANCEL_BUDGET as usize;
+    assert!(
+        forwarded <= budget + 5,
+        "{forwarded} requests forwarded and reset"
+    );
+    eventually(
+        Duration::from_secs(2),
+        "upstream requests cancelled",
+        || apiserver.stalled() == 0,
+    )
+    .await;
+    assert!(
+        env.mca
+            .log()
+            .contains("cancelled more requests than its budget"),
+        "{}",
+        env.mca.log()
+    );
+    slowest = slowest.max(timed_version(&mut bystander).await?);
+    assert!(slowest < Duration::from_secs(1), "{slowest:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redirects_go_back_to_the_app_and_huge_response_headers_are_refused() -> anyhow::Result<()>
+{
+    let env = Env::start_test(&[])?;
+    let decoy = env.pod.listen("127.0.0.1:0")?;
+    decoy.set_nonblocking(true)?;
+    let location = format!("https://{}/api/v1/secrets", decoy.local_addr()?);
+    let mut client = Https::connect(&env.pod, HOST, H2).await?;
+    let redirect = format!("redirect {location}");
+    let response = client
+        .send(get(&client, "/version", &[(faults::HEADER, &redirect)]))
+        .await?;
+    assert_eq!(response.status(), StatusCode::FOUND);
+    assert_eq!(response.headers()["location"], location.as_str());
+    assert_eq!(response.into_body().collect().await?.to_bytes(), "moved");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        decoy.accept().is_err(),
+        "MCA followed the redirect to another host"
+    );
+
+    let response = client
+        .send(get(&client, "/version", &[(faults::HEADER, "huge-header")]))
+        .await?;
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    let status = body_json(response).await?;
+    assert_eq!(status["kind"], "Status", "{status}");
+    // And MCA goes on serving.
+    let response = client.send(get(&client, "/version", &[])).await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    Ok(())
+}
