@@ -149,6 +149,26 @@ pub struct RunArgs {
     #[command(flatten)]
     pub limits: crate::limits::Limits,
 
+    /// How often MCA PINGs each HTTP/2 connection to the API server, to find connections
+    /// whose peer went silent (client-go: 30s).
+    #[arg(
+        long,
+        env = "MCA_UPSTREAM_PING_INTERVAL",
+        default_value = "30s",
+        value_parser = parse_duration
+    )]
+    pub upstream_ping_interval: Duration,
+
+    /// A connection whose PING is not answered within this long is closed: its watches end
+    /// (clients watch anew) and reads caught on it are sent again on another (client-go: 15s).
+    #[arg(
+        long,
+        env = "MCA_UPSTREAM_PING_TIMEOUT",
+        default_value = "15s",
+        value_parser = parse_duration
+    )]
+    pub upstream_ping_timeout: Duration,
+
     /// How applications reach MCA: `ebpf` redirects their connects to the API server with
     /// cgroup hooks (needs CAP_BPF, CAP_NET_ADMIN and a cgroup v2 mount); `env` relies on
     /// KUBERNETES_SERVICE_HOST=127.0.0.1 / KUBERNETES_SERVICE_PORT in the app; `auto` tries

@@ -25,7 +25,7 @@ use crate::{
     reload::{ConfigFile, Live, Routing},
     sa,
     tls::{CertAuthority, ServingCert, SubjectNames},
-    upstream::{Limits, Source, Upstream},
+    upstream::{KeepAlive, Limits, Source, Upstream},
 };
 
 /// Why `mca run` could not start.
@@ -119,6 +119,10 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         max_connections: args.upstream_max_connections as usize,
         connect_timeout: args.upstream_connect_timeout,
         idle_timeout: args.upstream_idle_timeout,
+        keep_alive: KeepAlive {
+            interval: args.upstream_ping_interval,
+            timeout: args.upstream_ping_timeout,
+        },
     };
     let config = match &args.config {
         Some(path) => Config::load(path)?,

@@ -8,4 +8,5 @@ pub mod harness;
 pub mod k8s;
 pub mod projected;
 pub mod rawh2;
+pub mod relay;
 pub mod sandbox;

@@ -143,22 +143,15 @@ impl Pod {
         &self,
         f: impl FnOnce() -> std::io::Result<T> + Send,
     ) -> anyhow::Result<T> {
-        let Some(netns) = &self.netns else {
-            return Ok(f()?);
-        };
-        let path = format!("/run/netns/{netns}");
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    let ns = std::fs::File::open(&path)?;
-                    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                        .map_err(std::io::Error::from)?;
-                    f()
-                })
-                .join()
-                .expect("netns thread panicked")
-        })
-        .with_context(|| format!("in network namespace {netns}"))
+        in_netns(self.netns.as_deref(), f)
+    }
+
+    /// Connects from inside the pod, without borrowing it (for tasks that outlive a borrow).
+    pub fn dialer(
+        &self,
+    ) -> impl Fn(SocketAddr) -> anyhow::Result<TcpStream> + Send + Sync + 'static {
+        let netns = self.netns.clone();
+        move |addr| in_netns(netns.as_deref(), || TcpStream::connect(addr))
     }
 
     /// A listener inside the pod (e.g. for the test API server).
@@ -257,4 +250,27 @@ fn run(command: &mut Command) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Runs `f` on a thread that has entered network namespace `netns` (the current one if `None`).
+fn in_netns<T: Send>(
+    netns: Option<&str>,
+    f: impl FnOnce() -> std::io::Result<T> + Send,
+) -> anyhow::Result<T> {
+    let Some(netns) = netns else {
+        return Ok(f()?);
+    };
+    let path = format!("/run/netns/{netns}");
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let ns = std::fs::File::open(&path)?;
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)?;
+                f()
+            })
+            .join()
+            .expect("netns thread panicked")
+    })
+    .with_context(|| format!("in network namespace {netns}"))
 }

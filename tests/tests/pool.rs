@@ -434,6 +434,7 @@ fn upstream_to(server: &RawH2Server) -> anyhow::Result<Upstream> {
         max_connections: 8,
         connect_timeout: Duration::from_secs(5),
         idle_timeout: Duration::from_secs(90),
+        keep_alive: mca::upstream::KeepAlive::CLIENT_GO,
     };
     Ok(Upstream::from_config(config, limits)?)
 }

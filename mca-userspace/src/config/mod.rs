@@ -231,6 +231,7 @@ pub async fn check(path: &Path) -> Result<String, Vec<String>> {
         max_connections: 1,
         connect_timeout: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(1),
+        keep_alive: crate::upstream::KeepAlive::CLIENT_GO,
     };
     let mut problems = Vec::new();
     for cluster in &config.clusters {

@@ -24,6 +24,7 @@ use http_body_util::BodyExt;
 use super::{
     UpstreamBody,
     connect::{Driver, Socket},
+    pool::KeepAlive,
 };
 
 /// Streams a connection may carry until the server's SETTINGS say otherwise: what Go's
@@ -41,14 +42,18 @@ const CONNECTION_WINDOW: u32 = 16 << 20;
 pub type Settled = Pin<Box<dyn Future<Output = Result<(), h2::Error>> + Send>>;
 
 /// Starts HTTP/2 on a connected socket. The returned driver must be spawned; it ends when the
-/// connection closes (after the last handle to it is dropped, or when the server closes it).
+/// connection closes (after the last handle to it is dropped, when the server closes it, or
+/// when a keep-alive PING goes unanswered).
 ///
 /// Until the server's SETTINGS arrive the connection's stream limit is a guess, and a stream
 /// opened beyond the real limit is either refused or, worse, queued by `h2` behind streams
 /// that may be watches. `settled` tells when the guess is over: a PING goes out right after
 /// the preface, the server sends its SETTINGS before anything else, and `h2` applies them
 /// before it reads the PING's answer.
-pub async fn handshake(socket: Socket) -> Result<(SendRequest<Bytes>, Driver, Settled), h2::Error> {
+pub async fn handshake(
+    socket: Socket,
+    keep_alive: KeepAlive,
+) -> Result<(SendRequest<Bytes>, Driver, Settled), h2::Error> {
     let (send, mut connection) = h2::client::Builder::new()
         .initial_max_send_streams(INITIAL_MAX_STREAMS)
         .initial_window_size(STREAM_WINDOW)
@@ -57,16 +62,53 @@ pub async fn handshake(socket: Socket) -> Result<(SendRequest<Bytes>, Driver, Se
         .max_header_list_size(super::MAX_RESPONSE_HEADER_BYTES as u32)
         .handshake(socket)
         .await?;
-    let mut ping = connection
+    let ping = connection
         .ping_pong()
         .expect("a new connection's ping handle is unclaimed");
+    let (settled_tx, settled_rx) = tokio::sync::oneshot::channel();
     let driver = Box::pin(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "HTTP/2 connection to the API server failed");
+        tokio::select! {
+            ended = connection => if let Err(error) = ended {
+                tracing::debug!(%error, "HTTP/2 connection to the API server failed");
+            },
+            () = pings(ping, settled_tx, keep_alive) => {}
         }
     });
-    let settled = Box::pin(async move { ping.ping(h2::Ping::opaque()).await.map(drop) });
+    let settled = Box::pin(async move {
+        settled_rx
+            .await
+            .unwrap_or_else(|_| Err(h2::Reason::CANCEL.into()))
+    });
     Ok((send, driver, settled))
+}
+
+/// The settling PING, then keep-alive PINGs; returns (closing the connection) when one is not
+/// answered in time. A failed PING means the connection failed, which ends it anyway.
+async fn pings(
+    mut ping: h2::PingPong,
+    settled: tokio::sync::oneshot::Sender<Result<(), h2::Error>>,
+    keep_alive: KeepAlive,
+) {
+    let first = ping.ping(h2::Ping::opaque()).await.map(drop);
+    let failed = first.is_err();
+    let _ = settled.send(first);
+    if failed {
+        return std::future::pending().await;
+    }
+    loop {
+        tokio::time::sleep(keep_alive.interval).await;
+        match tokio::time::timeout(keep_alive.timeout, ping.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return std::future::pending().await,
+            Err(_) => {
+                tracing::warn!(
+                    timeout = ?keep_alive.timeout,
+                    "the API server did not answer a PING in time; closing the connection"
+                );
+                return;
+            }
+        }
+    }
 }
 
 /// Why a request got no response.

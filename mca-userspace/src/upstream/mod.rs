@@ -48,7 +48,7 @@ use tower::{BoxError, ServiceBuilder, ServiceExt, util::BoxCloneSyncService};
 
 pub use self::{
     body::Body,
-    pool::{Limits, RequestClass, Stats},
+    pool::{KeepAlive, Limits, RequestClass, Stats},
 };
 use self::{
     connect::Dialer,

@@ -61,6 +61,29 @@ pub struct Limits {
     pub connect_timeout: Duration,
     /// A connection with nothing in flight for this long is closed.
     pub idle_timeout: Duration,
+    /// How HTTP/2 connections are checked for a peer that went silent.
+    pub keep_alive: KeepAlive,
+}
+
+/// HTTP/2 keep-alive: a PING every `interval`, and a connection whose answer does not come
+/// within `timeout` is closed, ending its streams (watches included) so clients start over on
+/// a live connection. Without it a connection whose peer vanished without a FIN (a node gone,
+/// a dead network path) swallows requests until they time out. client-go checks the same way
+/// (30 s, 15 s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepAlive {
+    /// Between PINGs.
+    pub interval: Duration,
+    /// For the answer.
+    pub timeout: Duration,
+}
+
+impl KeepAlive {
+    /// client-go's values.
+    pub const CLIENT_GO: Self = Self {
+        interval: Duration::from_secs(30),
+        timeout: Duration::from_secs(15),
+    };
 }
 
 /// A request found every connection MCA may use busy, and none freed up in time.
@@ -412,8 +435,10 @@ impl Pool {
             return self.send_upgrade(request).await;
         }
         let (parts, mut body) = request.into_parts();
-        // Only a request without a body can be sent again once a server has seen it.
+        // Only a request without a body can be sent again once a server has seen it, and only
+        // a safe one when the server may have processed it (its connection died meanwhile).
         let replayable = http_body::Body::is_end_stream(&body);
+        let safe = replayable && is_safe(&parts.method);
         let mut attempt = 1;
         loop {
             let lease = match self.acquire(class).await? {
@@ -437,6 +462,11 @@ impl Pool {
                             body = UpstreamBody::default();
                             error.into()
                         }
+                        Err(http2::SendError::Failed(error)) if safe && error.is_io() => {
+                            self.drain(id);
+                            body = UpstreamBody::default();
+                            error.into()
+                        }
                         Err(
                             http2::SendError::Unprocessed(error) | http2::SendError::Failed(error),
                         ) => return Err(error.into()),
@@ -453,6 +483,11 @@ impl Pool {
                         }
                         Err((error, Some(unsent))) => {
                             body = unsent.into_body();
+                            error.into()
+                        }
+                        // A kept-alive connection the server had closed.
+                        Err((error, None)) if safe && error.is_incomplete_message() => {
+                            body = UpstreamBody::default();
                             error.into()
                         }
                         Err((error, None)) => return Err(error.into()),
@@ -569,7 +604,8 @@ impl Pool {
                 let (socket, protocol) = shared.dialer.dial(Alpn::H2OrHttp1, slot).await?;
                 Ok(match protocol {
                     Protocol::Http2 => {
-                        let (send, driver, settled) = http2::handshake(socket).await?;
+                        let (send, driver, settled) =
+                            http2::handshake(socket, shared.limits.keep_alive).await?;
                         (Opened::Http2(send, settled), driver)
                     }
                     Protocol::Http1 => {
@@ -688,6 +724,15 @@ impl Pool {
         drop(idle);
         self.shared.changed.notify_waiters();
     }
+}
+
+/// Whether a request may be sent twice even if the server processed the first (RFC 9110
+/// §9.2.1), as Go's transport retries them on a connection lost mid-request.
+fn is_safe(method: &http::Method) -> bool {
+    matches!(
+        *method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    )
 }
 
 /// A freshly opened connection's request handle.
