@@ -8,7 +8,8 @@
 //! `/clients` says whether client authentication is on and how many requests it refused;
 //! `/interception` reports whether eBPF interception is active and its counters; `/upstream`
 //! each cluster's API server, connections and the requests in flight on them, and the
-//! configuration reloads applied and rejected.
+//! configuration reloads applied and rejected; `/runtime` the tasks alive in MCA's runtime
+//! (a leak shows there first).
 
 use std::{
     convert::Infallible,
@@ -82,6 +83,7 @@ fn route(request: &Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
         "/interception" => return interception_report(state.interception.as_deref()),
         "/upstream" => return upstream_report(clusters, &state.live),
         "/clients" => return clients_report(state.client_auth.as_deref()),
+        "/runtime" => return runtime_report(),
         _ => {}
     }
     let (status, body) = match (request.method(), request.uri().path()) {
@@ -98,6 +100,15 @@ fn route(request: &Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response
+}
+
+/// `/runtime`: `{"tasks": N}`, the tasks alive in MCA's runtime (connections, requests,
+/// tunnels, probes, watches of files).
+fn runtime_report() -> Response<Full<Bytes>> {
+    let tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    json(&serde_json::json!({ "tasks": tasks }))
 }
 
 /// `/readyz`: ready when provisioned, not draining, and some cluster is healthy.

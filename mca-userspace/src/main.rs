@@ -11,9 +11,9 @@ fn main() -> std::process::ExitCode {
             mca::telemetry::init(args.log_format);
             match runtime.block_on(mca::run::run(*args)) {
                 Ok(()) => std::process::ExitCode::SUCCESS,
+                // One line, in the configured format, saying what is wrong.
                 Err(error) => {
-                    tracing::error!(%error, "mca run failed");
-                    eprintln!("error: {error}");
+                    tracing::error!("mca run failed: {error}");
                     std::process::ExitCode::FAILURE
                 }
             }

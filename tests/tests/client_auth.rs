@@ -213,3 +213,52 @@ async fn client_auth_none_serves_anyone_with_a_placeholder_token() -> anyhow::Re
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renewed_files_are_replaced_whole_never_rewritten_in_place() -> anyhow::Result<()> {
+    use std::io::{Read, Seek};
+
+    let env = Env::start_test(&["--cert-validity", "3s"])?;
+    let token_file = env.pod.fake_sa_dir().join("token");
+    let kubeconfig = env.pod.dir().join("kubeconfig");
+    // Hold the files as a client that opened them just before the renewal does.
+    let old_token = std::fs::read_to_string(&token_file)?;
+    let old_kubeconfig = std::fs::read_to_string(&kubeconfig)?;
+    let mut held_token = std::fs::File::open(&token_file)?;
+    let mut held_kubeconfig = std::fs::File::open(&kubeconfig)?;
+    // Meanwhile a reader races the writer: it never sees an empty or partial token.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = std::thread::spawn({
+        let (stop, token_file) = (std::sync::Arc::clone(&stop), token_file.clone());
+        move || {
+            let mut reads = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let token = std::fs::read_to_string(&token_file).unwrap();
+                assert_eq!(token.len(), 43, "a partial token: {token:?}");
+                reads += 1;
+            }
+            reads
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&token_file)? == old_token
+        || std::fs::read_to_string(&kubeconfig)? == old_kubeconfig
+    {
+        assert!(Instant::now() < deadline, "no renewal:\n{}", env.mca.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads = reader.join().expect("no partial token");
+    // A new file took the name; the held ones still read whole and unchanged.
+    for (held, old) in [
+        (&mut held_token, &old_token),
+        (&mut held_kubeconfig, &old_kubeconfig),
+    ] {
+        let mut content = String::new();
+        held.rewind()?;
+        held.read_to_string(&mut content)?;
+        assert_eq!(&content, old);
+    }
+    println!("{reads} racing reads, none partial");
+    Ok(())
+}

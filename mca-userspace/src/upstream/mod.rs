@@ -548,6 +548,31 @@ mod tests {
         );
         let other: BoxError = "connection closed before message completed".into();
         assert_eq!(failure_status(&other).code, 502);
+
+        let expired: BoxError = Expired(Duration::from_secs(60)).into();
+        let status = failure_status(&expired);
+        assert_eq!(
+            (status.code.as_u16(), status.reason),
+            (504, Reason::Timeout)
+        );
+        for kind in [
+            std::io::ErrorKind::NetworkUnreachable,
+            std::io::ErrorKind::HostUnreachable,
+        ] {
+            let unreachable: BoxError = std::io::Error::from(kind).into();
+            let status = failure_status(&unreachable);
+            assert_eq!(status.code, 503, "{kind:?}");
+            assert!(status.message.contains("unreachable"), "{}", status.message);
+        }
+        let no_credential: BoxError =
+            kube::client::AuthError::AuthExecStart(std::io::Error::other("no such plugin")).into();
+        let status = failure_status(&no_credential);
+        assert_eq!(status.code, 503);
+        assert!(
+            status.message.contains("no usable credentials"),
+            "{}",
+            status.message
+        );
     }
 
     #[test]
