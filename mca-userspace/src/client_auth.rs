@@ -152,13 +152,29 @@ fn presented(headers: &HeaderMap) -> Option<Vec<u8>> {
             .eq_ignore_ascii_case(b"bearer")
             .then(|| token.trim_ascii().to_vec());
     }
+    let encoded = websocket_protocols(headers)
+        .find_map(|entry| entry.strip_prefix(WEBSOCKET_BEARER_PREFIX.as_bytes()))?;
+    let unpadded = encoded
+        .iter()
+        .rposition(|&b| b != b'=')
+        .map_or(0, |i| i + 1);
+    BASE64URL.decode(&encoded[..unpadded]).ok()
+}
+
+/// The entries of a request's `Sec-WebSocket-Protocol` headers, in order, trimmed, as bytes:
+/// a value need not be UTF-8 to carry an entry, so none is skipped for it.
+pub fn websocket_protocols(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
     headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .find_map(|entry| entry.trim().strip_prefix(WEBSOCKET_BEARER_PREFIX))
-        .and_then(|encoded| BASE64URL.decode(encoded.trim_end_matches('=')).ok())
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|entry| !entry.is_empty())
+}
+
+/// Whether a subprotocol entry carries a bearer token.
+pub fn is_bearer_entry(entry: &[u8]) -> bool {
+    entry.starts_with(WEBSOCKET_BEARER_PREFIX.as_bytes())
 }
 
 /// Equality in time that depends only on the lengths.

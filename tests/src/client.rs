@@ -141,6 +141,18 @@ impl Https {
     }
 }
 
+/// Opens a watch and reads its first event (an existing object), so it is fully set up.
+pub async fn open_watch(client: &mut Https, path: &str) -> anyhow::Result<Incoming> {
+    let step = Duration::from_secs(30);
+    let response = tokio::time::timeout(step, client.get(path)).await??;
+    anyhow::ensure!(response.status() == 200, "watch: {}", response.status());
+    let mut body = response.into_body();
+    next_chunk(&mut body, step)
+        .await?
+        .context("the watch ended at once")?;
+    Ok(body)
+}
+
 /// The whole body.
 pub async fn body_bytes(response: Response<Incoming>) -> anyhow::Result<Bytes> {
     Ok(response.into_body().collect().await?.to_bytes())

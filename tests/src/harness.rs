@@ -353,6 +353,21 @@ impl Mca {
         self.process.pid()
     }
 
+    /// MCA's resident set (`VmRSS`), in KiB.
+    pub fn resident_kib(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmRSS in /proc/PID/status")
+    }
+
+    /// How many files MCA has open.
+    pub fn open_fds(&self) -> anyhow::Result<usize> {
+        Ok(std::fs::read_dir(format!("/proc/{}/fd", self.pid()))?.count())
+    }
+
     /// Sends SIGTERM and waits for the exit.
     pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
         nix::sys::signal::kill(
@@ -515,6 +530,16 @@ impl Env {
             "python",
             args,
         )
+    }
+
+    /// The tasks alive in MCA's runtime (`/runtime` on the admin listener).
+    pub fn mca_tasks(&self) -> anyhow::Result<u64> {
+        let (code, body) = self.admin_get("/runtime")?;
+        anyhow::ensure!(code == 200, "/runtime: {code} {body}");
+        let report: Value = serde_json::from_str(&body)?;
+        report["tasks"]
+            .as_u64()
+            .with_context(|| format!("/runtime: {report}"))
     }
 
     /// The admin endpoint `path` as seen from inside the pod: (status code, body).

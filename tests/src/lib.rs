@@ -10,3 +10,4 @@ pub mod projected;
 pub mod rawh2;
 pub mod relay;
 pub mod sandbox;
+pub mod soak;

@@ -27,6 +27,7 @@ const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
 const PING: u8 = 0x6;
 const GOAWAY: u8 = 0x7;
+const CONTINUATION: u8 = 0x9;
 const ACK: u8 = 0x1;
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
@@ -325,6 +326,23 @@ pub fn request_frame(id: u32, headers: &[(&str, &str)]) -> Bytes {
     frame(HEADERS, END_STREAM | END_HEADERS, id, &block)
 }
 
+/// The start of a header block on stream `id` that never ends: a HEADERS frame without
+/// END_HEADERS whose literal header announces a value of `length` bytes. Send it on with
+/// [`continuation_frame`]s (a CONTINUATION flood, CVE-2024-27316 class).
+pub fn endless_headers_frame(id: u32, length: usize) -> Bytes {
+    let mut block = BytesMut::new();
+    block.put_u8(0);
+    hpack_string(&mut block, "x-flood");
+    // The value's length prefix alone: its bytes follow in CONTINUATION frames.
+    hpack_length(&mut block, length);
+    frame(HEADERS, END_STREAM, id, &block)
+}
+
+/// A CONTINUATION frame of `payload` on stream `id`, not the last.
+pub fn continuation_frame(id: u32, payload: &[u8]) -> Bytes {
+    frame(CONTINUATION, 0, id, payload)
+}
+
 /// The RST_STREAM frame cancelling stream `id`.
 pub fn reset_frame(id: u32) -> Bytes {
     frame(RST_STREAM, 0, id, &CANCEL.to_be_bytes())
@@ -332,17 +350,21 @@ pub fn reset_frame(id: u32) -> Bytes {
 
 /// An HPACK string literal: a 7-bit-prefix length, no Huffman coding.
 fn hpack_string(out: &mut BytesMut, text: &str) {
-    let mut length = text.len();
+    hpack_length(out, text.len());
+    out.put_slice(text.as_bytes());
+}
+
+/// An HPACK string length: a 7-bit prefix (Huffman flag clear), then 7 bits a byte.
+fn hpack_length(out: &mut BytesMut, mut length: usize) {
     if length < 0x7f {
         out.put_u8(length as u8);
-    } else {
-        out.put_u8(0x7f);
-        length -= 0x7f;
-        while length >= 0x80 {
-            out.put_u8((length % 0x80) as u8 | 0x80);
-            length /= 0x80;
-        }
-        out.put_u8(length as u8);
+        return;
     }
-    out.put_slice(text.as_bytes());
+    out.put_u8(0x7f);
+    length -= 0x7f;
+    while length >= 0x80 {
+        out.put_u8((length % 0x80) as u8 | 0x80);
+        length /= 0x80;
+    }
+    out.put_u8(length as u8);
 }

@@ -76,14 +76,13 @@ async fn watch_ends(watch: &mut hyper::body::Incoming, within: Duration) -> Opti
     None
 }
 
+/// A watch of the pods, its first event read.
 async fn open_watch(client: &mut Https) -> anyhow::Result<hyper::body::Incoming> {
-    let response = client
-        .get(&format!("/api/v1/namespaces/{NAMESPACE}/pods?watch=true"))
-        .await?;
-    anyhow::ensure!(response.status() == StatusCode::OK, "{}", response.status());
-    let mut body = response.into_body();
-    next_chunk(&mut body, Duration::from_secs(5)).await?;
-    Ok(body)
+    client::open_watch(
+        client,
+        &format!("/api/v1/namespaces/{NAMESPACE}/pods?watch=true"),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -308,14 +307,7 @@ async fn start_up_failures_are_one_clear_line_and_a_non_zero_exit() -> anyhow::R
 
 /// MCA's open file descriptors and live tokio tasks.
 fn resources(env: &Env) -> anyhow::Result<(usize, u64)> {
-    let fds = std::fs::read_dir(format!("/proc/{}/fd", env.mca.pid()))?.count();
-    let (code, body) = env.admin_get("/runtime")?;
-    anyhow::ensure!(code == 200, "/runtime: {code} {body}");
-    let report: serde_json::Value = serde_json::from_str(&body)?;
-    let tasks = report["tasks"]
-        .as_u64()
-        .ok_or_else(|| anyhow::anyhow!("{report}"))?;
-    Ok((fds, tasks))
+    Ok((env.mca.open_fds()?, env.mca_tasks()?))
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -380,6 +380,51 @@ async fn http2_rapid_reset_reaches_the_api_server_rarely_and_slows_no_one() -> a
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_continuation_flood_is_cut_off_and_slows_no_one() -> anyhow::Result<()> {
+    let env = Env::start_test(&[])?;
+    let mut bystander = Https::connect(&env.pod, HOST, H2).await?;
+    let tls = client::tls(&env.pod, client::tcp(&env.pod)?, HOST, &[b"h2"]).await?;
+    let attacker = RawH2Client::start(tls).await?;
+    // A header block announcing a 1 GiB value, sent on 16 KiB at a time, never ending.
+    attacker
+        .send(&rawh2::endless_headers_frame(1, 1 << 30))
+        .await?;
+    let chunk = vec![b'a'; 16 * 1024];
+    let mut sent = 0usize;
+    let mut slowest = Duration::ZERO;
+    while sent < 8192 && !attacker.seen().closed {
+        if attacker
+            .send(&rawh2::continuation_frame(1, &chunk))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        sent += 1;
+        if sent % 64 == 0 {
+            slowest = slowest.max(timed_version(&mut bystander).await?);
+        }
+    }
+    eventually(Duration::from_secs(5), "flooding connection closed", || {
+        attacker.seen().closed
+    })
+    .await;
+    println!(
+        "CONTINUATION flood: closed after {sent} frames of 16 KiB written, {:?}; bystander's \
+         slowest request {slowest:?}",
+        attacker.seen()
+    );
+    // Cut off within a few MiB (what the socket buffers took), far from the 128 MiB tried.
+    assert!(sent < 8192, "{sent} CONTINUATION frames accepted");
+    assert!(attacker.seen().goaway.is_some(), "{:?}", attacker.seen());
+    let requests = env.apiserver().requests();
+    assert!(requests.iter().all(|r| r.header("x-flood").is_none()));
+    slowest = slowest.max(timed_version(&mut bystander).await?);
+    assert!(slowest < Duration::from_secs(1), "{slowest:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn redirects_go_back_to_the_app_and_huge_response_headers_are_refused() -> anyhow::Result<()>
 {
     let env = Env::start_test(&[])?;

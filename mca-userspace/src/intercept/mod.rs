@@ -8,12 +8,13 @@
 //! killed, the kernel detaches them, so no redirect is left pointing at a dead port.
 
 mod cgroup;
+pub mod record;
 
 pub use cgroup::cgroup2_mount;
 
 use std::{
     fs::File,
-    net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
+    net::{SocketAddr, SocketAddrV4, SocketAddrV6},
     path::PathBuf,
     sync::Mutex,
 };
@@ -174,11 +175,11 @@ impl Interception {
     /// The address the client at `peer` originally dialled, if its connection was redirected.
     /// Each connection's entry is handed out once.
     pub fn original_destination(&self, peer: SocketAddr) -> Option<SocketAddr> {
-        let key = client_end(peer);
+        let key = record::client_end(peer);
         let mut originals = self.originals.lock().unwrap_or_else(|e| e.into_inner());
         let original = originals.get(&key, 0).ok()?;
         let _ = originals.remove(&key);
-        Some(to_socket_addr(&original))
+        Some(record::socket_addr(&original))
     }
 
     /// The programs' counters, summed over CPUs, with their names.
@@ -221,8 +222,8 @@ fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, Error
 /// Fills the maps the programs read: config, destinations, exemptions.
 fn configure(ebpf: &mut Ebpf, settings: &Settings, own_cgroup: u64) -> Result<(), Error> {
     let redirect_ip6 = match settings.redirect_v6 {
-        Some(v6) => words(v6.ip()),
-        None => words(&settings.redirect_v4.ip().to_ipv6_mapped()),
+        Some(v6) => record::words(v6.ip()),
+        None => record::words(&settings.redirect_v4.ip().to_ipv6_mapped()),
     };
     let config = Config {
         redirect_ip4: u32::from_ne_bytes(settings.redirect_v4.ip().octets()),
@@ -238,7 +239,11 @@ fn configure(ebpf: &mut Ebpf, settings: &Settings, own_cgroup: u64) -> Result<()
     fill_set(
         ebpf,
         "INTERCEPT",
-        settings.destinations.iter().copied().map(to_destination),
+        settings
+            .destinations
+            .iter()
+            .copied()
+            .map(record::destination),
     )?;
     fill_set(ebpf, "EXEMPT_CGROUPS", [own_cgroup])?;
     fill_set(ebpf, "EXEMPT_UIDS", settings.exempt_uids.iter().copied())?;
@@ -304,88 +309,4 @@ fn start_logger(ebpf: &mut Ebpf) {
             guard.clear_ready();
         }
     });
-}
-
-/// An address as the kernel stores it: four network-order words.
-fn words(ip: &Ipv6Addr) -> [u32; 4] {
-    let o = ip.octets();
-    std::array::from_fn(|i| {
-        u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
-    })
-}
-
-fn to_ipv6(ip: IpAddr) -> Ipv6Addr {
-    match ip {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-        IpAddr::V6(v6) => v6,
-    }
-}
-
-fn to_destination(addr: SocketAddr) -> Destination {
-    Destination {
-        addr: words(&to_ipv6(addr.ip())),
-        port: u32::from(addr.port().to_be()),
-    }
-}
-
-fn to_socket_addr(destination: &Destination) -> SocketAddr {
-    let bytes: Vec<u8> = destination
-        .addr
-        .iter()
-        .flat_map(|w| w.to_ne_bytes())
-        .collect();
-    let ip = Ipv6Addr::from(<[u8; 16]>::try_from(bytes).expect("four words are 16 bytes"));
-    let port = u16::from_be(destination.port as u16);
-    match ip.to_ipv4_mapped() {
-        Some(v4) => SocketAddr::from((v4, port)),
-        None => SocketAddr::from((ip, port)),
-    }
-}
-
-/// The sock_ops program's key for a client: v4-mapped address, host-order port.
-fn client_end(peer: SocketAddr) -> ClientEnd {
-    ClientEnd {
-        addr: words(&to_ipv6(peer.ip())),
-        port: u32::from(peer.port()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn destinations_round_trip_in_kernel_layout() {
-        for addr in ["10.96.0.1:443", "[fd00::1]:6443", "127.0.0.1:6443"] {
-            let addr: SocketAddr = addr.parse().unwrap();
-            let destination = to_destination(addr);
-            assert_eq!(to_socket_addr(&destination), addr);
-        }
-        // What connect4 sees for 10.96.0.1:443: user_ip4 is the address's bytes in memory
-        // order, user_port the port's.
-        let destination = to_destination("10.96.0.1:443".parse().unwrap());
-        assert_eq!(
-            destination,
-            Destination::v4(
-                u32::from_ne_bytes([10, 96, 0, 1]),
-                u32::from(443u16.to_be())
-            )
-        );
-        assert!(destination.is_v4());
-    }
-
-    #[test]
-    fn client_ends_are_v4_mapped_with_host_order_ports() {
-        let end = client_end("127.0.0.1:40000".parse().unwrap());
-        assert_eq!(
-            end.addr,
-            [
-                0,
-                0,
-                Destination::V4_MAPPED_MARKER,
-                u32::from_ne_bytes([127, 0, 0, 1])
-            ]
-        );
-        assert_eq!(end.port, 40000);
-    }
 }

@@ -9,9 +9,9 @@
 //! - hop-by-hop headers (RFC 9110 §7.6.1), which describe one connection, not the request.
 //!   On an upgrade `Connection: Upgrade` and `Upgrade` are kept: they are the request.
 
-use http::{HeaderMap, HeaderName, header};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 
-use crate::client_auth::WEBSOCKET_BEARER_PREFIX;
+use crate::client_auth::{is_bearer_entry, websocket_protocols};
 
 /// Request headers carrying the client's credentials or identity, removed before forwarding.
 static CREDENTIAL_HEADERS: [HeaderName; 7] = [
@@ -71,28 +71,17 @@ pub fn strip_credentials(headers: &mut HeaderMap) -> Vec<&'static str> {
 }
 
 /// Removes the bearer token entry from `Sec-WebSocket-Protocol`, keeping the others (the
-/// subprotocols the client offers); whether there was one.
+/// subprotocols the client offers) in order; whether there was one.
 fn strip_websocket_bearer(headers: &mut HeaderMap) -> bool {
-    let entries: Vec<String> = headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(|entry| entry.trim().to_owned())
-        .filter(|entry| !entry.is_empty())
-        .collect();
-    let kept: Vec<&str> = entries
-        .iter()
-        .map(String::as_str)
-        .filter(|entry| !entry.starts_with(WEBSOCKET_BEARER_PREFIX))
-        .collect();
-    if kept.len() == entries.len() {
+    let (bearer, kept): (Vec<&[u8]>, Vec<&[u8]>) =
+        websocket_protocols(headers).partition(|entry| is_bearer_entry(entry));
+    if bearer.is_empty() {
         return false;
     }
+    // Entries of valid values joined by ", " form a valid value.
+    let kept = (!kept.is_empty()).then(|| HeaderValue::from_bytes(&kept.join(&b", "[..])));
     headers.remove(header::SEC_WEBSOCKET_PROTOCOL);
-    if let Ok(value) = kept.join(", ").parse()
-        && !kept.is_empty()
-    {
+    if let Some(Ok(value)) = kept {
         headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
     }
     true
@@ -218,6 +207,25 @@ mod tests {
             h,
             headers(&[("sec-websocket-protocol", "v5.channel.k8s.io")])
         );
+        // A value that is not UTF-8 (obs-text) still has its bearer entry removed, and
+        // entries spread over several values are all considered.
+        let mut h = HeaderMap::new();
+        let odd = HeaderValue::from_bytes(
+            b"base64url.bearer.authorization.k8s.io.dG9rZW4, caf\xe9.k8s.io",
+        )
+        .unwrap();
+        h.append(header::SEC_WEBSOCKET_PROTOCOL, odd);
+        h.append(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("v5.channel.k8s.io"),
+        );
+        assert_eq!(strip_credentials(&mut h), ["sec-websocket-protocol:bearer"]);
+        let values: Vec<&[u8]> = h
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
+        assert_eq!(values, [&b"caf\xe9.k8s.io, v5.channel.k8s.io"[..]]);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 
 mod access_log;
 mod discovery;
-mod headers;
+pub mod headers;
 mod object;
 mod upgrade;
 

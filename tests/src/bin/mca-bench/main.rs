@@ -3,7 +3,8 @@
 //!
 //! - `connect`: what eBPF interception costs `connect()`;
 //! - `watches`: MCA's memory per open watch, over HTTP/2 and over HTTP/1.1;
-//! - `route`: what a routing decision costs with 100 routes.
+//! - `route`: what a routing decision costs with 100 routes;
+//! - `soak`: a bounded soak with open watches and steady GETs and LISTs (`cargo xtask soak`).
 
 mod connect;
 mod route;
@@ -38,6 +39,19 @@ enum Bench {
         #[arg(long, default_value_t = 1_000_000)]
         decisions: u32,
     },
+    /// Open watches and steady GETs and LISTs through MCA for a while: failures (none
+    /// allowed), memory, open files and tasks over time.
+    Soak {
+        /// How long.
+        #[arg(long, default_value = "60s", value_parser = mca::cli::parse_duration)]
+        time: std::time::Duration,
+        /// Watches held open.
+        #[arg(long, default_value_t = 1000)]
+        watches: usize,
+        /// GETs and LISTs per second.
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+    },
     /// The connect loop that `connect` runs inside the pod.
     #[command(hide = true)]
     ConnectLoop {
@@ -51,6 +65,25 @@ fn main() -> anyhow::Result<()> {
         Bench::Connect { connects, rounds } => connect::run(connects, rounds),
         Bench::Watches { count } => watches::run(count),
         Bench::Route { decisions } => route::run(decisions),
+        Bench::Soak {
+            time,
+            watches,
+            rate,
+        } => soak(time, watches, rate),
         Bench::ConnectLoop { target, count } => connect::connect_loop(target, count),
     }
+}
+
+/// Runs the soak against a fresh MCA and test API server; fails on any failure.
+fn soak(duration: std::time::Duration, watches: usize, rate: u32) -> anyhow::Result<()> {
+    let env = mca_tests::harness::Env::start_test(&[])?;
+    let settings = mca_tests::soak::Settings {
+        duration,
+        watches,
+        requests_per_second: rate,
+    };
+    let report = tokio::runtime::Runtime::new()?.block_on(mca_tests::soak::run(&env, settings))?;
+    println!("{}", report.table());
+    anyhow::ensure!(report.failures() == 0, "the soak saw failures");
+    Ok(())
 }

@@ -10,10 +10,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use hyper::body::Incoming;
 use mca_tests::{
     apiserver::Options,
-    client::{Https, next_chunk},
+    client::{Https, next_chunk, open_watch},
     harness::{Env, NAMESPACE},
 };
 
@@ -83,14 +82,13 @@ struct Measured {
 }
 
 async fn measure(env: &Env, protocol: &Protocol, count: usize) -> anyhow::Result<Measured> {
-    let pid = env.mca.pid();
     let watch_path = format!("/api/v1/namespaces/{NAMESPACE}/pods?watch=true");
     // Warm up: a watch opened and closed, so lazily built state exists before the baseline.
     let mut client = Https::connect(&env.pod, "kubernetes.default.svc", protocol.alpn).await?;
     drop(open_watch(&mut client, &watch_path).await?);
     drop(client);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle = resident_kib(pid)?;
+    let idle = env.mca.resident_kib()?;
 
     let mut clients = Vec::new();
     let mut watches = Vec::with_capacity(count);
@@ -106,7 +104,7 @@ async fn measure(env: &Env, protocol: &Protocol, count: usize) -> anyhow::Result
         );
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let watching = resident_kib(pid)?;
+    let watching = env.mca.resident_kib()?;
 
     env.apiserver().state().pods.insert(NAMESPACE, "event");
     for (i, watch) in watches.iter_mut().enumerate() {
@@ -116,7 +114,7 @@ async fn measure(env: &Env, protocol: &Protocol, count: usize) -> anyhow::Result
             "watch {i} got {event:?}"
         );
     }
-    let after_event = resident_kib(pid)?;
+    let after_event = env.mca.resident_kib()?;
     let (code, body) = env.admin_get("/upstream")?;
     ensure!(code == 200, "/upstream answered {code}");
     let stats: serde_json::Value = serde_json::from_str(&body)?;
@@ -128,31 +126,6 @@ async fn measure(env: &Env, protocol: &Protocol, count: usize) -> anyhow::Result
             .as_u64()
             .unwrap_or_default(),
     })
-}
-
-/// Opens a watch and reads its first event (the existing pod), so it is fully set up.
-async fn open_watch(client: &mut Https, path: &str) -> anyhow::Result<Incoming> {
-    let response = tokio::time::timeout(STEP, client.get(path)).await??;
-    ensure!(
-        response.status() == 200,
-        "watch answered {}",
-        response.status()
-    );
-    let mut body = response.into_body();
-    next_chunk(&mut body, STEP)
-        .await?
-        .context("the watch ended at once")?;
-    Ok(body)
-}
-
-/// `VmRSS` of a process, in KiB.
-fn resident_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS in /proc/PID/status")
 }
 
 /// The bench holds a socket per HTTP/1.1 watch: lift the soft open-file limit to the hard one.
