@@ -230,8 +230,19 @@ impl Mca {
         upstream_ca: &str,
         args: &[&str],
     ) -> anyhow::Result<Self> {
+        Self::start_in_cluster(pod, upstream, upstream_ca, REAL_TOKEN, args)
+    }
+
+    /// [`Mca::start`] with `token` as its ServiceAccount token (one a real API server issued).
+    pub fn start_in_cluster(
+        pod: &Pod,
+        upstream: SocketAddr,
+        upstream_ca: &str,
+        token: &str,
+        args: &[&str],
+    ) -> anyhow::Result<Self> {
         let sa = pod.real_sa_dir();
-        let volume = Projected::create(&sa, &real_sa_files(REAL_TOKEN, upstream_ca))?;
+        let volume = Projected::create(&sa, &real_sa_files(token, upstream_ca))?;
         let mut command = pod.command(mca_binary());
         command
             .env("KUBERNETES_SERVICE_HOST", upstream.ip().to_string())

@@ -17,6 +17,7 @@ use mca_tests::{
     apiserver::ApiServer,
     client::{Https, body_bytes, next_chunk},
     harness::{Env, Mca, NAMESPACE, REAL_TOKEN},
+    k8s::Cluster,
     projected::Projected,
     sandbox::Pod,
 };
@@ -319,5 +320,90 @@ async fn a_renewed_client_certificate_is_used_at_once_and_open_watches_stay() ->
             .all(|r| r.client_user.as_deref() == Some("mca-3"))
     );
     assert!(mca.log().contains("using the renewed client certificate"));
+    Ok(())
+}
+
+/// Against a real kube-apiserver (K8S_BIN): MCA's ServiceAccount token is a real bound token,
+/// and each rotation revokes the old one for real (its bound Secret is deleted) right after
+/// the kubelet-style swap. (The API server still honours a token it authenticated in the last
+/// 10 s, its token cache, so the load runs on until every revocation has taken effect.)
+#[tokio::test(flavor = "multi_thread")]
+async fn real_service_account_tokens_rotated_and_revoked_cost_no_request() -> anyhow::Result<()> {
+    let Some(cluster) = Cluster::start("real_service_account_tokens_rotated_and_revoked")? else {
+        return Ok(());
+    };
+    cluster.kubectl(&["create", "namespace", NAMESPACE])?;
+    cluster.kubectl(&["create", "serviceaccount", "mca", "-n", NAMESPACE])?;
+    // (No controller manager runs, so the aggregated `view` role is empty: a role of its own.)
+    cluster.kubectl(&[
+        "create",
+        "role",
+        "configmap-reader",
+        "--verb=get,list,watch",
+        "--resource=configmaps",
+        "-n",
+        NAMESPACE,
+    ])?;
+    cluster.kubectl(&[
+        "create",
+        "rolebinding",
+        "mca-reads-configmaps",
+        "--role=configmap-reader",
+        "--serviceaccount=team-a:mca",
+        "-n",
+        NAMESPACE,
+    ])?;
+    let token_bound_to = |secret: &str| -> anyhow::Result<String> {
+        cluster.kubectl(&["create", "secret", "generic", secret, "-n", NAMESPACE])?;
+        Ok(cluster
+            .kubectl(&[
+                "create",
+                "token",
+                "mca",
+                "-n",
+                NAMESPACE,
+                "--bound-object-kind=Secret",
+                &format!("--bound-object-name={secret}"),
+                "--duration=1h",
+            ])?
+            .trim()
+            .to_owned())
+    };
+    let pod = Pod::new_host_network()?;
+    let ca = std::fs::read_to_string(cluster.dir().join("pki/ca.crt"))?;
+    let server: std::net::SocketAddr = cluster.server().trim_start_matches("https://").parse()?;
+    let first = token_bound_to("token-0")?;
+    let mut mca = Mca::start_in_cluster(&pod, server, &ca, &first, &[])?;
+    let load = Load::start(&pod, format!("/api/v1/namespaces/{NAMESPACE}/configmaps")).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for round in 1..=3 {
+        let token = token_bound_to(&format!("token-{round}"))?;
+        mca.rotate_real_token(&token)?;
+        // The old token is dead from here on.
+        cluster.kubectl(&[
+            "delete",
+            "secret",
+            &format!("token-{}", round - 1),
+            "-n",
+            NAMESPACE,
+        ])?;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    // kube-apiserver caches a token's successful authentication for 10 s: keep going until
+    // the revocations have surely taken effect.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let statuses = load.finish().await?;
+    let failed = statuses.iter().filter(|s| **s != 200).count();
+    eprintln!(
+        "real kube-apiserver: {} requests, {failed} failed, across 3 token rotations each \
+         revoking the old token",
+        statuses.len()
+    );
+    // The old tokens really are refused now: MCA was not just lucky.
+    let refused = cluster.kubectl(&["--token", &first, "get", "configmaps", "-n", NAMESPACE]);
+    let refusal = format!("{refused:?}");
+    assert!(refusal.contains("Unauthorized"), "{refusal}");
+    assert!(statuses.len() >= 100, "{statuses:?}");
+    assert_eq!(failed, 0, "{statuses:?}\n{}", mca.log());
     Ok(())
 }
