@@ -401,7 +401,7 @@ async fn a_continuation_flood_is_cut_off_and_slows_no_one() -> anyhow::Result<()
             break;
         }
         sent += 1;
-        if sent % 64 == 0 {
+        if sent.is_multiple_of(64) {
             slowest = slowest.max(timed_version(&mut bystander).await?);
         }
     }
