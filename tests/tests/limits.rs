@@ -355,10 +355,11 @@ async fn http2_rapid_reset_reaches_the_api_server_rarely_and_slows_no_one() -> a
         "paced: {forwarded} forwarded before MCA closed the connection; bystander's slowest \
          request {slowest:?}"
     );
-    // The cancel that spends the budget and the close race a stream or two already sent.
+    // The budget is spent by the cancel of stream budget + 1; the stream opened right after
+    // that reset may be forwarded before MCA has dropped the cancelled one, none after.
     let budget = mca::limits::connection::CANCEL_BUDGET as usize;
     assert!(
-        forwarded <= budget + 5,
+        forwarded <= budget + 2,
         "{forwarded} requests forwarded and reset"
     );
     eventually(

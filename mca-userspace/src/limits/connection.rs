@@ -11,7 +11,7 @@
 use std::{
     sync::{
         Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -38,6 +38,8 @@ pub struct Connection {
     open: AtomicUsize,
     last_end: Mutex<Instant>,
     cancels: Mutex<(Instant, u32)>,
+    /// Set once the cancel budget is spent; requests still arriving are not forwarded.
+    spent: AtomicBool,
     abusive: Notify,
 }
 
@@ -58,6 +60,7 @@ impl Connection {
             open: AtomicUsize::new(0),
             last_end: Mutex::new(now),
             cancels: Mutex::new((now, 0)),
+            spent: AtomicBool::new(false),
             abusive: Notify::new(),
         })
     }
@@ -99,8 +102,17 @@ impl Connection {
         }
         *count += 1;
         if *count == CANCEL_BUDGET + 1 {
+            self.spent.store(true, Ordering::Relaxed);
             self.abusive.notify_one();
         }
+    }
+}
+
+impl Active {
+    /// Whether its connection spent its cancel budget and is being closed: the request must
+    /// not be forwarded (the close may take a moment to act, and must not cost the API server).
+    pub fn connection_closing(&self) -> bool {
+        self.connection.spent.load(Ordering::Relaxed)
     }
 }
 
@@ -156,9 +168,11 @@ mod tests {
             tokio::time::sleep(CANCEL_WINDOW + Duration::from_secs(1)).await;
         }
         assert!(!closing.is_finished());
+        assert!(!connection.request().connection_closing());
         for _ in 0..=CANCEL_BUDGET {
             drop(connection.request());
         }
+        assert!(connection.request().connection_closing());
         assert_eq!(closing.await.unwrap(), Close::Abusive);
     }
 }

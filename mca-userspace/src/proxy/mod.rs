@@ -288,6 +288,18 @@ impl Proxy {
                 log,
             ));
         }
+        if log
+            .connection
+            .as_ref()
+            .is_some_and(Active::connection_closing)
+        {
+            let status = Status::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                Reason::TooManyRequests,
+                "this connection cancelled more requests than MCA allows and is being closed",
+            );
+            return Ok(answer(status, log));
+        }
         match self.in_flight.admit(log.info()) {
             Ok(slot) => log.slot = slot,
             Err(status) => return Ok(answer(status, log)),
