@@ -88,6 +88,11 @@ fn kubectl_create_get_list_logs_delete() -> anyhow::Result<()> {
     assert_eq!(line["namespace"], ns.as_str());
     assert_eq!(line["status"], 201);
     assert_eq!(line["stripped"], "authorization");
+    // Latency in whole microseconds.
+    assert!(
+        line["latency_us"].as_u64().is_some_and(|us| us > 0),
+        "{line}"
+    );
     Ok(())
 }
 

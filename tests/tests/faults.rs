@@ -220,11 +220,12 @@ async fn sigterm_ends_watches_and_tunnels_within_the_grace_period() -> anyhow::R
 fn run_to_failure(
     pod: &Pod,
     env: &[(&str, &str)],
+    log_format: &str,
     args: &[&str],
 ) -> anyhow::Result<(i32, Vec<String>)> {
     let mut command = pod.command(mca_binary());
     command
-        .args(["run", "--intercept", "env", "--log-format", "json"])
+        .args(["run", "--intercept", "env", "--log-format", log_format])
         .args(["--admin-listen", "127.0.0.1:9911"])
         .args(args);
     for (key, value) in env {
@@ -290,7 +291,7 @@ async fn start_up_failures_are_one_clear_line_and_a_non_zero_exit() -> anyhow::R
         ),
     ];
     for (what, args, named) in cases {
-        let (code, lines) = run_to_failure(&env.pod, &in_cluster, &args)?;
+        let (code, lines) = run_to_failure(&env.pod, &in_cluster, "json", &args)?;
         assert_ne!(code, 0, "{what}: exit 0");
         let errors: Vec<&String> = lines.iter().filter(|l| l.contains("\"ERROR\"")).collect();
         assert_eq!(errors.len(), 1, "{what}: {lines:#?}");
@@ -302,6 +303,12 @@ async fn start_up_failures_are_one_clear_line_and_a_non_zero_exit() -> anyhow::R
         println!("{what}: {}", errors[0]);
         assert!(!Path::new(&fake_sa).join("token").exists(), "{what}");
     }
+    // As text, with stderr not a terminal (a container's log): no colour codes.
+    let args = ["--sa-dir", "/nonexistent/sa", "--listen", free];
+    let (code, lines) = run_to_failure(&env.pod, &in_cluster, "text", &args)?;
+    assert_ne!(code, 0);
+    assert!(lines.iter().any(|l| l.contains("ERROR")), "{lines:#?}");
+    assert!(!lines.iter().any(|l| l.contains('\x1b')), "{lines:#?}");
     Ok(())
 }
 

@@ -119,7 +119,7 @@ impl Drop for AccessLog {
             method = %self.method,
             http = ?self.version,
             status = self.status,
-            latency_ms = self.start.elapsed().as_secs_f64() * 1e3,
+            latency_us = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX),
             bytes_in = self.bytes_in.load(Ordering::Relaxed),
             bytes_out = self.bytes_out.load(Ordering::Relaxed),
             stripped = %self.stripped.join(","),
