@@ -417,8 +417,8 @@ async fn a_continuation_flood_is_cut_off_and_slows_no_one() -> anyhow::Result<()
         attacker.seen()
     );
     // Cut off within a few MiB (what the socket buffers took), far from the 128 MiB tried.
+    // (Its GOAWAY may be lost: closing a socket with unread input resets the connection.)
     assert!(sent < 8192, "{sent} CONTINUATION frames accepted");
-    assert!(attacker.seen().goaway.is_some(), "{:?}", attacker.seen());
     let requests = env.apiserver().requests();
     assert!(requests.iter().all(|r| r.header("x-flood").is_none()));
     slowest = slowest.max(timed_version(&mut bystander).await?);

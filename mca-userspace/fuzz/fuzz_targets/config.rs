@@ -10,7 +10,8 @@ use mca::config::{Config, ParseError};
 fuzz_target!(|text: &str| {
     if let Err(ParseError::Invalid(problems)) = Config::parse(text, Path::new("/etc/mca")) {
         assert!(!problems.is_empty());
-        let lines = text.lines().count() as u64 + 1;
+        // Lines as YAML counts them: `\r\n`, `\n` and a lone `\r` each end one.
+        let lines = text.replace("\r\n", "\n").matches(['\n', '\r']).count() as u64 + 1;
         for problem in problems {
             assert!(problem.line >= 1 && problem.line <= lines, "{problem} of {lines} lines");
         }
