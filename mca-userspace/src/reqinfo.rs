@@ -109,11 +109,13 @@ impl RequestInfo {
             Some((path, query)) => (path, Some(query)),
             None => (target, None),
         };
-        Ok(match (decode_path(path)?, query) {
-            (Cow::Borrowed(_), _) => Self::parse(method, target),
-            (Cow::Owned(path), None) => Self::parse(method, &path),
-            (Cow::Owned(path), Some(query)) => Self::parse(method, &format!("{path}?{query}")),
-        })
+        // The decoded path is parsed as it is: a `%3F` in it is part of the path, not the
+        // start of a query.
+        Ok(Self::parse_parts(
+            method,
+            &decode_path(path)?,
+            query.unwrap_or_default(),
+        ))
     }
 
     /// Parses `method` and `path_and_query` (the request target, e.g.
@@ -124,6 +126,11 @@ impl RequestInfo {
             Some((path, query)) => (path, query),
             None => (path_and_query, ""),
         };
+        Self::parse_parts(method, path, query)
+    }
+
+    /// Parses `method`, a path as the API server sees it, and the raw query.
+    fn parse_parts(method: &str, path: &str, query: &str) -> Self {
         let non_resource = || Self {
             is_resource_request: false,
             path: path.to_owned(),
@@ -718,6 +725,14 @@ mod tests {
                 "default",
                 "pods",
                 "a+b",
+            ),
+            // An encoded `?` belongs to the path (found by fuzzing: it was taken for a query).
+            (
+                "/api/v1/namespaces/default%3Fwatch=1/pods",
+                "list",
+                "default?watch=1",
+                "pods",
+                "",
             ),
             (
                 "/api/v1/namespaces/default/pods/",
