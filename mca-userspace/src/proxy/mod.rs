@@ -288,25 +288,8 @@ impl Proxy {
                 log,
             ));
         }
-        if log
-            .connection
-            .as_ref()
-            .is_some_and(Active::connection_closing)
-        {
-            let status = Status::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                Reason::TooManyRequests,
-                "this connection cancelled more requests than MCA allows and is being closed",
-            );
+        if let Err(status) = self.admit(&mut request, &mut log) {
             return Ok(answer(status, log));
-        }
-        match self.in_flight.admit(log.info()) {
-            Ok(slot) => log.slot = slot,
-            Err(status) => return Ok(answer(status, log)),
-        }
-        let limit = self.limits.request_timeout;
-        if let Some(deadline) = Deadline::for_request(log.info(), request.uri().query(), limit) {
-            request.extensions_mut().insert(deadline);
         }
 
         // One snapshot of the routing for the whole request, however long it runs.
@@ -355,6 +338,30 @@ impl Proxy {
             }
         };
         Ok(response)
+    }
+
+    /// MCA's own limits on a request it is about to serve: nothing more from a connection that
+    /// spent its cancel budget, the in-flight budgets (the slot is held by the log until the
+    /// exchange is over), and the deadline, stamped on the request for the upstream client to
+    /// enforce.
+    fn admit(&self, request: &mut Request<Incoming>, log: &mut AccessLog) -> Result<(), Status> {
+        if log
+            .connection
+            .as_ref()
+            .is_some_and(Active::connection_closing)
+        {
+            return Err(Status::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                Reason::TooManyRequests,
+                "this connection cancelled more requests than MCA allows and is being closed",
+            ));
+        }
+        log.slot = self.in_flight.admit(log.info())?;
+        let limit = self.limits.request_timeout;
+        if let Some(deadline) = Deadline::for_request(log.info(), request.uri().query(), limit) {
+            request.extensions_mut().insert(deadline);
+        }
+        Ok(())
     }
 }
 
