@@ -141,6 +141,20 @@ impl Https {
     }
 }
 
+/// A WebSocket upgrade request for `target` offering `protocols` (`Sec-WebSocket-Protocol`);
+/// the caller adds credentials and the (empty) body.
+pub fn websocket_upgrade(target: &str, protocols: &str) -> http::request::Builder {
+    Request::get(target)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header(
+            "sec-websocket-key",
+            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+        )
+        .header("sec-websocket-protocol", protocols)
+}
+
 /// Opens a watch and reads its first event (an existing object), so it is fully set up.
 pub async fn open_watch(client: &mut Https, path: &str) -> anyhow::Result<Incoming> {
     let step = Duration::from_secs(30);

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use mca_tests::{
-    client::{Https, body_json},
+    client::{Https, body_json, websocket_upgrade},
     harness::{Env, NAMESPACE, REAL_TOKEN},
 };
 
@@ -99,16 +99,9 @@ async fn requests_without_mcas_token_get_401_and_reach_no_cluster() -> anyhow::R
 async fn websocket_exec(env: &Env, token: &str) -> anyhow::Result<StatusCode> {
     let mut client = Https::connect(&env.pod, HOST, H1).await?;
     let entry = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token);
-    let request = Request::get(format!(
-        "/api/v1/namespaces/{NAMESPACE}/pods/web/exec?command=true&stdout=true"
-    ))
-    .header("connection", "Upgrade")
-    .header("upgrade", "websocket")
-    .header("sec-websocket-version", "13")
-    .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-    .header(
-        "sec-websocket-protocol",
-        format!("v5.channel.k8s.io, base64url.bearer.authorization.k8s.io.{entry}"),
+    let request = websocket_upgrade(
+        &format!("/api/v1/namespaces/{NAMESPACE}/pods/web/exec?command=true&stdout=true"),
+        &format!("v5.channel.k8s.io, base64url.bearer.authorization.k8s.io.{entry}"),
     )
     .body(Full::<Bytes>::default())?;
     Ok(client.send(request).await?.status())

@@ -9,11 +9,11 @@ use std::{
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::{Request, StatusCode};
+use http::StatusCode;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use mca_tests::{
-    client::{self, Https, body_json, next_chunk},
+    client::{self, Https, body_json, next_chunk, websocket_upgrade},
     harness::{Env, Mca, NAMESPACE, Process, mca_binary},
     sandbox::Pod,
 };
@@ -29,15 +29,11 @@ type Exec = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 /// `cat` in the pod's container over a WebSocket, through MCA.
 async fn exec_cat(pod: &Pod) -> anyhow::Result<Exec> {
     let mut client = Https::connect(pod, HOST, H1).await?;
-    let request = Request::get(format!(
-        "/api/v1/namespaces/{NAMESPACE}/pods/web/exec?command=cat&stdin=true&stdout=true"
-    ))
+    let request = websocket_upgrade(
+        &format!("/api/v1/namespaces/{NAMESPACE}/pods/web/exec?command=cat&stdin=true&stdout=true"),
+        "v5.channel.k8s.io",
+    )
     .header("authorization", client.bearer())
-    .header("connection", "Upgrade")
-    .header("upgrade", "websocket")
-    .header("sec-websocket-version", "13")
-    .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-    .header("sec-websocket-protocol", "v5.channel.k8s.io")
     .body(Full::<Bytes>::default())?;
     let response = client.send(request).await?;
     anyhow::ensure!(

@@ -22,14 +22,14 @@ use hyper_util::rt::TokioIo;
 use mca::upstream::{Limits, RequestClass, Upstream, UpstreamBody};
 use mca_tests::{
     apiserver::Options,
-    client::{Https, body_json, next_chunk},
+    client::{Https, body_json, next_chunk, websocket_upgrade},
     harness::{Env, NAMESPACE, Process, client_script, venv_program},
     k8s::Cluster,
     rawh2::RawH2Server,
 };
 use tokio_tungstenite::{
     WebSocketStream,
-    tungstenite::{Message, handshake::client::generate_key, protocol::Role},
+    tungstenite::{Message, protocol::Role},
 };
 
 /// Streams per connection the test API server allows.
@@ -121,16 +121,14 @@ async fn others_are_served_promptly(env: &Env, probe: &Probe) -> anyhow::Result<
 
     let mut h1 = Https::connect(&env.pod, "kubernetes.default.svc", H1).await?;
     let started = Instant::now();
-    let exec = Request::get(format!(
-        "{}/exec?command=echo&command=prompt&stdout=true",
-        probe.exec.0
-    ))
+    let exec = websocket_upgrade(
+        &format!(
+            "{}/exec?command=echo&command=prompt&stdout=true",
+            probe.exec.0
+        ),
+        "v5.channel.k8s.io",
+    )
     .header("authorization", h1.bearer())
-    .header("connection", "Upgrade")
-    .header("upgrade", "websocket")
-    .header("sec-websocket-version", "13")
-    .header("sec-websocket-key", generate_key())
-    .header("sec-websocket-protocol", "v5.channel.k8s.io")
     .body(Full::default())?;
     let mut response = tokio::time::timeout(PROMPT, h1.send(exec))
         .await
