@@ -78,14 +78,17 @@ async fn requests_without_mcas_token_get_401_and_reach_no_cluster() -> anyhow::R
         .collect();
     assert_eq!(seen, ["/version", "/version"]);
     assert_eq!(rejected(&env)?, 2 * wrong_attempts.len() as u64);
-    // Each refusal is logged, with no token value.
-    let refusals: Vec<_> = env
-        .mca
-        .access_log()
-        .into_iter()
-        .filter(|line| line["status"] == 401)
-        .collect();
-    assert_eq!(refusals.len(), 2 * wrong_attempts.len());
+    // Each refusal is logged (once its exchange is over, a moment after the client has the
+    // answer), with no token value.
+    let refusals = || {
+        let log = env.mca.access_log();
+        log.iter().filter(|line| line["status"] == 401).count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while refusals() < 2 * wrong_attempts.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(refusals(), 2 * wrong_attempts.len());
     let log = env.mca.log();
     let token = std::fs::read_to_string(env.pod.fake_sa_dir().join("token"))?;
     for secret in [token.as_str(), "not-the-token", REAL_TOKEN, "dXNlcjpwYXNz"] {
