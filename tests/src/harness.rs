@@ -43,9 +43,10 @@ fn target_dir() -> PathBuf {
     }
 }
 
-/// The `mca` binary of this build; `cargo xtask test` builds it before the tests run.
+/// The `mca` binary of this build (`cargo xtask test` builds it before the tests run), or
+/// `MCA_BIN` (a benchmark comparing two builds side by side).
 pub fn mca_binary() -> PathBuf {
-    let path = target_dir().join("mca");
+    let path = std::env::var_os("MCA_BIN").map_or_else(|| target_dir().join("mca"), PathBuf::from);
     assert!(
         path.exists(),
         "{} is missing: build it first (cargo build -p mca-userspace), or run `cargo xtask test`",

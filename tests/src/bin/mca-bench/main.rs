@@ -4,9 +4,11 @@
 //! - `connect`: what eBPF interception costs `connect()`;
 //! - `watches`: MCA's memory per open watch, over HTTP/2 and over HTTP/1.1;
 //! - `route`: what a routing decision costs with 100 routes;
+//! - `get`: GET requests per second and latency through MCA (`MCA_BIN` picks the build);
 //! - `soak`: a bounded soak with open watches and steady GETs and LISTs (`cargo xtask soak`).
 
 mod connect;
+mod get;
 mod route;
 mod watches;
 
@@ -39,6 +41,12 @@ enum Bench {
         #[arg(long, default_value_t = 1_000_000)]
         decisions: u32,
     },
+    /// GET requests per second and latency through MCA.
+    Get {
+        /// How long to send.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Open watches and steady GETs and LISTs through MCA for a while: failures (none
     /// allowed), memory, open files and tasks over time.
     Soak {
@@ -65,6 +73,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Connect { connects, rounds } => connect::run(connects, rounds),
         Bench::Watches { count } => watches::run(count),
         Bench::Route { decisions } => route::run(decisions),
+        Bench::Get { seconds } => get::run(seconds),
         Bench::Soak {
             time,
             watches,
