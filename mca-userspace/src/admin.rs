@@ -9,7 +9,8 @@
 //! `/interception` reports whether eBPF interception is active and its counters; `/upstream`
 //! each cluster's API server, connections and the requests in flight on them, and the
 //! configuration reloads applied and rejected; `/runtime` the tasks alive in MCA's runtime
-//! (a leak shows there first).
+//! (a leak shows there first); `/metrics` every series in the Prometheus text format
+//! ([`crate::metrics`]).
 
 use std::{
     convert::Infallible,
@@ -26,7 +27,14 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::{client_auth::ClientAuth, cluster::Registry, intercept::Interception, reload::Live};
+use crate::{
+    client_auth::ClientAuth,
+    cluster::Registry,
+    intercept::Interception,
+    metrics::{Metrics, Scrape},
+    reload::Live,
+    tls::ServingCert,
+};
 
 /// Whether MCA is ready to serve applications.
 #[derive(Debug, Clone, Default)]
@@ -55,6 +63,10 @@ pub struct State {
     pub live: Arc<Live>,
     /// Client authentication, when on.
     pub client_auth: Option<Arc<ClientAuth>>,
+    /// What the request path counts.
+    pub metrics: Arc<Metrics>,
+    /// The serving certificate, for its expiry.
+    pub serving: Arc<ServingCert>,
 }
 
 /// Serves the admin endpoints on `listener` forever.
@@ -84,6 +96,7 @@ fn route(request: &Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
         "/upstream" => return upstream_report(clusters, &state.live),
         "/clients" => return clients_report(state.client_auth.as_deref()),
         "/runtime" => return runtime_report(),
+        "/metrics" => return metrics(clusters, state),
         _ => {}
     }
     let (status, body) = match (request.method(), request.uri().path()) {
@@ -102,13 +115,34 @@ fn route(request: &Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
     response
 }
 
+/// `/metrics`: the request path's series and the state's, in the Prometheus text format.
+fn metrics(clusters: &Registry, state: &State) -> Response<Full<Bytes>> {
+    let scrape = Scrape {
+        clusters,
+        reloads: state.live.reloads(),
+        interception: state.interception.as_deref(),
+        client_auth_rejected: state.client_auth.as_ref().map(|auth| auth.rejected()),
+        certificate_expiry: state.serving.expires(),
+        tasks: alive_tasks(),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(state.metrics.render(&scrape))));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
 /// `/runtime`: `{"tasks": N}`, the tasks alive in MCA's runtime (connections, requests,
 /// tunnels, probes, watches of files).
 fn runtime_report() -> Response<Full<Bytes>> {
-    let tasks = tokio::runtime::Handle::current()
-        .metrics()
-        .num_alive_tasks();
-    json(&serde_json::json!({ "tasks": tasks }))
+    json(&serde_json::json!({ "tasks": alive_tasks() }))
 }
 
 /// `/readyz`: ready when provisioned, not draining, and some cluster is healthy.

@@ -37,7 +37,7 @@ pub struct RunArgs {
     #[arg(long, env = "MCA_LISTEN", default_value = "127.0.0.1:6443")]
     pub listen: SocketAddr,
 
-    /// Address of the admin listener serving /livez and /readyz.
+    /// Address of the admin listener serving /livez, /readyz and /metrics.
     #[arg(long, env = "MCA_ADMIN_LISTEN", default_value = "0.0.0.0:9901")]
     pub admin_listen: SocketAddr,
 

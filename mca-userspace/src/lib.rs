@@ -12,6 +12,7 @@ pub mod discovery;
 pub mod fanout;
 pub mod intercept;
 pub mod limits;
+pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod reqinfo;

@@ -21,6 +21,7 @@ use crate::{
     cluster::Registry,
     config::Config,
     intercept::{Interception, Mode, Settings},
+    metrics::Metrics,
     proxy::Proxy,
     reload::{ConfigFile, Live, Routing},
     sa,
@@ -162,6 +163,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     let admin_listener = bind(args.admin_listen).await?;
     let interception = intercept(&args, &service, &source, &upstream, &mut listeners).await?;
     let readiness = Readiness::default();
+    let metrics = Arc::new(Metrics::default());
     tokio::spawn(admin::serve(
         admin_listener,
         admin::State {
@@ -169,6 +171,8 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             interception: interception.clone(),
             live: Arc::clone(&live),
             client_auth: client_auth.clone(),
+            metrics: Arc::clone(&metrics),
+            serving: Arc::clone(&serving),
         },
     ));
 
@@ -232,7 +236,14 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             shutdown.cancel();
         }
     });
-    Proxy::new(live, args.limits.clone(), client_auth, interception.clone())
+    let proxy = Proxy::new(
+        live,
+        args.limits.clone(),
+        client_auth,
+        interception.clone(),
+        metrics,
+    );
+    proxy
         .serve(listeners, tls, shutdown, args.shutdown_grace)
         .await;
     if let Some(interception) = interception {

@@ -157,7 +157,7 @@ impl CertAuthority {
     }
 
     /// Mints a serving certificate for `names`, valid for `validity` from now.
-    fn issue(&self, names: &SubjectNames, validity: Duration) -> Result<CertifiedKey, Error> {
+    fn issue(&self, names: &SubjectNames, validity: Duration) -> Result<Leaf, Error> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         params.distinguished_name = distinguished_name("mca");
@@ -172,10 +172,11 @@ impl CertAuthority {
         let cert = params.signed_by(&key, &self.issuer)?;
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let signing_key = rustls::crypto::ring::sign::any_supported_type(&key_der)?;
-        Ok(CertifiedKey::new(
-            vec![CertificateDer::from(cert.der().to_vec())],
-            signing_key,
-        ))
+        let key = CertifiedKey::new(vec![CertificateDer::from(cert.der().to_vec())], signing_key);
+        Ok(Leaf {
+            key: Arc::new(key),
+            not_after: params.not_after,
+        })
     }
 }
 
@@ -197,7 +198,14 @@ pub struct ServingCert {
     authority: CertAuthority,
     names: SubjectNames,
     validity: Duration,
-    current: RwLock<Arc<CertifiedKey>>,
+    current: RwLock<Leaf>,
+}
+
+/// A serving certificate with its key, and when it expires.
+#[derive(Clone)]
+struct Leaf {
+    key: Arc<CertifiedKey>,
+    not_after: OffsetDateTime,
 }
 
 impl std::fmt::Debug for ServingCert {
@@ -221,13 +229,25 @@ impl ServingCert {
             authority,
             names,
             validity,
-            current: RwLock::new(Arc::new(first)),
+            current: RwLock::new(first),
         })
     }
 
     /// The CA certificate (PEM) that verifies every certificate this hands out.
     pub fn ca_pem(&self) -> &str {
         self.authority.cert_pem()
+    }
+
+    /// When the certificate new handshakes get expires, in seconds since the Unix epoch.
+    pub fn expires(&self) -> i64 {
+        self.leaf().not_after.unix_timestamp()
+    }
+
+    fn leaf(&self) -> Leaf {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// When to renew: after two thirds of the lifetime, so a failed renewal has time to retry.
@@ -237,7 +257,7 @@ impl ServingCert {
 
     /// Issues a new leaf and makes it the one new handshakes get.
     pub fn renew(&self) -> Result<(), Error> {
-        let next = Arc::new(self.authority.issue(&self.names, self.validity)?);
+        let next = self.authority.issue(&self.names, self.validity)?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = next;
         Ok(())
     }
@@ -281,9 +301,7 @@ struct Resolver(Arc<ServingCert>);
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(Arc::clone(
-            &self.0.current.read().unwrap_or_else(|e| e.into_inner()),
-        ))
+        Some(self.0.leaf().key)
     }
 }
 
@@ -341,9 +359,14 @@ mod tests {
             )
             .unwrap(),
         );
-        let before = cert.current.read().unwrap().cert[0].clone();
+        let before = cert.leaf().key.cert[0].clone();
+        let first_expiry = cert.expires();
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        assert!((now + 59..=now + 60).contains(&first_expiry));
+        std::thread::sleep(Duration::from_millis(1100));
         cert.renew().unwrap();
-        let after = cert.current.read().unwrap().cert[0].clone();
+        assert!(cert.expires() > first_expiry);
+        let after = cert.leaf().key.cert[0].clone();
         assert_ne!(before, after);
         assert_eq!(cert.renew_interval(), Duration::from_secs(40));
     }

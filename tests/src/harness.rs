@@ -554,6 +554,13 @@ impl Env {
             .with_context(|| format!("/runtime: {report}"))
     }
 
+    /// MCA's `/metrics`, parsed.
+    pub fn metrics(&self) -> anyhow::Result<crate::metrics::Scrape> {
+        let (code, body) = self.admin_get("/metrics")?;
+        anyhow::ensure!(code == 200, "/metrics: {code} {body}");
+        crate::metrics::Scrape::parse(&body)
+    }
+
     /// The admin endpoint `path` as seen from inside the pod: (status code, body).
     pub fn admin_get(&self, path: &str) -> anyhow::Result<(u16, String)> {
         use std::io::{Read, Write};

@@ -6,6 +6,7 @@ pub mod client;
 pub mod fleet;
 pub mod harness;
 pub mod k8s;
+pub mod metrics;
 pub mod projected;
 pub mod rawh2;
 pub mod relay;

@@ -83,6 +83,11 @@ fn unmodified_clients_dialling_the_service_are_served_by_mca() -> anyhow::Result
         env.pod.cgroup().unwrap().to_str().unwrap()
     );
     assert!(counter(&report, "redirected_v4") >= 3, "{report}");
+    // The same counters on /metrics, read from the maps at the scrape.
+    let redirected = env
+        .metrics()?
+        .sum("mca_ebpf_events_total", &[("event", "redirected_v4")]);
+    assert!(redirected >= counter(&report, "redirected_v4") as f64);
     // MCA's own connection to the Service address was exempt, not looped back to itself.
     assert!(counter(&report, "exempted_v4") >= 1, "{report}");
     Ok(())

@@ -23,6 +23,7 @@ use http_body::{Body, Frame, SizeHint};
 use crate::{
     cluster::InFlight,
     limits::{connection::Active, in_flight::Slot},
+    metrics::{self, Metrics},
     reqinfo::RequestInfo,
 };
 
@@ -44,8 +45,13 @@ pub struct AccessLog {
     pub original_destination: Option<SocketAddr>,
     /// The route that took the request.
     pub route: Option<Arc<str>>,
-    /// The cluster it went to.
+    /// The cluster it went to, or the clusters it was served from, comma-separated.
     pub cluster: Option<Arc<str>>,
+    /// Whether it was served from several clusters at once (fan-out, merged discovery).
+    pub merged: bool,
+    /// Keeps a long-running request counted as open.
+    pub open: Option<metrics::Open>,
+    metrics: Arc<Metrics>,
     /// Keeps the request counted as in flight to its cluster until the line is written.
     pub in_flight: Option<InFlight>,
     /// Its place in MCA's in-flight budget, held as long.
@@ -61,18 +67,26 @@ pub struct AccessLog {
 }
 
 impl AccessLog {
-    /// Starts the record for a request that arrived just now.
-    pub fn start(info: RequestInfo, method: Method, version: Version) -> Self {
+    /// Starts the record for a request that arrived just now, to be counted in `metrics`.
+    pub fn start(
+        info: RequestInfo,
+        method: Method,
+        version: Version,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             info,
             method,
             version,
+            metrics,
             start: Instant::now(),
             status: 0,
             stripped: Vec::new(),
             original_destination: None,
             route: None,
             cluster: None,
+            merged: false,
+            open: None,
             in_flight: None,
             slot: None,
             connection: None,
@@ -106,6 +120,20 @@ impl Drop for AccessLog {
             connection.answered = self.status != 0;
         }
         let info = &self.info;
+        let elapsed = self.start.elapsed();
+        let (bytes_in, bytes_out) = (
+            self.bytes_in.load(Ordering::Relaxed),
+            self.bytes_out.load(Ordering::Relaxed),
+        );
+        let cluster = self.cluster.as_deref().unwrap_or("");
+        self.metrics.ended(&metrics::Ended {
+            info,
+            cluster: if self.merged { "*" } else { cluster },
+            code: self.status,
+            elapsed,
+            bytes_in,
+            bytes_out,
+        });
         tracing::info!(
             target: "mca::access",
             verb = %info.verb,
@@ -119,13 +147,13 @@ impl Drop for AccessLog {
             method = %self.method,
             http = ?self.version,
             status = self.status,
-            latency_us = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX),
-            bytes_in = self.bytes_in.load(Ordering::Relaxed),
-            bytes_out = self.bytes_out.load(Ordering::Relaxed),
+            latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            bytes_in,
+            bytes_out,
             stripped = %self.stripped.join(","),
             original_dst = %self.original_destination.map(|a| a.to_string()).unwrap_or_default(),
             route = self.route.as_deref().unwrap_or(""),
-            cluster = self.cluster.as_deref().unwrap_or(""),
+            cluster,
             error = self.error.as_deref().unwrap_or(""),
             note = self.note.unwrap_or(""),
             "request"

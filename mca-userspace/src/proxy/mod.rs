@@ -49,6 +49,7 @@ use crate::{
         deadline::Deadline,
         in_flight::InFlight,
     },
+    metrics::{LongRunning, Metrics},
     reload::{Live, Routing},
     reqinfo::RequestInfo,
     route::ClusterView,
@@ -77,16 +78,18 @@ pub struct Proxy {
     client_auth: Option<Arc<ClientAuth>>,
     interception: Option<Arc<Interception>>,
     tunnels: TaskTracker,
+    metrics: Arc<Metrics>,
 }
 
 impl Proxy {
     /// A proxy routing as `live` says at each request, for clients `client_auth` admits,
-    /// within `limits`.
+    /// within `limits`, counting what it serves in `metrics`.
     pub fn new(
         live: Arc<Live>,
         limits: Limits,
         client_auth: Option<Arc<ClientAuth>>,
         interception: Option<Arc<Interception>>,
+        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
             live,
@@ -98,6 +101,7 @@ impl Proxy {
             client_auth,
             interception,
             tunnels: TaskTracker::new(),
+            metrics,
         })
     }
 
@@ -265,7 +269,12 @@ impl Proxy {
         } else {
             RequestClass::Short
         };
-        let mut log = AccessLog::start(info, request.method().clone(), request.version());
+        let mut log = AccessLog::start(
+            info,
+            request.method().clone(),
+            request.version(),
+            Arc::clone(&self.metrics),
+        );
         log.original_destination = original;
         log.connection = Some(active);
         let admitted = match &self.client_auth {
@@ -291,6 +300,15 @@ impl Proxy {
         if let Err(status) = self.admit(&mut request, &mut log) {
             return Ok(answer(status, log));
         }
+        let upgrade = headers::is_upgrade(request.headers());
+        if log.info().is_long_running() {
+            let kind = match log.info().verb.as_str() {
+                _ if upgrade => LongRunning::Tunnel,
+                "watch" => LongRunning::Watch,
+                _ => LongRunning::Stream,
+            };
+            log.open = Some(self.metrics.open(kind));
+        }
 
         // One snapshot of the routing for the whole request, however long it runs.
         let routing = self.live.load();
@@ -300,7 +318,6 @@ impl Proxy {
             return Ok(routing.discovery(request, document, log).await);
         }
 
-        let upgrade = headers::is_upgrade(request.headers());
         let mut request =
             request.map(|body| Counted::new(body, Arc::clone(&log.bytes_in)).boxed_unsync());
         let routed = match explicit {
@@ -479,6 +496,7 @@ impl Routing {
             .collect();
         log.route = Some(Arc::clone(&DISCOVERY));
         log.cluster = Some(names.join(",").into());
+        log.merged = true;
         discovery::serve(&self.clusters, &order, &head, document, log).await
     }
 
@@ -580,6 +598,7 @@ impl Routing {
             .map(|&id| &**self.clusters.get(id).name())
             .collect();
         log.cluster = Some(names.join(",").into());
+        log.merged = true;
         let route = Arc::clone(route);
         Ok((Routed::FanOut { route, clusters }, request))
     }

@@ -147,6 +147,8 @@ pub struct Stats {
     pub http1: usize,
     /// Requests in flight on pooled HTTP/2 connections.
     pub streams: usize,
+    /// Connections opened (or tried) since the pool was made.
+    pub opened: u64,
 }
 
 /// A request is sent at most this often when connections refuse it unprocessed.
@@ -409,6 +411,7 @@ impl Pool {
         let state = self.shared.lock();
         let mut stats = Stats {
             connections: state.sockets,
+            opened: state.next_id,
             ..Stats::default()
         };
         for connection in &state.connections {

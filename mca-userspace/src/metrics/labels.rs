@@ -1,0 +1,163 @@
+//! Label values with a bound: a metric series per value an application can make up would let
+//! one misbehaving client grow MCA's memory and every scrape without limit. Verbs come from a
+//! fixed list; resources are kept as the client named them until [`RESOURCES`] distinct ones
+//! have been seen, after which new ones collapse into [`OTHER`].
+
+use std::{collections::HashSet, sync::RwLock};
+
+use crate::reqinfo::RequestInfo;
+
+/// The value that stands for every value past a bound.
+pub const OTHER: &str = "other";
+
+/// How many distinct (group, resource, subresource) triples get series of their own. A
+/// cluster with every built-in API and a few hundred CRDs stays under it.
+pub const RESOURCES: usize = 1000;
+
+/// The verbs the API server's request-info parser produces, and the lower-cased methods that
+/// are the verbs of non-resource requests.
+const VERBS: [&str; 13] = [
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+    "proxy",
+    "head",
+    "post",
+    "put",
+    "options",
+];
+
+/// A request's verb as a label value: itself when the API server knows it, else [`OTHER`].
+pub fn verb(info: &RequestInfo) -> &str {
+    VERBS
+        .iter()
+        .find(|known| **known == info.verb)
+        .copied()
+        .unwrap_or(OTHER)
+}
+
+/// The resources seen so far, up to [`RESOURCES`].
+#[derive(Debug, Default)]
+pub struct Resources {
+    seen: RwLock<HashSet<Box<str>>>,
+}
+
+/// A request's group, resource and subresource as label values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resource<'a> {
+    /// The API group, empty for the core group and for non-resource requests.
+    pub group: &'a str,
+    /// The resource, empty for non-resource requests.
+    pub resource: &'a str,
+    /// The subresource, often empty.
+    pub subresource: &'a str,
+}
+
+impl Resources {
+    /// The request's labels: as named while the triple is one of the first [`RESOURCES`]
+    /// seen and spelled as Kubernetes names are, else [`OTHER`] for all three.
+    pub fn labels<'a>(&self, info: &'a RequestInfo) -> Resource<'a> {
+        let named = Resource {
+            group: &info.api_group,
+            resource: &info.resource,
+            subresource: &info.subresource,
+        };
+        let other = Resource {
+            group: OTHER,
+            resource: OTHER,
+            subresource: OTHER,
+        };
+        if named.resource.is_empty() {
+            return named;
+        }
+        if ![named.group, named.resource, named.subresource]
+            .iter()
+            .all(|value| is_name(value))
+        {
+            return other;
+        }
+        let key = format!("{}/{}/{}", named.group, named.resource, named.subresource);
+        if self
+            .seen
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(key.as_str())
+        {
+            return named;
+        }
+        let mut seen = self.seen.write().unwrap_or_else(|e| e.into_inner());
+        if seen.len() < RESOURCES {
+            seen.insert(key.into_boxed_str());
+            return named;
+        }
+        if seen.contains(key.as_str()) {
+            named
+        } else {
+            other
+        }
+    }
+}
+
+/// Whether `value` is spelled like a Kubernetes group or resource name (a DNS subdomain:
+/// lower-case letters, digits, `-` and `.`, at most 253 characters).
+fn is_name(value: &str) -> bool {
+    value.len() <= 253
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(method: &str, target: &str) -> RequestInfo {
+        RequestInfo::parse(method, target)
+    }
+
+    #[test]
+    fn verbs_outside_the_api_servers_collapse() {
+        assert_eq!(verb(&info("GET", "/api/v1/namespaces/a/pods")), "list");
+        assert_eq!(verb(&info("GET", "/version")), "get");
+        assert_eq!(verb(&info("PROPFIND", "/version")), OTHER);
+    }
+
+    #[test]
+    fn resources_are_named_until_the_bound_then_other() {
+        let resources = Resources::default();
+        let pods = info("GET", "/api/v1/namespaces/a/pods/p/log");
+        assert_eq!(
+            resources.labels(&pods),
+            Resource {
+                group: "",
+                resource: "pods",
+                subresource: "log"
+            }
+        );
+        for i in 0..RESOURCES {
+            resources.labels(&info("GET", &format!("/apis/example.com/v1/crd{i}")));
+        }
+        let late = info("GET", "/apis/example.com/v1/latecomers");
+        assert_eq!(resources.labels(&late).resource, OTHER);
+        // Those seen before the bound keep their names.
+        assert_eq!(resources.labels(&pods).resource, "pods");
+        assert_eq!(resources.seen.read().unwrap().len(), RESOURCES);
+        // Non-resource requests have no resource labels to bound.
+        assert_eq!(resources.labels(&info("GET", "/healthz")).resource, "");
+    }
+
+    #[test]
+    fn names_no_kubernetes_object_could_have_collapse() {
+        let resources = Resources::default();
+        let odd = info("GET", "/apis/Example.com/v1/Things");
+        assert_eq!(resources.labels(&odd).group, OTHER);
+        let odd = info("GET", "/api/v1/namespaces/a/pods/p/Status");
+        assert_eq!(resources.labels(&odd).subresource, OTHER);
+        assert!(resources.seen.read().unwrap().is_empty());
+    }
+}

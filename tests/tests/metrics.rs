@@ -1,0 +1,128 @@
+//! `/metrics` on the admin listener, scraped the way Prometheus does while real clients use
+//! MCA: requests by cluster, verb, resource and code; latency without the long-running ones;
+//! open watches; upstream connections; certificate expiry — and never a credential, path or
+//! namespace in a label, nor more series than the bound however many resources clients invent.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use mca_tests::{
+    client::{Https, body_bytes, open_watch},
+    harness::{Env, NAMESPACE, REAL_TOKEN},
+};
+
+const H2: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_what_clients_did() -> anyhow::Result<()> {
+    let env = Env::start_test(&[])?;
+    let local = [("cluster", "local")];
+    // kubectl: discovery, then a list.
+    env.kubectl(&["get", "pods", "-n", NAMESPACE])?;
+    let mut client = Https::connect(&env.pod, "kubernetes.default.svc", H2).await?;
+    let missing = format!("/api/v1/namespaces/{NAMESPACE}/pods/no-such-pod");
+    assert_eq!(client.get(&missing).await?.status(), 404);
+    let refused = client
+        .send(
+            Request::get("/version")
+                .header("authorization", "Bearer not-mcas-token")
+                .body(Full::<Bytes>::default())?,
+        )
+        .await?;
+    assert_eq!(refused.status(), 401);
+    let watch_path = format!("/api/v1/namespaces/{NAMESPACE}/pods?watch=1");
+    let watch = open_watch(&mut client, &watch_path).await?;
+
+    let scrape = env.metrics()?;
+    let list = [("verb", "list"), ("resource", "pods"), ("code", "200")];
+    assert!(scrape.sum("mca_requests_total", &[&local[..], &list].concat()) >= 1.0);
+    let not_found = [("verb", "get"), ("resource", "pods"), ("code", "404")];
+    assert_eq!(
+        scrape.sum("mca_requests_total", &[&local[..], &not_found].concat()),
+        1.0
+    );
+    // The refusal never reached a cluster.
+    assert_eq!(
+        scrape.sum("mca_requests_total", &[("cluster", ""), ("code", "401")]),
+        1.0
+    );
+    assert_eq!(scrape.sum("mca_client_auth_rejected_total", &[]), 1.0);
+    // Timed: the list and the 404; the watch only counted, once it ends.
+    assert_eq!(
+        scrape.sum(
+            "mca_request_duration_seconds_count",
+            &[("verb", "get"), ("resource", "pods")]
+        ),
+        1.0
+    );
+    let watches = [("kind", "watch")];
+    assert_eq!(scrape.sum("mca_long_running_requests", &watches), 1.0);
+    assert!(scrape.sum("mca_response_bytes_total", &local) > 0.0);
+    assert_eq!(scrape.sum("mca_cluster_healthy", &local), 1.0);
+    // The open watch is in flight to the cluster, on a pooled HTTP/2 connection.
+    assert!(scrape.sum("mca_cluster_requests_in_flight", &local) >= 1.0);
+    assert!(scrape.sum("mca_upstream_connections", &[("protocol", "h2")]) >= 1.0);
+    assert!(scrape.sum("mca_upstream_streams", &local) >= 1.0);
+    assert!(scrape.sum("mca_upstream_connections_opened_total", &local) >= 1.0);
+    assert_eq!(
+        scrape.sum("mca_config_reloads_total", &[("result", "applied")]),
+        0.0
+    );
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64();
+    let expiry = scrape.sum("mca_serving_certificate_expiry_timestamp_seconds", &[]);
+    assert!(
+        (now + 23.0 * 3600.0..=now + 24.0 * 3600.0).contains(&expiry),
+        "{expiry}"
+    );
+    assert!(scrape.sum("mca_runtime_tasks", &[]) > 0.0);
+
+    drop(watch);
+    env.mca
+        .wait_for_access(|line| line["verb"] == "watch" && line["resource"] == "pods")?;
+    let scrape = env.metrics()?;
+    assert_eq!(scrape.sum("mca_long_running_requests", &watches), 0.0);
+    let watch = [("verb", "watch"), ("resource", "pods")];
+    assert_eq!(scrape.sum("mca_requests_total", &watch), 1.0);
+    assert_eq!(
+        scrape.sum("mca_request_duration_seconds_count", &watch),
+        0.0
+    );
+
+    // Nothing secret or unbounded in any label: no token, no namespace, no path, no name.
+    let (_, text) = env.admin_get("/metrics")?;
+    for secret in [REAL_TOKEN, client.token(), NAMESPACE, "/api", "no-such-pod"] {
+        assert!(!text.contains(secret), "{secret:?} in /metrics");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invented_resources_collapse_into_one_series_past_the_bound() -> anyhow::Result<()> {
+    let env = Env::start_test(&[])?;
+    let mut client = Https::connect(&env.pod, "kubernetes.default.svc", H2).await?;
+    // More resources than MCA names (1,000): the API server has none of them.
+    let invented = 1_050;
+    for i in 0..invented {
+        let response = client
+            .get(&format!("/apis/invented.example.com/v1/things{i}"))
+            .await?;
+        assert_eq!(response.status(), 404);
+        body_bytes(response).await?;
+    }
+    let scrape = tokio::time::timeout(Duration::from_secs(10), async { env.metrics() }).await??;
+    let series = scrape.find("mca_requests_total", &[]).count();
+    assert!(series <= 1_000 + 5, "{series} series");
+    assert!(
+        scrape.sum(
+            "mca_requests_total",
+            &[("resource", "other"), ("group", "other")]
+        ) >= 50.0
+    );
+    assert_eq!(
+        scrape.sum("mca_requests_total", &[("code", "404")]),
+        invented as f64
+    );
+    Ok(())
+}
