@@ -22,5 +22,6 @@ pub mod sa;
 pub mod status;
 pub mod telemetry;
 pub mod tls;
+pub mod trace_context;
 pub mod upstream;
 pub mod watch;

@@ -25,6 +25,7 @@ use crate::{
     limits::{connection::Active, in_flight::Slot},
     metrics::{self, Metrics},
     reqinfo::RequestInfo,
+    trace_context::TraceContext,
 };
 
 /// A byte counter shared between a body and its access log.
@@ -52,6 +53,8 @@ pub struct AccessLog {
     /// Keeps a long-running request counted as open.
     pub open: Option<metrics::Open>,
     metrics: Arc<Metrics>,
+    span: tracing::Span,
+    trace: TraceContext,
     /// Keeps the request counted as in flight to its cluster until the line is written.
     pub in_flight: Option<InFlight>,
     /// Its place in MCA's in-flight budget, held as long.
@@ -67,18 +70,34 @@ pub struct AccessLog {
 }
 
 impl AccessLog {
-    /// Starts the record for a request that arrived just now, to be counted in `metrics`.
-    pub fn start(
+    /// Starts the record for `request`, arrived just now, which does what `info` says; it is
+    /// counted in `metrics` and is MCA's hop `trace` in its trace.
+    pub fn start<B>(
         info: RequestInfo,
-        method: Method,
-        version: Version,
+        request: &http::Request<B>,
         metrics: Arc<Metrics>,
+        trace: TraceContext,
     ) -> Self {
+        let span = tracing::info_span!(
+            "request",
+            trace_id = %format_args!("{:032x}", trace.trace_id),
+            span_id = %format_args!("{:016x}", trace.span_id),
+            verb = %info.verb,
+            group = %info.api_group,
+            resource = %info.resource,
+            subresource = %info.subresource,
+            namespace = %info.namespace,
+            name = %info.name,
+            cluster = tracing::field::Empty,
+            status = tracing::field::Empty,
+        );
         Self {
             info,
-            method,
-            version,
+            method: request.method().clone(),
+            version: request.version(),
             metrics,
+            span,
+            trace,
             start: Instant::now(),
             status: 0,
             stripped: Vec::new(),
@@ -111,6 +130,16 @@ impl AccessLog {
     pub fn info(&self) -> &RequestInfo {
         &self.info
     }
+
+    /// The request's span, open until the exchange is over.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// MCA's hop in the request's trace.
+    pub fn trace(&self) -> &TraceContext {
+        &self.trace
+    }
 }
 
 impl Drop for AccessLog {
@@ -134,8 +163,11 @@ impl Drop for AccessLog {
             bytes_in,
             bytes_out,
         });
+        self.span.record("cluster", cluster);
+        self.span.record("status", self.status);
         tracing::info!(
             target: "mca::access",
+            parent: None,
             verb = %info.verb,
             group = %info.api_group,
             version = %info.api_version,
@@ -156,6 +188,7 @@ impl Drop for AccessLog {
             cluster,
             error = self.error.as_deref().unwrap_or(""),
             note = self.note.unwrap_or(""),
+            trace_id = %format_args!("{:032x}", self.trace.trace_id),
             "request"
         );
     }

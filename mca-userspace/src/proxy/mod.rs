@@ -37,6 +37,7 @@ use tokio::{
 };
 use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::Instrument as _;
 
 use self::access_log::{AccessLog, Counted};
 use crate::{
@@ -55,6 +56,7 @@ use crate::{
     route::ClusterView,
     route::{self, ClusterId, Decision, selector::Selector},
     status::{Reason, Status},
+    trace_context::TraceContext,
     upstream::{RequestClass, UpstreamBody, copy_head},
 };
 
@@ -239,9 +241,10 @@ impl Proxy {
     }
 
     /// Serves one request; `original` is the address the client dialled if eBPF redirected it.
+    /// Everything it does runs in the request's span, which ends with the exchange.
     async fn handle(
         self: Arc<Self>,
-        mut request: Request<Incoming>,
+        request: Request<Incoming>,
         original: Option<SocketAddr>,
         active: Active,
     ) -> Result<Response<ResponseBody>, Infallible> {
@@ -264,19 +267,35 @@ impl Proxy {
                 Some(error),
             ),
         };
-        let class = if info.is_long_running() {
+        // MCA's hop in the application's trace (or a new one).
+        let trace = TraceContext::of(request.headers()).child();
+        let mut log = AccessLog::start(info, &request, Arc::clone(&self.metrics), trace);
+        log.original_destination = original;
+        log.connection = Some(active);
+        let span = log.span().clone();
+        let explicit = explicit.map(|name| (name, &*target));
+        let response = self
+            .serve_request(request, explicit, unreadable, log)
+            .instrument(span)
+            .await;
+        Ok(response)
+    }
+
+    /// Serves a request whose log is started: authenticates the client, strips its
+    /// credentials, admits, routes and forwards. `explicit` is the cluster a
+    /// `/clusters/<name>/` prefix named and the target without the prefix.
+    async fn serve_request(
+        &self,
+        mut request: Request<Incoming>,
+        explicit: Option<(&str, &str)>,
+        unreadable: Option<crate::reqinfo::PathError>,
+        mut log: AccessLog,
+    ) -> Response<ResponseBody> {
+        let class = if log.info().is_long_running() {
             RequestClass::LongRunning
         } else {
             RequestClass::Short
         };
-        let mut log = AccessLog::start(
-            info,
-            request.method().clone(),
-            request.version(),
-            Arc::clone(&self.metrics),
-        );
-        log.original_destination = original;
-        log.connection = Some(active);
         let admitted = match &self.client_auth {
             Some(auth) => auth.check(request.headers()),
             None => Ok(()),
@@ -288,17 +307,18 @@ impl Proxy {
                 Reason::Unauthorized,
                 format!("Unauthorized: {refused}"),
             );
-            return Ok(answer(status, log));
+            return answer(status, log);
         }
         if let Some(error) = unreadable {
             let message = format!("{error}: MCA routes by the path as the API server reads it");
-            return Ok(answer(
+            return answer(
                 Status::new(StatusCode::BAD_REQUEST, Reason::BadRequest, message),
                 log,
-            ));
+            );
         }
+        log.trace().inject(request.headers_mut());
         if let Err(status) = self.admit(&mut request, &mut log) {
-            return Ok(answer(status, log));
+            return answer(status, log);
         }
         let upgrade = headers::is_upgrade(request.headers());
         if log.info().is_long_running() {
@@ -315,13 +335,13 @@ impl Proxy {
         if explicit.is_none()
             && let Some(document) = routing.merged_document(&request, log.info())
         {
-            return Ok(routing.discovery(request, document, log).await);
+            return routing.discovery(request, document, log).await;
         }
 
         let mut request =
             request.map(|body| Counted::new(body, Arc::clone(&log.bytes_in)).boxed_unsync());
         let routed = match explicit {
-            Some(name) => {
+            Some((name, target)) => {
                 *request.uri_mut() = target.parse().expect("a part of a valid request target");
                 routing.explicit(name, &mut log).map(|cluster| {
                     let routed = Routed::One {
@@ -335,9 +355,9 @@ impl Proxy {
         };
         let (routed, request) = match routed {
             Ok(routed) => routed,
-            Err(status) => return Ok(answer(status, log)),
+            Err(status) => return answer(status, log),
         };
-        let response = match routed {
+        match routed {
             Routed::FanOut { route, clusters } => {
                 routing.fan_out(&route, &clusters, request, log).await
             }
@@ -353,8 +373,7 @@ impl Proxy {
                     .forward(cluster, fallback, request, class, log)
                     .await
             }
-        };
-        Ok(response)
+        }
     }
 
     /// MCA's own limits on a request it is about to serve: nothing more from a connection that

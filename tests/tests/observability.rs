@@ -1,7 +1,10 @@
-//! `/metrics` on the admin listener, scraped the way Prometheus does while real clients use
-//! MCA: requests by cluster, verb, resource and code; latency without the long-running ones;
-//! open watches; upstream connections; certificate expiry — and never a credential, path or
-//! namespace in a label, nor more series than the bound however many resources clients invent.
+//! Observability, the way an operator meets it. `/metrics` on the admin listener, scraped as
+//! Prometheus does while real clients use MCA: requests by cluster, verb, resource and code;
+//! latency without the long-running ones; open watches; upstream connections; certificate
+//! expiry — and never a credential, path or namespace in a label, nor more series than the
+//! bound however many resources clients invent. Trace context: the API server receives a
+//! `traceparent` continuing the application's trace (or a new one), and the access log names
+//! the trace.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -124,5 +127,69 @@ async fn invented_resources_collapse_into_one_series_past_the_bound() -> anyhow:
         scrape.sum("mca_requests_total", &[("code", "404")]),
         invented as f64
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_server_joins_the_applications_trace_with_mca_as_the_parent() -> anyhow::Result<()>
+{
+    let env = Env::start_test(&[])?;
+    let mut client = Https::connect(&env.pod, "kubernetes.default.svc", H2).await?;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let incoming = format!("00-{trace}-00f067aa0ba902b7-01");
+    let traced = client
+        .send(
+            Request::get("/version?probe=traced")
+                .header("authorization", client.bearer())
+                .header("traceparent", &incoming)
+                .header("tracestate", "vendor=opaque")
+                .body(Full::<Bytes>::default())?,
+        )
+        .await?;
+    assert_eq!(traced.status(), 200);
+    body_bytes(traced).await?;
+    // kubectl sends no trace context: MCA starts a trace, unsampled.
+    env.kubectl(&["get", "--raw", "/version?probe=untraced"])?;
+
+    let received = |query: &str| -> anyhow::Result<String> {
+        let request = env
+            .apiserver()
+            .requests()
+            .into_iter()
+            .find(|r| r.target.contains(query))
+            .ok_or_else(|| anyhow::anyhow!("{query} never arrived"))?;
+        assert_eq!(
+            request
+                .headers
+                .iter()
+                .filter(|(n, _)| n == "traceparent")
+                .count(),
+            1
+        );
+        if query == "probe=traced" {
+            assert_eq!(request.header("tracestate"), Some("vendor=opaque"));
+        }
+        Ok(request.header("traceparent").unwrap_or_default().to_owned())
+    };
+    let forwarded = received("probe=traced")?;
+    let parts: Vec<&str> = forwarded.split('-').collect();
+    assert_eq!(parts.len(), 4, "{forwarded}");
+    // Same trace and flags; the parent is MCA's span, not the application's.
+    assert_eq!((parts[0], parts[1], parts[3]), ("00", trace, "01"));
+    assert_eq!(parts[2].len(), 16);
+    assert_ne!(parts[2], "00f067aa0ba902b7");
+    let line = env
+        .mca
+        .wait_for_access(|l| l["path"] == "/version" && l["trace_id"] == trace)?;
+    assert_eq!(line["status"], 200);
+
+    let started = received("probe=untraced")?;
+    let parts: Vec<&str> = started.split('-').collect();
+    assert_eq!(parts.len(), 4, "{started}");
+    assert_eq!(parts[0], "00");
+    assert_eq!(parts[1].len(), 32);
+    assert_ne!(parts[1], "0".repeat(32));
+    assert_eq!(parts[3], "00", "a trace MCA starts is not sampled");
+    env.mca.wait_for_access(|l| l["trace_id"] == parts[1])?;
     Ok(())
 }
