@@ -208,6 +208,7 @@ fn upstream_report(clusters: &Registry, live: &Live) -> Response<Full<Bytes>> {
                 "labels": cluster.labels(),
                 "healthy": cluster.health().is_ok(),
                 "pool": cluster.upstream().stats(),
+                "documents": cluster.documents(),
             })
         })
         .collect();

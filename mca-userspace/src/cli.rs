@@ -145,6 +145,17 @@ pub struct RunArgs {
     )]
     pub upstream_idle_timeout: Duration,
 
+    /// How long MCA answers discovery and OpenAPI requests from its copy of each cluster's
+    /// documents before asking the API server (with If-None-Match) whether they changed;
+    /// 0s turns the cache off.
+    #[arg(
+        long,
+        env = "MCA_DISCOVERY_CACHE_TTL",
+        default_value = "30s",
+        value_parser = parse_duration
+    )]
+    pub discovery_cache_ttl: Duration,
+
     /// Bounds on what clients may hold and ask of MCA.
     #[command(flatten)]
     pub limits: crate::limits::Limits,

@@ -21,10 +21,10 @@ use std::{
 use arc_swap::ArcSwap;
 
 use crate::{
-    cluster::Registry,
+    cluster::{Registry, Settings},
     config::Config,
     route::Router,
-    upstream::{Limits, Source},
+    upstream::Source,
     watch::Subscription,
 };
 
@@ -53,8 +53,8 @@ pub struct ConfigFile {
     pub path: PathBuf,
     /// Where the `local` cluster's configuration comes from.
     pub local: Source,
-    /// Connection limits for new clusters.
-    pub limits: Limits,
+    /// How new clusters are set up.
+    pub settings: Settings,
 }
 
 impl Live {
@@ -127,7 +127,7 @@ impl Live {
                 .join("\n"),
         })?;
         let old = self.load();
-        let clusters = Registry::load(&config, &from.local, from.limits, Some(&old.clusters))
+        let clusters = Registry::load(&config, &from.local, from.settings, Some(&old.clusters))
             .await
             .map_err(|error| format!("  {error}"))?;
         let kept = old.clusters.iter().filter(|c| clusters.holds(c)).count();

@@ -18,7 +18,7 @@ use crate::{
     admin::{self, Readiness},
     cli::RunArgs,
     client_auth::{ClientAuth, Mode as ClientAuthMode},
-    cluster::Registry,
+    cluster::{self, Registry},
     config::Config,
     intercept::{Interception, Mode, Settings},
     metrics::Metrics,
@@ -116,20 +116,23 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     raise_open_file_limit();
     let service = ServiceEnv::from_env()?;
     let source = upstream_source(&args, &service);
-    let limits = Limits {
-        max_connections: args.upstream_max_connections as usize,
-        connect_timeout: args.upstream_connect_timeout,
-        idle_timeout: args.upstream_idle_timeout,
-        keep_alive: KeepAlive {
-            interval: args.upstream_ping_interval,
-            timeout: args.upstream_ping_timeout,
+    let settings = cluster::Settings {
+        limits: Limits {
+            max_connections: args.upstream_max_connections as usize,
+            connect_timeout: args.upstream_connect_timeout,
+            idle_timeout: args.upstream_idle_timeout,
+            keep_alive: KeepAlive {
+                interval: args.upstream_ping_interval,
+                timeout: args.upstream_ping_timeout,
+            },
         },
+        document_ttl: args.discovery_cache_ttl,
     };
     let config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::local_only(),
     };
-    let clusters = Arc::new(Registry::load(&config, &source, limits, None).await?);
+    let clusters = Arc::new(Registry::load(&config, &source, settings, None).await?);
     // The local cluster never changes while MCA runs: its address and namespace are fixed.
     let upstream = clusters.local().upstream().clone();
     let live = Live::new(Routing {
@@ -203,7 +206,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         let file = ConfigFile {
             path: path.clone(),
             local: source.clone(),
-            limits,
+            settings,
         };
         let fake = Arc::clone(&fake);
         tokio::spawn(Arc::clone(&live).watch(file, move |routing| {

@@ -1,6 +1,8 @@
 //! The clusters MCA forwards to: each one's upstream client (its credentials and connection
-//! pool, the only place credentials live), its health, and the requests in flight to it.
+//! pool, the only place credentials live), its health, its cached discovery and OpenAPI
+//! documents, and the requests in flight to it.
 
+mod documents;
 mod health;
 
 use std::{
@@ -14,7 +16,10 @@ use std::{
 
 use http::{Request, StatusCode};
 
-pub use self::health::{Health, Transition};
+pub use self::{
+    documents::{Documents, Tally},
+    health::{Health, Transition},
+};
 use crate::{
     config::{Config, LOCAL},
     route::{ClusterId, ClusterView},
@@ -32,7 +37,18 @@ pub struct Cluster {
     upstream: Upstream,
     /// `None`: not checked (MCA without a configuration file: nowhere else to go).
     health: Option<Health>,
+    documents: Documents,
     in_flight: AtomicUsize,
+}
+
+/// How clusters are set up, beyond their configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// The bounds of each cluster's connection pool.
+    pub limits: Limits,
+    /// How long a discovery or OpenAPI document is served from memory before MCA asks the API
+    /// server whether it changed; zero caches none.
+    pub document_ttl: Duration,
 }
 
 impl Cluster {
@@ -49,6 +65,25 @@ impl Cluster {
     /// Its API server and MCA's credentials for it.
     pub fn upstream(&self) -> &Upstream {
         &self.upstream
+    }
+
+    /// How its cached documents were served.
+    pub fn documents(&self) -> Tally {
+        self.documents.tally()
+    }
+
+    /// Sends a request to it, answering requests for discovery and OpenAPI documents from
+    /// its cache (see [`Documents`]).
+    pub async fn send(
+        &self,
+        request: Request<UpstreamBody>,
+        class: RequestClass,
+    ) -> Result<http::Response<upstream::Body>, tower::BoxError> {
+        if self.documents.holds(&request) {
+            let send = |request| self.upstream.send(request, RequestClass::Short);
+            return self.documents.serve(request, send).await;
+        }
+        self.upstream.send(request, class).await
     }
 
     /// Whether routes may send to it, and if not why.
@@ -85,7 +120,6 @@ impl Cluster {
     ) -> Result<(String, serde_json::Value), (StatusCode, String)> {
         let asked = async {
             let response = self
-                .upstream
                 .send(request, RequestClass::Short)
                 .await
                 .map_err(|error| {
@@ -170,7 +204,7 @@ impl Registry {
     pub async fn load(
         config: &Config,
         local: &Source,
-        limits: Limits,
+        settings: Settings,
         previous: Option<&Registry>,
     ) -> Result<Self, Error> {
         let mut clusters = Vec::with_capacity(config.clusters.len());
@@ -187,7 +221,7 @@ impl Registry {
                 continue;
             }
             let source = spec.source.as_ref().unwrap_or(local);
-            let upstream = Upstream::load(source, limits)
+            let upstream = Upstream::load(source, settings.limits)
                 .await
                 .map_err(|source| Error {
                     name: spec.name.clone(),
@@ -199,6 +233,7 @@ impl Registry {
                 labels: spec.labels.clone(),
                 upstream,
                 health: spec.health.clone().map(Health::new),
+                documents: Documents::new(settings.document_ttl),
                 in_flight: AtomicUsize::new(0),
             });
             if cluster.health.is_some() {

@@ -72,6 +72,21 @@ impl Scrape<'_> {
                 .iter()
                 .map(|(name, stats)| (vec![*name], stats.opened)),
         ));
+        families.extend(counters(
+            "mca_cache_requests_total",
+            "Requests for the cluster's discovery and OpenAPI documents: answered from MCA's \
+             copy (hit), fetched (miss), or answered from the copy after the API server said \
+             it is current (revalidated).",
+            &["cluster", "result"],
+            clusters().flat_map(|(_, c)| {
+                let tally = c.documents();
+                [
+                    (vec![&**c.name(), "hit"], tally.hits),
+                    (vec![&**c.name(), "miss"], tally.misses),
+                    (vec![&**c.name(), "revalidated"], tally.revalidated),
+                ]
+            }),
+        ));
         let (applied, rejected) = self.reloads;
         families.extend(counters(
             "mca_config_reloads_total",

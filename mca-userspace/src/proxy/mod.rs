@@ -445,10 +445,7 @@ impl Routing {
         headers::strip_hop_by_hop(&mut parts.headers, false);
         let retry = fallback.map(|fallback| (fallback, copy_head(&parts)));
         let cluster = self.clusters.get(cluster);
-        let mut result = cluster
-            .upstream()
-            .send(Request::from_parts(parts, body), class)
-            .await;
+        let mut result = cluster.send(Request::from_parts(parts, body), class).await;
         record(cluster, &result);
         let failure = result.as_ref().err().map(crate::upstream::failure_status);
         if let (Some(failure), Some((fallback, parts))) = (failure, retry) {
@@ -463,7 +460,7 @@ impl Routing {
             log.cluster = Some(Arc::clone(next.name()));
             log.in_flight = Some(self.clusters.start(fallback));
             let request = Request::from_parts(parts, UpstreamBody::default());
-            result = next.upstream().send(request, class).await;
+            result = next.send(request, class).await;
             record(next, &result);
         }
         match result {

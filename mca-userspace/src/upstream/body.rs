@@ -32,6 +32,11 @@ enum Inner {
         reusable: Option<Box<dyn FnOnce() + Send>>,
     },
     Http2(RecvBody),
+    /// Bytes in memory (a cached document), then what is left of a body they were read from.
+    Buffered {
+        data: Option<Bytes>,
+        rest: Option<Box<Body>>,
+    },
 }
 
 impl std::fmt::Debug for Body {
@@ -39,6 +44,11 @@ impl std::fmt::Debug for Body {
         match &self.inner {
             Inner::Http1 { ended, .. } => f.debug_struct("Http1").field("ended", ended).finish(),
             Inner::Http2(body) => body.fmt(f),
+            Inner::Buffered { data, rest } => f
+                .debug_struct("Buffered")
+                .field("data", &data.as_ref().map(Bytes::len))
+                .field("rest", rest)
+                .finish(),
         }
     }
 }
@@ -56,6 +66,22 @@ impl Body {
     /// An HTTP/2 stream's body.
     pub(super) fn http2(body: RecvBody) -> Self {
         Self::new(Inner::Http2(body))
+    }
+
+    /// A body held in memory.
+    pub fn buffered(data: Bytes) -> Self {
+        Self::new(Inner::Buffered {
+            data: Some(data),
+            rest: None,
+        })
+    }
+
+    /// `data`, read from the start of `rest`, then the remainder of `rest`.
+    pub fn prefixed(data: Bytes, rest: Body) -> Self {
+        Self::new(Inner::Buffered {
+            data: Some(data),
+            rest: Some(Box::new(rest)),
+        })
     }
 
     fn new(inner: Inner) -> Self {
@@ -95,6 +121,11 @@ impl http_body::Body for Body {
             Inner::Http2(body) => Pin::new(body)
                 .poll_frame(cx)
                 .map(|frame| frame.map(|frame| frame.map_err(Into::into))),
+            Inner::Buffered { data, rest } => match (data.take(), rest) {
+                (Some(data), _) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                (None, Some(rest)) => Pin::new(&mut **rest).poll_frame(cx),
+                (None, None) => Poll::Ready(None),
+            },
         }
     }
 
@@ -102,6 +133,9 @@ impl http_body::Body for Body {
         match &self.inner {
             Inner::Http1 { body, ended, .. } => *ended || body.is_end_stream(),
             Inner::Http2(body) => body.is_end_stream(),
+            Inner::Buffered { data, rest } => {
+                data.is_none() && rest.as_ref().is_none_or(|rest| rest.is_end_stream())
+            }
         }
     }
 
@@ -109,6 +143,18 @@ impl http_body::Body for Body {
         match &self.inner {
             Inner::Http1 { body, .. } => body.size_hint(),
             Inner::Http2(body) => body.size_hint(),
+            Inner::Buffered { data, rest } => {
+                let buffered = data.as_ref().map_or(0, |data| data.len() as u64);
+                let rest = rest
+                    .as_ref()
+                    .map_or_else(|| SizeHint::with_exact(0), |rest| rest.size_hint());
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + buffered);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + buffered);
+                }
+                hint
+            }
         }
     }
 }

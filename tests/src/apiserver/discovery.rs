@@ -41,7 +41,7 @@ pub fn serve(
             .filter_map(|v| v.to_str().ok())
             .any(|accept| accept.contains("as=APIGroupDiscoveryList") && accept.contains("v=v2;"));
     Some(match segments {
-        ["api"] if aggregated => aggregated_response(json!([group_discovery("", core())])),
+        ["api"] if aggregated => aggregated_response(request, json!([group_discovery("", core())])),
         ["api"] => json_response(
             StatusCode::OK,
             &json!({"kind": "APIVersions", "versions": ["v1"],
@@ -53,7 +53,7 @@ pub fn serve(
                 .into_iter()
                 .map(|(group, resources)| group_discovery(&group, resources))
                 .collect();
-            aggregated_response(Value::from(items))
+            aggregated_response(request, Value::from(items))
         }
         ["apis"] => {
             let groups: Vec<Value> = groups(extra)
@@ -174,12 +174,31 @@ fn group_discovery(group: &str, resources: Vec<ExtraResource>) -> Value {
     json!({"metadata": {"name": group, "creationTimestamp": null}, "versions": versions})
 }
 
-fn aggregated_response(items: Value) -> Response<Body> {
+/// Aggregated discovery as kube-apiserver serves it: with an `ETag` (a hash of the document)
+/// and `304 Not Modified` for a request whose `If-None-Match` names it.
+fn aggregated_response(request: &Request<Incoming>, items: Value) -> Response<Body> {
+    use std::hash::{Hash, Hasher};
     let body = json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2",
-                      "metadata": {}, "items": items});
-    let mut response = bytes_response(StatusCode::OK, "application/json", body.to_string().into());
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(AGGREGATED));
+                      "metadata": {}, "items": items})
+    .to_string();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    body.hash(&mut hasher);
+    let etag = format!("\"{:016X}\"", hasher.finish());
+    let held = request
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|value| value.as_bytes() == etag.as_bytes());
+    let mut response = if held {
+        bytes_response(
+            StatusCode::NOT_MODIFIED,
+            "application/json",
+            Default::default(),
+        )
+    } else {
+        bytes_response(StatusCode::OK, "application/json", body.into())
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(AGGREGATED));
+    headers.insert(header::ETAG, HeaderValue::try_from(etag).expect("hex"));
     response
 }
