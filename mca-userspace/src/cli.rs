@@ -212,6 +212,17 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "MCA_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Threads serving requests. 1 (the default) runs everything on one thread, as a sidecar
+    /// given a fraction of a core should: no cross-thread wake-ups, the least memory. More
+    /// spread connections over that many threads.
+    #[arg(
+        long,
+        env = "MCA_WORKER_THREADS",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub worker_threads: u16,
 }
 
 /// Parses `500ms`, `30s`, `5m`, `24h` (an integer and a unit).

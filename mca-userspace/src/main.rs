@@ -5,10 +5,14 @@ use mca::cli::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
+    let threads = match &cli.command {
+        Command::Run(args) => args.worker_threads,
+        Command::CheckConfig { .. } => 1,
+    };
+    let runtime = runtime(threads).expect("starting the tokio runtime");
     match cli.command {
         Command::Run(args) => {
-            mca::telemetry::init(args.log_format);
+            let _flush = mca::telemetry::init(args.log_format);
             match runtime.block_on(mca::run::run(*args)) {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 // One line, in the configured format, saying what is wrong.
@@ -31,4 +35,16 @@ fn main() -> std::process::ExitCode {
             }
         },
     }
+}
+
+/// One thread runs everything (the runtime's and the caller's); more is a pool of workers.
+fn runtime(threads: u16) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads.into());
+        builder
+    };
+    builder.enable_all().build()
 }

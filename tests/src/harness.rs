@@ -563,26 +563,32 @@ impl Env {
 
     /// The admin endpoint `path` as seen from inside the pod: (status code, body).
     pub fn admin_get(&self, path: &str) -> anyhow::Result<(u16, String)> {
-        use std::io::{Read, Write};
-        let mut stream = self.pod.connect(self.pod.admin_addr())?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: mca\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        let code = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .context("admin response has no status")?;
-        let body = response
-            .split("\r\n\r\n")
-            .nth(1)
-            .unwrap_or_default()
-            .to_owned();
-        Ok((code, body))
+        http_get(self.pod.connect(self.pod.admin_addr())?, path)
     }
+}
+
+/// `GET path` over `stream` with HTTP/1.1 and `Connection: close`, as a probe would: the
+/// status code and the body (MCA's admin listener sends its bodies with a length).
+pub fn http_get(
+    mut stream: impl std::io::Read + std::io::Write,
+    path: &str,
+) -> anyhow::Result<(u16, String)> {
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: mca\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("admin response has no status")?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
 }
 
 /// Returns stdout of a successful run, or an error with everything it printed.

@@ -128,7 +128,11 @@ impl Report {
 /// Runs the soak against `env`'s MCA and test API server.
 pub async fn run(env: &Env, settings: Settings) -> anyhow::Result<Report> {
     let apiserver = env.apiserver();
-    let watch_path = format!("/api/v1/namespaces/{NAMESPACE}/pods?watch=true");
+    // Held for the whole soak: the API server ends a watch after its `timeoutSeconds` (the
+    // test server's default is 5 minutes, kube-apiserver's up to 30), so ask for longer.
+    let timeout = settings.duration.as_secs() + 60;
+    let watch_path =
+        format!("/api/v1/namespaces/{NAMESPACE}/pods?watch=true&timeoutSeconds={timeout}");
     let stop = Arc::new(AtomicBool::new(false));
 
     // The watches, each counting the events it gets.

@@ -129,6 +129,9 @@ async fn a_connection_that_goes_silent_is_found_out_and_reads_go_to_a_new_one() 
     println!("silent upstream: read answered after {answered:?}, watch ended after {ended:?}");
     assert!(answered < Duration::from_secs(5), "{answered:?}");
     assert!(ended < Duration::from_secs(5), "{ended:?}");
-    assert!(mca.log().contains("did not answer a PING"), "{}", mca.log());
+    mca.wait_for_log(
+        |l| l.contains("did not answer a PING"),
+        Duration::from_secs(2),
+    )?;
     Ok(())
 }

@@ -127,7 +127,10 @@ async fn kubelet_token_swaps_cost_the_application_no_request() -> anyhow::Result
     assert_eq!(failed, 0, "{statuses:?}");
     // Within 3 s of the swap (here: the next request, at most 100 ms later).
     assert!(pickups.iter().all(|(_, p)| *p < Duration::from_secs(3)));
-    assert!(env.mca.log().contains("using the renewed token"));
+    env.mca.wait_for_log(
+        |l| l.contains("using the renewed token"),
+        Duration::from_secs(2),
+    )?;
     Ok(())
 }
 
@@ -319,7 +322,10 @@ async fn a_renewed_client_certificate_is_used_at_once_and_open_watches_stay() ->
             .iter()
             .all(|r| r.client_user.as_deref() == Some("mca-3"))
     );
-    assert!(mca.log().contains("using the renewed client certificate"));
+    mca.wait_for_log(
+        |l| l.contains("using the renewed client certificate"),
+        Duration::from_secs(2),
+    )?;
     Ok(())
 }
 

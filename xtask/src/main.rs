@@ -8,8 +8,11 @@
 //! - `test`: set up, check formatting and lints, build, and run every test.
 //! - `run`: MCA in eBPF mode against a kubeconfig's cluster (or the test API server), with an
 //!   application sandbox.
-//! - `bench`: connect() throughput with and without the eBPF programs, side by side; MCA's
-//!   memory per open watch over HTTP/2 and HTTP/1.1; the cost of a routing decision.
+//! - `bench`: MCA side by side with the upstream directly, an nginx TLS proxy and `kubectl
+//!   proxy` (requests, watches, exec; installs Debian's nginx and wrk), writing
+//!   `target/bench/compare.{md,png}`; connect() throughput with and without the eBPF
+//!   programs; MCA's memory per open watch over HTTP/2 and HTTP/1.1; the cost of a routing
+//!   decision.
 //! - `soak`: a bounded soak through MCA (watches, GETs, LISTs), sampled every second.
 //! - `fuzz`: run the cargo-fuzz targets, each for a bounded time (`--all --time SECONDS`).
 
@@ -83,6 +86,9 @@ enum Task {
         /// Watches held open over each protocol for the memory measurement.
         #[arg(long, default_value_t = 1000)]
         watches: usize,
+        /// How long each request workload of the side-by-side comparison runs.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
     },
     /// A bounded soak: open watches and steady GETs and LISTs through MCA (release build),
     /// with failures, memory, open files and tasks reported over time.
@@ -141,11 +147,16 @@ fn main() -> anyhow::Result<()> {
             connects,
             rounds,
             watches,
+            seconds,
         } => {
             setup(&root)?;
+            install_bench_tools()?;
             // Optimized, as MCA ships: memory and time figures of a debug build mislead.
             cargo(&root, &["build", "--release", "--bins"])?;
             let bench = root.join("target/release/mca-bench");
+            run(Command::new(&bench)
+                .arg("compare")
+                .arg(format!("--seconds={seconds}")))?;
             run(Command::new(&bench)
                 .arg("connect")
                 .arg(format!("--connects={connects}"))
@@ -276,6 +287,37 @@ fn build_ebpf(root: &Path, verb: &str) -> anyhow::Result<()> {
         command.args(["--", "-D", "warnings"]);
     }
     run(&mut command)
+}
+
+/// Debian's nginx and wrk, for the side-by-side benchmark. nginx's package would start the
+/// system's nginx on port 80; a `policy-rc.d` refusing service starts prevents that.
+fn install_bench_tools() -> anyhow::Result<()> {
+    if Path::new("/usr/sbin/nginx").exists() && on_path("wrk") {
+        return Ok(());
+    }
+    println!("xtask: installing nginx-core and wrk (the benchmark's proxy and load generator)");
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let had_policy = policy.exists();
+    if !had_policy {
+        std::fs::write(policy, "#!/bin/sh\nexit 101\n")?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(policy, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let installed = run(Command::new("apt-get").arg("update")).and_then(|()| {
+        run(Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "--no-install-recommends",
+                "nginx-core",
+                "wrk",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    });
+    if !had_policy {
+        std::fs::remove_file(policy)?;
+    }
+    installed
 }
 
 fn setup(root: &Path) -> anyhow::Result<()> {

@@ -14,28 +14,15 @@ pub const OTHER: &str = "other";
 /// cluster with every built-in API and a few hundred CRDs stays under it.
 pub const RESOURCES: usize = 1000;
 
-/// The verbs the API server's request-info parser produces, and the lower-cased methods that
-/// are the verbs of non-resource requests.
-const VERBS: [&str; 13] = [
-    "get",
-    "list",
-    "watch",
-    "create",
-    "update",
-    "patch",
-    "delete",
-    "deletecollection",
-    "proxy",
-    "head",
-    "post",
-    "put",
-    "options",
-];
+/// The verbs of non-resource requests (their lower-cased methods) that resource requests'
+/// verbs do not already cover.
+const METHODS: [&str; 4] = ["head", "post", "put", "options"];
 
 /// A request's verb as a label value: itself when the API server knows it, else [`OTHER`].
 pub fn verb(info: &RequestInfo) -> &str {
-    VERBS
+    crate::route::pattern::VERBS
         .iter()
+        .chain(&METHODS)
         .find(|known| **known == info.verb)
         .copied()
         .unwrap_or(OTHER)

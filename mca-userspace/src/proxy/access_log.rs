@@ -25,6 +25,10 @@ use crate::{
     limits::{connection::Active, in_flight::Slot},
     metrics::{self, Metrics},
     reqinfo::RequestInfo,
+    telemetry::access::{
+        self,
+        Value::{Number, Quoted, Raw},
+    },
     trace_context::TraceContext,
 };
 
@@ -165,31 +169,42 @@ impl Drop for AccessLog {
         });
         self.span.record("cluster", cluster);
         self.span.record("status", self.status);
-        tracing::info!(
-            target: "mca::access",
-            parent: None,
-            verb = %info.verb,
-            group = %info.api_group,
-            version = %info.api_version,
-            resource = %info.resource,
-            subresource = %info.subresource,
-            namespace = %info.namespace,
-            name = %info.name,
-            path = %info.path,
-            method = %self.method,
-            http = ?self.version,
-            status = self.status,
-            latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            bytes_in,
-            bytes_out,
-            stripped = %self.stripped.join(","),
-            original_dst = %self.original_destination.map(|a| a.to_string()).unwrap_or_default(),
-            route = self.route.as_deref().unwrap_or(""),
-            cluster,
-            error = self.error.as_deref().unwrap_or(""),
-            note = self.note.unwrap_or(""),
-            trace_id = %format_args!("{:032x}", self.trace.trace_id),
-            "request"
+        if !access::enabled() {
+            return;
+        }
+        let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let http = format!("{:?}", self.version);
+        let stripped = self.stripped.join(",");
+        let original = self
+            .original_destination
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let trace_id = format!("{:032x}", self.trace.trace_id);
+        access::write(
+            "request",
+            &[
+                ("verb", Raw(&info.verb)),
+                ("group", Raw(&info.api_group)),
+                ("version", Raw(&info.api_version)),
+                ("resource", Raw(&info.resource)),
+                ("subresource", Raw(&info.subresource)),
+                ("namespace", Raw(&info.namespace)),
+                ("name", Raw(&info.name)),
+                ("path", Raw(&info.path)),
+                ("method", Raw(self.method.as_str())),
+                ("http", Raw(&http)),
+                ("status", Number(self.status.into())),
+                ("latency_us", Number(latency_us)),
+                ("bytes_in", Number(bytes_in)),
+                ("bytes_out", Number(bytes_out)),
+                ("stripped", Raw(&stripped)),
+                ("original_dst", Raw(&original)),
+                ("route", Quoted(self.route.as_deref().unwrap_or(""))),
+                ("cluster", Quoted(cluster)),
+                ("error", Quoted(self.error.as_deref().unwrap_or(""))),
+                ("note", Quoted(self.note.unwrap_or(""))),
+                ("trace_id", Raw(&trace_id)),
+            ],
         );
     }
 }

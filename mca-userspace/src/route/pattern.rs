@@ -176,8 +176,8 @@ impl ResourcePattern {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Verbs(u16);
 
-/// The verbs, in bit order.
-const VERBS: [&str; 9] = [
+/// The verbs the API server's request-info parser gives resource requests, in bit order.
+pub(crate) const VERBS: [&str; 9] = [
     "get",
     "list",
     "watch",

@@ -41,7 +41,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             default.exists().then_some(default)
         });
 
-    let (pod, mca, _server_env) = match kubeconfig {
+    let (pod, mut mca, mut _server_env) = match kubeconfig {
         Some(kubeconfig) => {
             let server = api_server_address(&kubeconfig, context.as_deref())?;
             println!(
@@ -69,9 +69,9 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             (None, None, Some(Env::start_ebpf(&["--ebpf-log"])?))
         }
     };
-    let (pod, mca) = match (&pod, &mca, &_server_env) {
+    let (pod, mca) = match (&pod, mca.as_mut(), _server_env.as_mut()) {
         (Some(pod), Some(mca), _) => (pod, mca),
-        (_, _, Some(env)) => (&env.pod, &env.mca),
+        (_, _, Some(env)) => (&env.pod, &mut env.mca),
         _ => unreachable!("one of the two setups ran"),
     };
     println!(
@@ -98,6 +98,8 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
         .status()?;
+    // Stopped first, so the log is complete (MCA writes its log in batches).
+    let _ = mca.terminate(std::time::Duration::from_secs(5));
     println!("\nmca-run: MCA's log:\n{}", mca.log());
     // Returning (not exiting) lets MCA, its sandbox and its cgroups be torn down.
     Ok(std::process::ExitCode::from(

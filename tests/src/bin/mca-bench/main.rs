@@ -1,12 +1,15 @@
 //! `cargo xtask bench`: what MCA costs, measured side by side in one run on this machine
 //! (absolute numbers vary a lot between machines and runs; the ratios are the result).
 //!
+//! - `compare`: MCA side by side with the upstream directly, an nginx TLS proxy and `kubectl
+//!   proxy` on the same workloads (see [`compare`]);
 //! - `connect`: what eBPF interception costs `connect()`;
 //! - `watches`: MCA's memory per open watch, over HTTP/2 and over HTTP/1.1;
 //! - `route`: what a routing decision costs with 100 routes;
 //! - `get`: GET requests per second and latency through MCA (`MCA_BIN` picks the build);
 //! - `soak`: a bounded soak with open watches and steady GETs and LISTs (`cargo xtask soak`).
 
+mod compare;
 mod connect;
 mod get;
 mod route;
@@ -20,6 +23,19 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(name = "mca-bench")]
 enum Bench {
+    /// MCA, nginx and kubectl proxy side by side against the upstream directly.
+    Compare {
+        /// How long each request workload runs.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Open-watch counts to measure.
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+        watches: Vec<usize>,
+        /// Start the request targets, print where they are, keep them up this long, measure
+        /// nothing (for profiling one under a load of one's own).
+        #[arg(long, value_parser = mca::cli::parse_duration)]
+        hold: Option<std::time::Duration>,
+    },
     /// connect() throughput with and without the eBPF programs.
     Connect {
         /// Connects per measurement.
@@ -70,6 +86,15 @@ enum Bench {
 
 fn main() -> anyhow::Result<()> {
     match Bench::parse() {
+        Bench::Compare {
+            seconds,
+            watches,
+            hold,
+        } => compare::run(&compare::Options {
+            seconds,
+            watches,
+            hold,
+        }),
         Bench::Connect { connects, rounds } => connect::run(connects, rounds),
         Bench::Watches { count } => watches::run(count),
         Bench::Route { decisions } => route::run(decisions),
@@ -94,5 +119,14 @@ fn soak(duration: std::time::Duration, watches: usize, rate: u32) -> anyhow::Res
     let report = tokio::runtime::Runtime::new()?.block_on(mca_tests::soak::run(&env, settings))?;
     println!("{}", report.table());
     anyhow::ensure!(report.failures() == 0, "the soak saw failures");
+    Ok(())
+}
+
+/// Lets the bench hold as many sockets as the system allows (10,000 watches over HTTP/1.1 are
+/// 10,000 connections).
+fn raise_open_file_limit() -> anyhow::Result<()> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
     Ok(())
 }

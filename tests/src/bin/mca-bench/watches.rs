@@ -42,7 +42,7 @@ const PROTOCOLS: [Protocol; 2] = [
 
 /// Measures and prints MCA's memory per watch over each protocol.
 pub fn run(count: usize) -> anyhow::Result<()> {
-    raise_open_file_limit()?;
+    crate::raise_open_file_limit()?;
     let runtime = tokio::runtime::Runtime::new()?;
     println!(
         "MCA's resident memory with {count} open watches (upstream: {UPSTREAM_STREAMS} streams \
@@ -126,12 +126,4 @@ async fn measure(env: &Env, protocol: &Protocol, count: usize) -> anyhow::Result
             .as_u64()
             .unwrap_or_default(),
     })
-}
-
-/// The bench holds a socket per HTTP/1.1 watch: lift the soft open-file limit to the hard one.
-fn raise_open_file_limit() -> anyhow::Result<()> {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
-    setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
-    Ok(())
 }
