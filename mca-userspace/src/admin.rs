@@ -9,7 +9,7 @@
 //! `/interception` reports whether eBPF interception is active and its counters; `/upstream`
 //! each cluster's API server, connections and the requests in flight on them, and the
 //! configuration reloads applied and rejected; `/runtime` the tasks alive in MCA's runtime
-//! (a leak shows there first); `/metrics` every series in the Prometheus text format
+//! (a leak shows there first) and its worker threads; `/metrics` every series in the Prometheus text format
 //! ([`crate::metrics`]).
 
 use std::{
@@ -139,10 +139,11 @@ fn alive_tasks() -> usize {
         .num_alive_tasks()
 }
 
-/// `/runtime`: `{"tasks": N}`, the tasks alive in MCA's runtime (connections, requests,
-/// tunnels, probes, watches of files).
+/// `/runtime`: `{"tasks": N, "workers": W}`, the tasks alive in MCA's runtime (connections,
+/// requests, tunnels, probes, watches of files) and the threads serving them.
 fn runtime_report() -> Response<Full<Bytes>> {
-    json(&serde_json::json!({ "tasks": alive_tasks() }))
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    json(&serde_json::json!({ "tasks": alive_tasks(), "workers": workers }))
 }
 
 /// `/readyz`: ready when provisioned, not draining, and some cluster is healthy.

@@ -84,6 +84,39 @@ async fn alpn_picks_http2_or_http1_on_both_sides() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// MCA serves on one thread unless told otherwise; with a pool of worker threads it serves the
+/// same, connections spread over them (`/runtime` reports the workers).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pool_of_worker_threads_serves_the_same() -> anyhow::Result<()> {
+    let env = Env::start_test(&["--worker-threads", "2"])?;
+    let pods = format!("/api/v1/namespaces/{NAMESPACE}/pods");
+    let mut clients = Vec::new();
+    for alpn in [H2, H1, H2, H1] {
+        clients.push(Https::connect(&env.pod, "kubernetes.default.svc", alpn).await?);
+    }
+    let answers = futures_util::future::join_all(clients.iter_mut().map(|client| {
+        let pods = pods.clone();
+        async move { body_json(client.get(&pods).await?).await }
+    }))
+    .await;
+    for answer in answers {
+        assert_eq!(answer?["kind"], "PodList");
+    }
+    assert_eq!(
+        env.kubectl(&["get", "pods", "-n", NAMESPACE, "-o", "name"])?
+            .trim(),
+        "pod/web"
+    );
+    let (_, runtime) = env.admin_get("/runtime")?;
+    let runtime: serde_json::Value = serde_json::from_str(&runtime)?;
+    assert_eq!(runtime["workers"], 2, "{runtime}");
+    let default = Env::start_test(&[])?;
+    let (_, runtime) = default.admin_get("/runtime")?;
+    let runtime: serde_json::Value = serde_json::from_str(&runtime)?;
+    assert_eq!(runtime["workers"], 1, "{runtime}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn app_credentials_are_replaced_and_everything_else_passes() -> anyhow::Result<()> {
     let env = Env::start_test(&[])?;
