@@ -72,75 +72,28 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     report.mca_idle_kib = Some(usage::resident_kib(
         mca.process.as_ref().expect("MCA").pid(),
     )?);
-    let body = work.path().join("configmap.json");
-    std::fs::write(
-        &body,
-        documents::config_map("posted", 100 << 10).to_string(),
-    )?;
     let duration = Duration::from_secs(options.seconds);
-    let workloads = [
-        (
-            Request::Get,
-            format!("/api/v1/namespaces/{NAMESPACE}/pods/web"),
-            None,
-        ),
-        (
-            Request::List,
-            format!("/api/v1/namespaces/{NAMESPACE}/configmaps"),
-            None,
-        ),
-        (
-            Request::Post,
-            format!("/api/v1/namespaces/{NAMESPACE}/configmaps"),
-            Some(body.as_path()),
-        ),
-    ];
-    for (request, path, post) in &workloads {
-        for connections in [16, 1] {
-            if *request == Request::Post && connections == 1 {
-                continue;
-            }
-            for target in &targets {
-                let load = wrk::Load {
-                    path,
-                    post: *post,
-                    connections,
-                    duration: if connections == 1 {
-                        duration / 2
-                    } else {
-                        duration
-                    },
-                };
-                let cpu = cpu_seconds(target)?;
-                eprintln!("{request:?} x{connections}: {} ...", target.name);
-                let run = wrk::run(target, &load, work.path())?;
-                let cpu = cpu_seconds(target)?
-                    .zip(cpu)
-                    .map(|(after, before)| after - before);
-                report.request(*request, connections, target.name, run, cpu);
-            }
-        }
-    }
+    requests(&targets, work.path(), duration, &mut report)?;
     report.mca_upstream_connections = mca_upstream_connections(mca);
     drop(targets);
 
     // Watches and exec, against the test API server.
-    let api_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let api = ApiServer::start(api_listener, REAL_TOKEN, &[])?;
+    let api = ApiServer::start(std::net::TcpListener::bind("127.0.0.1:0")?, REAL_TOKEN, &[])?;
     api.state().pods.insert(NAMESPACE, "web");
     let api_ca = work.path().join("api-ca.crt");
     std::fs::write(&api_ca, api.ca_pem())?;
+    let start = |make: &Make| make(work.path(), &certs, api.addr(), &api_ca);
     for &count in &options.watches {
-        for make in TARGETS {
-            let target = make(work.path(), &certs, api.addr(), &api_ca)?;
+        for make in &TARGETS {
+            let target = start(make)?;
             eprintln!("{count} watches: {} ...", target.name);
             let tag = format!("{count}-{}", target.addr.port());
             let measured = runtime.block_on(watches::run(&target, &api, count, &tag))?;
             report.watches(count, target.name, measured);
         }
     }
-    for make in TARGETS {
-        let target = make(work.path(), &certs, api.addr(), &api_ca)?;
+    for make in &TARGETS {
+        let target = start(make)?;
         eprintln!("exec: {} ...", target.name);
         let measured = runtime.block_on(exec::run(&target, duration / 2))?;
         report.exec(target.name, measured);
@@ -151,6 +104,57 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     chart::write(&out.join("compare.png"), &report.chart())?;
     println!("{markdown}");
     println!("written: {0}/compare.md, {0}/compare.png", out.display());
+    Ok(())
+}
+
+/// The request workloads through every target: wrk at 16 connections, and at one for GET and
+/// LIST latency, with each target's CPU time over the run.
+fn requests(
+    targets: &[Target],
+    work: &Path,
+    duration: Duration,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let body = work.join("configmap.json");
+    std::fs::write(
+        &body,
+        documents::config_map("posted", 100 << 10).to_string(),
+    )?;
+    let object = format!("/api/v1/namespaces/{NAMESPACE}/pods/web");
+    let collection = format!("/api/v1/namespaces/{NAMESPACE}/configmaps");
+    let workloads = [
+        (Request::Get, &object, None, [16, 1].as_slice()),
+        (Request::List, &collection, None, [16, 1].as_slice()),
+        (
+            Request::Post,
+            &collection,
+            Some(body.as_path()),
+            [16].as_slice(),
+        ),
+    ];
+    for (request, path, post, connection_counts) in workloads {
+        for &connections in connection_counts {
+            for target in targets {
+                let load = wrk::Load {
+                    path,
+                    post,
+                    connections,
+                    duration: if connections == 1 {
+                        duration / 2
+                    } else {
+                        duration
+                    },
+                };
+                eprintln!("{request:?} x{connections}: {} ...", target.name);
+                let before = cpu_seconds(target)?;
+                let run = wrk::run(target, &load, work)?;
+                let cpu = cpu_seconds(target)?
+                    .zip(before)
+                    .map(|(after, before)| after - before);
+                report.request(request, connections, target.name, run, cpu);
+            }
+        }
+    }
     Ok(())
 }
 
