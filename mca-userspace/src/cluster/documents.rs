@@ -84,8 +84,9 @@ struct State {
     bytes: usize,
 }
 
+/// Which copy a request is for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Key {
+pub struct Key {
     /// Path, and `?hash=` when given.
     target: String,
     accept: Option<HeaderValue>,
@@ -167,22 +168,25 @@ impl Documents {
         }
     }
 
-    /// Whether `request` is for a document this cache keeps.
-    pub fn holds(&self, request: &Request<UpstreamBody>) -> bool {
-        !self.ttl.is_zero() && key(request).is_some()
+    /// The key of `request`'s document, when it is for one this cache keeps.
+    pub fn key(&self, request: &Request<UpstreamBody>) -> Option<Key> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        key(request)
     }
 
-    /// Answers `request` (one [`Self::holds`] accepted) from memory, or through `send`, which
-    /// forwards a request to the cluster.
+    /// Answers `request` for the document `key` names ([`Self::key`]) from memory, or through
+    /// `send`, which forwards a request to the cluster.
     pub async fn serve<F>(
         &self,
+        key: Key,
         request: Request<UpstreamBody>,
         send: impl Fn(Request<UpstreamBody>) -> F,
     ) -> Result<Response<Body>, BoxError>
     where
         F: Future<Output = Result<Response<Body>, BoxError>>,
     {
-        let key = key(&request).expect("the caller checked the request is for a document");
         loop {
             match self.step(&key) {
                 Step::Answer(copy) => {
@@ -433,7 +437,13 @@ mod tests {
     async fn a_burst_costs_one_fetch_and_the_copy_keeps_only_the_documents_headers() {
         let (documents, server) = (Documents::new(Duration::from_secs(30)), Server::default());
         let send = |request| server.send(request);
-        let burst = (0..100).map(|_| documents.serve(get("/apis?timeout=32s"), send));
+        let burst = (0..100).map(|_| {
+            documents.serve(
+                documents.key(&get("/apis?timeout=32s")).unwrap(),
+                get("/apis?timeout=32s"),
+                send,
+            )
+        });
         let answers = futures_util::future::join_all(burst).await;
         assert_eq!(server.asked.load(Ordering::SeqCst), 1);
         for answer in answers {
@@ -457,13 +467,22 @@ mod tests {
     async fn after_the_ttl_the_copy_is_revalidated_with_its_etag() {
         let (documents, server) = (Documents::new(Duration::from_secs(30)), Server::default());
         let send = |request| server.send(request);
-        documents.serve(get("/apis"), send).await.unwrap();
+        documents
+            .serve(documents.key(&get("/apis")).unwrap(), get("/apis"), send)
+            .await
+            .unwrap();
         tokio::time::advance(Duration::from_secs(31)).await;
-        let answer = documents.serve(get("/apis"), send).await.unwrap();
+        let answer = documents
+            .serve(documents.key(&get("/apis")).unwrap(), get("/apis"), send)
+            .await
+            .unwrap();
         assert_eq!(server.revalidations.load(Ordering::SeqCst), 1);
         assert_eq!(body(answer).await, "{\"groups\":[]}");
         // Fresh again: no further request.
-        documents.serve(get("/apis"), send).await.unwrap();
+        documents
+            .serve(documents.key(&get("/apis")).unwrap(), get("/apis"), send)
+            .await
+            .unwrap();
         assert_eq!(server.asked.load(Ordering::SeqCst), 2);
         assert_eq!(documents.tally().revalidated, 1);
     }
@@ -477,7 +496,10 @@ mod tests {
             .headers_mut()
             .insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"v1\""));
         // On the first fetch MCA asks for the document itself, then answers the condition.
-        let answer = documents.serve(request, send).await.unwrap();
+        let answer = documents
+            .serve(documents.key(&request).unwrap(), request, send)
+            .await
+            .unwrap();
         assert_eq!(answer.status(), StatusCode::NOT_MODIFIED);
         assert_eq!(server.revalidations.load(Ordering::SeqCst), 0);
         assert!(body(answer).await.is_empty());
@@ -488,8 +510,9 @@ mod tests {
         let (documents, server) = (Documents::new(Duration::from_secs(30)), Server::default());
         let send = |request| server.send(request);
         for _ in 0..2 {
+            let missing = get("/apis/missing.example.com");
             let answer = documents
-                .serve(get("/apis/missing.example.com"), send)
+                .serve(documents.key(&missing).unwrap(), missing, send)
                 .await
                 .unwrap();
             assert_eq!(answer.status(), StatusCode::NOT_FOUND);
@@ -506,7 +529,7 @@ mod tests {
             "/openapi/v3",
             "/openapi/v3/apis/apps/v1?hash=ABC",
         ] {
-            assert!(documents.holds(&get(target)), "{target}");
+            assert!(documents.key(&get(target)).is_some(), "{target}");
         }
         for target in [
             "/api/v1/pods",
@@ -515,13 +538,13 @@ mod tests {
             "/healthz",
             "/openapi/v3/apis/apps/v1?hash=ABC&extra=1",
         ] {
-            assert!(!documents.holds(&get(target)), "{target}");
+            assert!(documents.key(&get(target)).is_none(), "{target}");
         }
         let post = Request::post("/apis")
             .body(UpstreamBody::default())
             .unwrap();
-        assert!(!documents.holds(&post));
-        assert!(!Documents::new(Duration::ZERO).holds(&get("/apis")));
+        assert!(documents.key(&post).is_none());
+        assert!(Documents::new(Duration::ZERO).key(&get("/apis")).is_none());
     }
 
     #[tokio::test]
@@ -542,9 +565,11 @@ mod tests {
                 server.send(request).await
             }
         };
-        let mut first = Box::pin(documents.serve(get("/apis"), send));
+        let mut first =
+            Box::pin(documents.serve(documents.key(&get("/apis")).unwrap(), get("/apis"), send));
         assert!((&mut first).now_or_never().is_none());
-        let mut second = Box::pin(documents.serve(get("/apis"), send));
+        let mut second =
+            Box::pin(documents.serve(documents.key(&get("/apis")).unwrap(), get("/apis"), send));
         assert!((&mut second).now_or_never().is_none());
         drop(first);
         drop(release);
@@ -557,7 +582,14 @@ mod tests {
         let documents = Documents::new(Duration::from_secs(30));
         let large = Bytes::from(vec![b'x'; MAX_DOCUMENT + 1]);
         let send = |_| std::future::ready(Ok(Response::new(Body::buffered(large.clone()))));
-        let answer = documents.serve(get("/openapi/v2"), send).await.unwrap();
+        let answer = documents
+            .serve(
+                documents.key(&get("/openapi/v2")).unwrap(),
+                get("/openapi/v2"),
+                send,
+            )
+            .await
+            .unwrap();
         assert_eq!(body(answer).await, large);
         assert_eq!(documents.lock().bytes, 0);
     }

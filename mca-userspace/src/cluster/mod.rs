@@ -79,9 +79,9 @@ impl Cluster {
         request: Request<UpstreamBody>,
         class: RequestClass,
     ) -> Result<http::Response<upstream::Body>, tower::BoxError> {
-        if self.documents.holds(&request) {
+        if let Some(key) = self.documents.key(&request) {
             let send = |request| self.upstream.send(request, RequestClass::Short);
-            return self.documents.serve(request, send).await;
+            return self.documents.serve(key, request, send).await;
         }
         self.upstream.send(request, class).await
     }
