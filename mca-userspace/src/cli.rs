@@ -156,6 +156,12 @@ pub struct RunArgs {
     )]
     pub discovery_cache_ttl: Duration,
 
+    /// Resources (`[group/]version/resource`, e.g. `v1/configmaps`, `apps/v1/deployments`)
+    /// of which MCA keeps a watch-fed copy per cluster, answering LISTs with
+    /// `resourceVersion=0` (what informers start with) from memory. None by default.
+    #[arg(long = "list-cache", env = "MCA_LIST_CACHE", value_delimiter = ',')]
+    pub list_cache: Vec<crate::cluster::lists::Resource>,
+
     /// Bounds on what clients may hold and ask of MCA.
     #[command(flatten)]
     pub limits: crate::limits::Limits,

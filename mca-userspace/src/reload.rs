@@ -127,7 +127,7 @@ impl Live {
                 .join("\n"),
         })?;
         let old = self.load();
-        let clusters = Registry::load(&config, &from.local, from.settings, Some(&old.clusters))
+        let clusters = Registry::load(&config, &from.local, &from.settings, Some(&old.clusters))
             .await
             .map_err(|error| format!("  {error}"))?;
         let kept = old.clusters.iter().filter(|c| clusters.holds(c)).count();

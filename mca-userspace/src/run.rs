@@ -127,12 +127,13 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             },
         },
         document_ttl: args.discovery_cache_ttl,
+        list_cache: args.list_cache.clone().into(),
     };
     let config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::local_only(),
     };
-    let clusters = Arc::new(Registry::load(&config, &source, settings, None).await?);
+    let clusters = Arc::new(Registry::load(&config, &source, &settings, None).await?);
     // The local cluster never changes while MCA runs: its address and namespace are fixed.
     let upstream = clusters.local().upstream().clone();
     let live = Live::new(Routing {

@@ -72,6 +72,11 @@ def main(argv):
     if command == "list":
         for pod in core.list_namespaced_pod(args[0]).items:
             print(pod.metadata.name)
+    elif command == "list-any-version":
+        # As an informer starts: any resourceVersion will do (the API server's watch cache).
+        for _ in range(int(args[2])):
+            listed = core.list_namespaced_pod(args[0], label_selector=args[1], resource_version="0")
+        print(",".join(pod.metadata.name for pod in listed.items))
     elif command == "get":
         pod = core.read_namespaced_pod(args[1], args[0])
         print(pod.metadata.name, pod.status.phase)

@@ -508,6 +508,33 @@ impl Env {
             .expect("this test needs the test API server")
     }
 
+    /// Stops the test API server, as a crash would (see [`ApiServer::stop`]).
+    pub fn stop_apiserver(&mut self) {
+        self.apiserver
+            .as_mut()
+            .expect("this test needs the test API server")
+            .stop();
+    }
+
+    /// Serves again on the test API server's address in the pod, once the old listener is
+    /// gone (its runtime shuts down in the background).
+    pub fn resume_apiserver(&mut self) -> anyhow::Result<()> {
+        let server = self
+            .apiserver
+            .as_mut()
+            .expect("this test needs the test API server");
+        let addr = server.addr().to_string();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match self.pod.listen(&addr) {
+                Ok(listener) => break listener,
+                Err(error) if std::time::Instant::now() > deadline => return Err(error),
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        };
+        server.resume(listener)
+    }
+
     /// Runs `program args` as the application and returns its output.
     pub fn app_output(
         &self,

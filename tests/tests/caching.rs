@@ -127,3 +127,127 @@ async fn a_ttl_of_zero_caches_nothing() -> anyhow::Result<()> {
     assert_eq!(upstream_requests(&env, "/apis"), 3);
     Ok(())
 }
+
+/// Polls until `check` holds (20 s at most), returning its last value; errors count as not
+/// yet (the last one is returned if it never holds).
+fn eventually<T>(mut check: impl FnMut() -> anyhow::Result<(bool, T)>) -> anyhow::Result<T> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let checked = check();
+        if let Ok((true, value)) = checked {
+            return Ok(value);
+        }
+        if std::time::Instant::now() > deadline {
+            checked?;
+            anyhow::bail!("not within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn lists_at_any_version_of_a_cached_resource_are_answered_from_a_watch_fed_copy()
+-> anyhow::Result<()> {
+    let env = Env::start_test(&["--list-cache", "v1/pods"])?;
+    let pods = &env.apiserver().state().pods;
+    pods.insert_labelled(NAMESPACE, "web-1", &[("app", "web")]);
+    pods.insert_labelled(NAMESPACE, "db-1", &[("app", "db")]);
+    pods.insert_labelled("elsewhere", "web-2", &[("app", "web")]);
+    let objects = || -> anyhow::Result<f64> {
+        Ok(env.metrics()?.sum(
+            "mca_list_cache_objects",
+            &[("cluster", "local"), ("resource", "v1/pods")],
+        ))
+    };
+    // The harness's own pod and the three above.
+    eventually(|| Ok((objects()? == 4.0, ())))?;
+    let collection = |env: &Env| upstream_requests(env, "/api/v1/pods");
+    let reflector = collection(&env);
+    assert_eq!(reflector, 2, "one LIST and one WATCH of the collection");
+
+    // An informer-style client: 20 LISTs at resourceVersion=0 with a label selector.
+    let listed = env.python(&["list-any-version", NAMESPACE, "app=web", "20"])?;
+    assert_eq!(listed.trim(), "web-1");
+    let namespaced = format!("/api/v1/namespaces/{NAMESPACE}/pods");
+    assert_eq!(
+        upstream_requests(&env, &namespaced),
+        0,
+        "none reached the API server"
+    );
+    let hits = env.metrics()?.sum(
+        "mca_list_cache_requests_total",
+        &[("resource", "v1/pods"), ("result", "hit")],
+    );
+    assert_eq!(hits, 20.0);
+
+    // Changes arrive through the watch.
+    pods.insert_labelled(NAMESPACE, "web-3", &[("app", "web")]);
+    assert!(pods.remove(NAMESPACE, "web-1"));
+    let names = eventually(|| {
+        let names = env.python(&["list-any-version", NAMESPACE, "app=web", "1"])?;
+        Ok((names.trim() == "web-3", names))
+    })?;
+    assert_eq!(names.trim(), "web-3");
+    assert_eq!(upstream_requests(&env, &namespaced), 0);
+    assert_eq!(collection(&env), reflector, "the watch carried the changes");
+
+    // A LIST without resourceVersion=0 asks for the latest state: the API server's.
+    let out = env.kubectl(&["get", "pods", "-n", NAMESPACE, "-o", "name"])?;
+    assert!(
+        out.contains("pod/web-3") && !out.contains("pod/web-1"),
+        "{out}"
+    );
+    assert_eq!(upstream_requests(&env, &namespaced), 1);
+    Ok(())
+}
+
+#[test]
+fn a_copy_resumes_its_watch_after_an_outage_and_lists_again_when_too_far_behind()
+-> anyhow::Result<()> {
+    let mut env = Env::start_test(&["--list-cache", "v1/pods"])?;
+    let collection = "/api/v1/pods";
+    eventually(|| Ok((upstream_requests(&env, collection) == 2, ())))?;
+    let since = |env: &Env, what: &str, from: usize| {
+        env.apiserver().requests()[from..]
+            .iter()
+            .filter(|r| r.target.starts_with(what))
+            .count()
+    };
+
+    // A short outage, a few changes meanwhile: the watch carries on from the copy's version
+    // and the API server replays what was missed. No LIST.
+    env.stop_apiserver();
+    env.apiserver()
+        .state()
+        .pods
+        .insert(NAMESPACE, "during-outage");
+    let before = env.apiserver().requests().len();
+    env.resume_apiserver()?;
+    let listed = eventually(|| {
+        let names = env.python(&["list-any-version", NAMESPACE, "", "1"])?;
+        Ok((names.contains("during-outage"), names))
+    })?;
+    assert_eq!(listed.trim(), "during-outage,web");
+    assert_eq!(since(&env, "/api/v1/pods?watch=1", before), 1);
+    assert_eq!(since(&env, "/api/v1/pods?limit=", before), 0);
+
+    // A long one: more changes than the API server remembers. It answers the watch with
+    // 410 Expired and the copy lists again, in pages of 500.
+    env.stop_apiserver();
+    for i in 0..1100 {
+        env.apiserver()
+            .state()
+            .pods
+            .insert(NAMESPACE, &format!("p-{i:04}"));
+    }
+    let before = env.apiserver().requests().len();
+    env.resume_apiserver()?;
+    let listed = eventually(|| {
+        let names = env.python(&["list-any-version", NAMESPACE, "", "1"])?;
+        Ok((names.split(',').count() == 1102, names))
+    })?;
+    assert!(listed.contains("p-1099"));
+    assert_eq!(since(&env, "/api/v1/pods?limit=", before), 3, "three pages");
+    assert!(since(&env, "/api/v1/pods?watch=1", before) >= 2);
+    Ok(())
+}

@@ -2,10 +2,7 @@
 //! it closed are not reused, connections that went silent are found out by PINGs, and reads
 //! caught on a dead connection are sent again on a live one.
 
-use std::{
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use mca_tests::{
@@ -23,27 +20,14 @@ fn pods() -> String {
     format!("/api/v1/namespaces/{NAMESPACE}/pods")
 }
 
-/// Listens on `addr` again once the stopped server's runtime has let go of it.
-async fn rebind(pod: &Pod, addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match pod.listen(&addr.to_string()) {
-            Ok(listener) => return Ok(listener),
-            Err(error) if Instant::now() > deadline => return Err(error),
-            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_first_request_after_an_api_server_restart_succeeds() -> anyhow::Result<()> {
     let mut env = Env::start_test(&[])?;
-    let addr = env.apiserver().addr();
     let mut client = Https::connect(&env.pod, HOST, H2).await?;
     assert_eq!(client.get(&pods()).await?.status(), StatusCode::OK);
 
     for round in 0..20 {
-        env.apiserver.as_mut().expect("test server").stop();
+        env.stop_apiserver();
         if round == 0 {
             // While it is down: a Status saying so.
             let response = client.get(&pods()).await?;
@@ -51,11 +35,7 @@ async fn the_first_request_after_an_api_server_restart_succeeds() -> anyhow::Res
             let status = body_json(response).await?;
             assert_eq!(status["reason"], "ServiceUnavailable", "{status}");
         }
-        let listener = rebind(&env.pod, addr).await?;
-        env.apiserver
-            .as_mut()
-            .expect("test server")
-            .resume(listener)?;
+        env.resume_apiserver()?;
         let response = client.get(&pods()).await?;
         assert_eq!(
             response.status(),
@@ -66,14 +46,10 @@ async fn the_first_request_after_an_api_server_restart_succeeds() -> anyhow::Res
     }
 
     // Back with new credentials: MCA's ServiceAccount token was rotated meanwhile.
-    env.apiserver.as_mut().expect("test server").stop();
+    env.stop_apiserver();
     env.apiserver().set_tokens(&["real-sa-token-after-restart"]);
     env.mca.rotate_real_token("real-sa-token-after-restart")?;
-    let listener = rebind(&env.pod, addr).await?;
-    env.apiserver
-        .as_mut()
-        .expect("test server")
-        .resume(listener)?;
+    env.resume_apiserver()?;
     assert_eq!(client.get(&pods()).await?.status(), StatusCode::OK);
     let last = env.apiserver().requests().pop().expect("a request");
     assert_eq!(

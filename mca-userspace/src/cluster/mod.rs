@@ -1,9 +1,10 @@
 //! The clusters MCA forwards to: each one's upstream client (its credentials and connection
 //! pool, the only place credentials live), its health, its cached discovery and OpenAPI
-//! documents, and the requests in flight to it.
+//! documents and LIST copies, and the requests in flight to it.
 
 mod documents;
 mod health;
+pub mod lists;
 
 use std::{
     collections::BTreeMap,
@@ -19,6 +20,7 @@ use http::{Request, StatusCode};
 pub use self::{
     documents::{Documents, Tally},
     health::{Health, Transition},
+    lists::Lists,
 };
 use crate::{
     config::{Config, LOCAL},
@@ -38,17 +40,21 @@ pub struct Cluster {
     /// `None`: not checked (MCA without a configuration file: nowhere else to go).
     health: Option<Health>,
     documents: Documents,
+    lists: Lists,
     in_flight: AtomicUsize,
 }
 
 /// How clusters are set up, beyond their configuration.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// The bounds of each cluster's connection pool.
     pub limits: Limits,
     /// How long a discovery or OpenAPI document is served from memory before MCA asks the API
     /// server whether it changed; zero caches none.
     pub document_ttl: Duration,
+    /// Resources each cluster keeps a watch-fed copy of, answering LISTs with
+    /// `resourceVersion=0`.
+    pub list_cache: Arc<[lists::Resource]>,
 }
 
 impl Cluster {
@@ -72,13 +78,22 @@ impl Cluster {
         self.documents.tally()
     }
 
+    /// How LISTs of its cached resources were answered.
+    pub fn lists(&self) -> Vec<lists::Tally> {
+        self.lists.tally()
+    }
+
     /// Sends a request to it, answering requests for discovery and OpenAPI documents from
-    /// its cache (see [`Documents`]).
+    /// its cache (see [`Documents`]) and LISTs at `resourceVersion=0` of cached resources
+    /// from their copies (see [`Lists`]).
     pub async fn send(
         &self,
         request: Request<UpstreamBody>,
         class: RequestClass,
     ) -> Result<http::Response<upstream::Body>, tower::BoxError> {
+        if let Some(answer) = self.lists.answer(&request) {
+            return Ok(answer);
+        }
         if let Some(key) = self.documents.key(&request) {
             let send = |request| self.upstream.send(request, RequestClass::Short);
             return self.documents.serve(key, request, send).await;
@@ -204,7 +219,7 @@ impl Registry {
     pub async fn load(
         config: &Config,
         local: &Source,
-        settings: Settings,
+        settings: &Settings,
         previous: Option<&Registry>,
     ) -> Result<Self, Error> {
         let mut clusters = Vec::with_capacity(config.clusters.len());
@@ -227,13 +242,16 @@ impl Registry {
                     name: spec.name.clone(),
                     source,
                 })?;
+            let name: Arc<str> = spec.name.as_str().into();
+            let lists = Lists::start(&name, Arc::clone(&settings.list_cache), &upstream);
             let cluster = Arc::new(Cluster {
-                name: spec.name.as_str().into(),
+                name,
                 fingerprint,
                 labels: spec.labels.clone(),
                 upstream,
                 health: spec.health.clone().map(Health::new),
                 documents: Documents::new(settings.document_ttl),
+                lists,
                 in_flight: AtomicUsize::new(0),
             });
             if cluster.health.is_some() {

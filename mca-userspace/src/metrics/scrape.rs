@@ -87,6 +87,32 @@ impl Scrape<'_> {
                 ]
             }),
         ));
+        let lists: Vec<_> = clusters().map(|(_, c)| (&**c.name(), c.lists())).collect();
+        let per_list = || {
+            lists
+                .iter()
+                .flat_map(|(name, tallies)| tallies.iter().map(move |tally| (*name, tally)))
+        };
+        families.extend(counters(
+            "mca_list_cache_requests_total",
+            "LISTs at resourceVersion=0 of a resource MCA keeps a copy of (--list-cache): \
+             answered from the copy (hit), or sent to the API server while the copy was \
+             catching up (miss).",
+            &["cluster", "resource", "result"],
+            per_list().flat_map(|(name, tally)| {
+                [
+                    (vec![name, tally.resource.as_str(), "hit"], tally.hits),
+                    (vec![name, tally.resource.as_str(), "miss"], tally.misses),
+                ]
+            }),
+        ));
+        families.extend(gauges(
+            "mca_list_cache_objects",
+            "Objects in MCA's copy of a resource (--list-cache).",
+            &["cluster", "resource"],
+            per_list()
+                .map(|(name, tally)| (vec![name, tally.resource.as_str()], tally.objects as f64)),
+        ));
         let (applied, rejected) = self.reloads;
         families.extend(counters(
             "mca_config_reloads_total",

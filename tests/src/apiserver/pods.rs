@@ -19,16 +19,22 @@ use super::{Body, LOG_GATE_TIMEOUT, State, bytes_response, json_response, status
 /// A change to a pod, as a watch reports it.
 #[derive(Debug, Clone)]
 struct Event {
+    resource_version: u64,
     namespace: String,
     kind: &'static str,
     object: Value,
 }
 
-/// Pods by (namespace, name), and the last resource version handed out.
+/// How many past events a watch from an older resourceVersion can be given (kube-apiserver's
+/// watch cache keeps a window too); older versions get `410 Gone`.
+const HISTORY: usize = 1024;
+
+/// Pods by (namespace, name), the last resource version handed out, and the latest changes.
 #[derive(Default)]
 struct Pods {
     by_key: BTreeMap<(String, String), Value>,
     resource_version: u64,
+    history: std::collections::VecDeque<Event>,
 }
 
 /// The pods, and a feed of changes for watches.
@@ -49,11 +55,26 @@ impl Default for PodStore {
 impl PodStore {
     /// Adds a running pod named `name` with one container `app`.
     pub fn insert(&self, namespace: &str, name: &str) -> Value {
+        self.insert_labelled(namespace, name, &[])
+    }
+
+    /// Adds a running pod named `name` with `labels` and one container `app`.
+    pub fn insert_labelled(&self, namespace: &str, name: &str, labels: &[(&str, &str)]) -> Value {
+        let labels: serde_json::Map<String, Value> = labels
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), json!(value)))
+            .collect();
         self.create(
             namespace,
-            json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "app", "image": "busybox"}]}}),
+            json!({"metadata": {"name": name, "labels": labels},
+                   "spec": {"containers": [{"name": "app", "image": "busybox"}]}}),
         )
         .expect("inserting a new pod")
+    }
+
+    /// Deletes a pod, as a `DELETE` would; whether it was there.
+    pub fn remove(&self, namespace: &str, name: &str) -> bool {
+        self.delete(namespace, name).is_some()
     }
 
     /// The names of the pods in `namespace`, sorted.
@@ -89,26 +110,57 @@ impl PodStore {
             pod["status"] = json!({"phase": "Running"});
         }
         inner.by_key.insert(key, pod.clone());
-        self.notify(namespace, "ADDED", &pod);
+        self.notify(&mut inner, namespace, "ADDED", &pod);
         Ok(pod)
     }
 
     fn delete(&self, namespace: &str, name: &str) -> Option<Value> {
         let mut inner = self.inner.lock().unwrap();
-        let pod = inner
+        let mut pod = inner
             .by_key
             .remove(&(namespace.to_owned(), name.to_owned()))?;
-        self.notify(namespace, "DELETED", &pod);
+        // As in kube-apiserver, a deletion is a change with a version of its own.
+        inner.resource_version += 1;
+        pod["metadata"]["resourceVersion"] = json!(inner.resource_version.to_string());
+        self.notify(&mut inner, namespace, "DELETED", &pod);
         Some(pod)
     }
 
-    /// Tells open watches about a change (none listening is fine).
-    fn notify(&self, namespace: &str, kind: &'static str, pod: &Value) {
-        let _ = self.events.send(Event {
+    /// Records a change and tells open watches (none listening is fine). Called with the
+    /// store locked, so a watch that subscribes under the lock misses nothing.
+    fn notify(&self, inner: &mut Pods, namespace: &str, kind: &'static str, pod: &Value) {
+        let event = Event {
+            resource_version: inner.resource_version,
             namespace: namespace.to_owned(),
             kind,
             object: pod.clone(),
-        });
+        };
+        if inner.history.len() == HISTORY {
+            inner.history.pop_front();
+        }
+        inner.history.push_back(event.clone());
+        let _ = self.events.send(event);
+    }
+
+    /// Subscribes to changes after `from`: the recorded ones since then and a feed of the
+    /// rest; `None` when `from` is older than the history holds.
+    #[allow(clippy::type_complexity)]
+    fn changes_since(&self, from: u64) -> Option<(Vec<Event>, broadcast::Receiver<Event>)> {
+        let inner = self.inner.lock().unwrap();
+        let oldest = inner
+            .history
+            .front()
+            .map_or(inner.resource_version, |e| e.resource_version - 1);
+        if from < oldest {
+            return None;
+        }
+        let past = inner
+            .history
+            .iter()
+            .filter(|e| e.resource_version > from)
+            .cloned()
+            .collect();
+        Some((past, self.events.subscribe()))
     }
 
     fn get(&self, namespace: &str, name: &str) -> Option<Value> {
@@ -119,16 +171,25 @@ impl PodStore {
             .cloned()
     }
 
+    /// The pods of `namespace` (every namespace's for `""`) and a feed of the changes after.
+    fn current(&self, namespace: &str) -> (Vec<Value>, broadcast::Receiver<Event>) {
+        let inner = self.inner.lock().unwrap();
+        (Self::select(&inner, namespace), self.events.subscribe())
+    }
+
     /// The pods of `namespace` (every namespace's for `""`) and the latest resource version.
     fn list(&self, namespace: &str) -> (Vec<Value>, u64) {
         let inner = self.inner.lock().unwrap();
-        let items = inner
+        (Self::select(&inner, namespace), inner.resource_version)
+    }
+
+    fn select(inner: &Pods, namespace: &str) -> Vec<Value> {
+        inner
             .by_key
             .iter()
             .filter(|((ns, _), _)| namespace.is_empty() || ns == namespace)
             .map(|(_, pod)| pod.clone())
-            .collect();
-        (items, inner.resource_version)
+            .collect()
     }
 }
 
@@ -278,16 +339,37 @@ fn channel_body() -> (mpsc::Sender<Bytes>, Body) {
     (tx, StreamBody::new(stream).boxed_unsync())
 }
 
+/// A watch: from `resourceVersion` (the changes since, then live ones), or with the current
+/// pods as `ADDED` events first when it is absent or `0`; a version older than the history
+/// gets an `ERROR` event with a `410 Expired` Status, as kube-apiserver sends.
 fn watch(state: &State, namespace: &str, query: &BTreeMap<String, String>) -> Response<Body> {
-    let mut events = state.pods.events.subscribe();
     let from: u64 = query
         .get("resourceVersion")
         .and_then(|rv| rv.parse().ok())
         .unwrap_or(0);
-    let initial: Vec<Value> = if from == 0 {
-        state.pods.list(namespace).0
+    let (initial, events): (Vec<(&str, Value)>, _) = if from == 0 {
+        let (pods, events) = state.pods.current(namespace);
+        (
+            pods.into_iter().map(|pod| ("ADDED", pod)).collect(),
+            Some(events),
+        )
     } else {
-        Vec::new()
+        match state.pods.changes_since(from) {
+            Some((past, events)) => {
+                let past = past
+                    .into_iter()
+                    .filter(|e| namespace.is_empty() || e.namespace == namespace)
+                    .map(|e| (e.kind, e.object))
+                    .collect();
+                (past, Some(events))
+            }
+            None => {
+                let gone = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                    "status": "Failure", "reason": "Expired", "code": 410,
+                    "message": format!("too old resource version: {from}")});
+                (vec![("ERROR", gone)], None)
+            }
+        }
     };
     let timeout = Duration::from_secs(
         query
@@ -301,11 +383,14 @@ fn watch(state: &State, namespace: &str, query: &BTreeMap<String, String>) -> Re
         let line = |kind: &str, object: &Value| {
             Bytes::from(format!("{}\n", json!({"type": kind, "object": object})))
         };
-        for pod in &initial {
-            if tx.send(line("ADDED", pod)).await.is_err() {
+        for (kind, object) in &initial {
+            if tx.send(line(kind, object)).await.is_err() {
                 return;
             }
         }
+        let Some(mut events) = events else {
+            return;
+        };
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
         loop {
