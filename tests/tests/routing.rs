@@ -635,11 +635,8 @@ async fn a_merged_watch_survives_a_cluster_going_away_and_coming_back() -> anyho
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    // The test server records a request before its watch handler subscribes to changes, and
-    // (unlike kube-apiserver) replays nothing from a resourceVersion: on a loaded machine an
-    // object created in between was never sent (a clean CI run saw it). Let them subscribe.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-
+    // An object created before a watch handler subscribed is still sent: the test server,
+    // like kube-apiserver, replays the changes since the watch's resourceVersion.
     fleet.east.state().pods.insert(NAMESPACE, "e3");
     seen("e3")?;
 
