@@ -215,6 +215,13 @@ pub struct RunArgs {
     #[arg(long, env = "MCA_EBPF_LOG")]
     pub ebpf_log: bool,
 
+    /// Where to send request spans over OTLP/HTTP (protobuf), e.g. http://127.0.0.1:4318
+    /// (`/v1/traces` is appended). Without it the standard OTEL_EXPORTER_OTLP_ENDPOINT or
+    /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT turns export on. Builds with the `otlp` feature only.
+    #[cfg(feature = "otlp")]
+    #[arg(long, env = "MCA_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// Log format.
     #[arg(long, env = "MCA_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

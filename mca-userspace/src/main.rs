@@ -12,7 +12,7 @@ fn main() -> std::process::ExitCode {
     let runtime = runtime(threads).expect("starting the tokio runtime");
     match cli.command {
         Command::Run(args) => {
-            let _flush = mca::telemetry::init(args.log_format);
+            let _telemetry = mca::telemetry::init(&args);
             match runtime.block_on(mca::run::run(*args)) {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 // One line, in the configured format, saying what is wrong.

@@ -60,18 +60,21 @@ impl TraceContext {
         })
     }
 
-    /// The context of the request `headers` carry, or a new trace when they carry none (or
-    /// one that does not parse, which the specification says to restart). A new trace is not
-    /// sampled: MCA does not ask the API server to record traces the application did not.
-    pub fn of(headers: &HeaderMap) -> Self {
+    /// The context the request `headers` carry, if any (one that does not parse is none: the
+    /// specification says to restart the trace).
+    pub fn of(headers: &HeaderMap) -> Option<Self> {
         headers
             .get(TRACEPARENT)
             .and_then(|value| Self::parse(value.as_bytes()))
-            .unwrap_or_else(|| Self {
-                trace_id: fastrand::u128(1..),
-                span_id: fastrand::u64(1..),
-                flags: 0,
-            })
+    }
+
+    /// A new trace, not sampled.
+    pub fn root() -> Self {
+        Self {
+            trace_id: fastrand::u128(1..),
+            span_id: fastrand::u64(1..),
+            flags: 0,
+        }
     }
 
     /// The same trace with a new span: MCA's hop.
@@ -172,11 +175,14 @@ mod tests {
     #[test]
     fn a_request_continues_its_trace_or_starts_one_unsampled() {
         let mut headers = HeaderMap::new();
-        let fresh = TraceContext::of(&headers);
-        assert_ne!(fresh.trace_id, 0);
+        assert_eq!(TraceContext::of(&headers), None);
+        let fresh = TraceContext::root();
+        assert_ne!((fresh.trace_id, fresh.span_id), (0, 0));
         assert!(!fresh.sampled());
+        headers.insert(TRACEPARENT, HeaderValue::from_static("00-bad"));
+        assert_eq!(TraceContext::of(&headers), None);
         headers.insert(TRACEPARENT, HeaderValue::from_static(EXAMPLE));
-        let continued = TraceContext::of(&headers);
+        let continued = TraceContext::of(&headers).unwrap();
         let hop = continued.child();
         assert_eq!(hop.trace_id, continued.trace_id);
         assert_ne!(hop.span_id, continued.span_id);

@@ -55,6 +55,19 @@ pub fn mca_binary() -> PathBuf {
     path
 }
 
+/// The `mca` binary built with the `otlp` feature, which `cargo xtask test` builds as
+/// `mca-otlp` beside the other.
+pub fn mca_otlp_binary() -> PathBuf {
+    let path = target_dir().join("mca-otlp");
+    assert!(
+        path.exists(),
+        "{} is missing: `cargo xtask test` builds it (cargo build -p mca-userspace --features \
+         otlp, copied to mca-otlp)",
+        path.display()
+    );
+    path
+}
+
 /// A binary of this crate (`mca-kube-client`...), built with the others by `cargo build --bins`.
 pub fn tests_binary(name: &str) -> PathBuf {
     let path = target_dir().join(name);
@@ -242,9 +255,22 @@ impl Mca {
         token: &str,
         args: &[&str],
     ) -> anyhow::Result<Self> {
+        Self::start_program(&mca_binary(), pod, upstream, upstream_ca, token, args)
+    }
+
+    /// [`Mca::start_in_cluster`] running `program`, another build of MCA
+    /// ([`mca_otlp_binary`]).
+    pub fn start_program(
+        program: &Path,
+        pod: &Pod,
+        upstream: SocketAddr,
+        upstream_ca: &str,
+        token: &str,
+        args: &[&str],
+    ) -> anyhow::Result<Self> {
         let sa = pod.real_sa_dir();
         let volume = Projected::create(&sa, &real_sa_files(token, upstream_ca))?;
-        let mut command = pod.command(mca_binary());
+        let mut command = pod.command(program);
         command
             .env("KUBERNETES_SERVICE_HOST", upstream.ip().to_string())
             .env("KUBERNETES_SERVICE_PORT", upstream.port().to_string())

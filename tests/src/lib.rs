@@ -7,6 +7,7 @@ pub mod fleet;
 pub mod harness;
 pub mod k8s;
 pub mod metrics;
+pub mod otlp;
 pub mod projected;
 pub mod rawh2;
 pub mod relay;

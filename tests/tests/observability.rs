@@ -4,7 +4,8 @@
 //! expiry — and never a credential, path or namespace in a label, nor more series than the
 //! bound however many resources clients invent. Trace context: the API server receives a
 //! `traceparent` continuing the application's trace (or a new one), and the access log names
-//! the trace.
+//! the trace; with the `otlp` build, the request spans reach an OTLP collector in the same
+//! traces.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,8 +13,11 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use mca_tests::{
+    apiserver::ApiServer,
     client::{Https, body_bytes, open_watch},
-    harness::{Env, NAMESPACE, REAL_TOKEN},
+    harness::{Env, Mca, NAMESPACE, REAL_TOKEN, mca_otlp_binary},
+    otlp,
+    sandbox::Pod,
 };
 
 const H2: &[&[u8]] = &[b"h2", b"http/1.1"];
@@ -191,5 +195,98 @@ async fn the_api_server_joins_the_applications_trace_with_mca_as_the_parent() ->
     assert_ne!(parts[1], "0".repeat(32));
     assert_eq!(parts[3], "00", "a trace MCA starts is not sampled");
     env.mca.wait_for_access(|l| l["trace_id"] == parts[1])?;
+    Ok(())
+}
+
+/// `text` (hex digits) as bytes.
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+fn holds(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_spans_are_exported_over_otlp_in_the_applications_trace() -> anyhow::Result<()> {
+    let pod = Pod::new()?;
+    let apiserver = ApiServer::start(pod.listen("127.0.0.1:0")?, REAL_TOKEN, &[])?;
+    apiserver.state().pods.insert(NAMESPACE, "web");
+    let collector = otlp::Receiver::start(pod.listen("127.0.0.1:0")?)?;
+    let endpoint = collector.endpoint();
+    let mca = Mca::start_program(
+        &mca_otlp_binary(),
+        &pod,
+        apiserver.addr(),
+        apiserver.ca_pem(),
+        REAL_TOKEN,
+        &["--otlp-endpoint", &endpoint],
+    )?;
+    let mut env = Env {
+        mca,
+        apiserver: Some(apiserver),
+        pod,
+    };
+    let mut client = Https::connect(&env.pod, "kubernetes.default.svc", H2).await?;
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let traced = client
+        .send(
+            Request::get(format!(
+                "/api/v1/namespaces/{NAMESPACE}/pods/web?probe=traced"
+            ))
+            .header("authorization", client.bearer())
+            .header("traceparent", format!("00-{trace}-b7ad6b7169203331-01"))
+            .body(Full::<Bytes>::default())?,
+        )
+        .await?;
+    assert_eq!(traced.status(), 200);
+    body_bytes(traced).await?;
+    // kubectl sends no trace context: with an exporter, MCA starts a trace its sampler keeps
+    // (the SDK's default: always).
+    env.kubectl(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/namespaces/{NAMESPACE}/pods?probe=untraced"),
+    ])?;
+
+    let forwarded = |query: &str| -> anyhow::Result<Vec<String>> {
+        let request = env
+            .apiserver()
+            .requests()
+            .into_iter()
+            .find(|r| r.target.contains(query))
+            .ok_or_else(|| anyhow::anyhow!("{query} never arrived"))?;
+        let value = request.header("traceparent").unwrap_or_default();
+        Ok(value.split('-').map(str::to_owned).collect())
+    };
+    let hop = forwarded("probe=traced")?;
+    assert_eq!((hop[1].as_str(), hop[3].as_str()), (trace, "01"), "{hop:?}");
+    assert_ne!(hop[2], "b7ad6b7169203331");
+    let fresh = forwarded("probe=untraced")?;
+    assert_ne!(fresh[1], trace);
+    assert_eq!(fresh[3], "01", "{fresh:?}");
+
+    // At exit MCA sends what is still queued.
+    env.mca.terminate(Duration::from_secs(10))?;
+    let exported: Vec<u8> = collector.bodies().concat();
+    assert!(
+        !exported.is_empty(),
+        "nothing was exported:\n{}",
+        env.mca.log()
+    );
+    // The exported spans are the ones the API server was told about, in the same traces,
+    // the first one a child of the application's span.
+    for id in [trace, &hop[2], "b7ad6b7169203331", &fresh[1], &fresh[2]] {
+        assert!(holds(&exported, &unhex(id)), "{id} was not exported");
+    }
+    for text in ["request", "mca", "pods", "web", "list"] {
+        assert!(
+            holds(&exported, text.as_bytes()),
+            "{text:?} was not exported"
+        );
+    }
     Ok(())
 }

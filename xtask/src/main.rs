@@ -181,6 +181,21 @@ fn main() -> anyhow::Result<()> {
                     "warnings",
                 ],
             )?;
+            cargo(
+                &root,
+                &[
+                    "clippy",
+                    "-p",
+                    "mca-userspace",
+                    "--features",
+                    "otlp",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+            )?;
+            build_otlp(&root)?;
             cargo(&root, &["build", "--bins"])?;
             if std::env::var_os("MCA_E2E_KUBECONFIG").is_none() {
                 println!(
@@ -218,6 +233,26 @@ fn main() -> anyhow::Result<()> {
             dev,
         } => fuzz::run(&root, &targets, seconds, dev),
     }
+}
+
+/// Builds `mca` with the `otlp` feature as `target/debug/mca-otlp`, for the test that
+/// exports spans. Cargo keeps both builds of the crate, so switching back costs a link.
+fn build_otlp(root: &Path) -> anyhow::Result<()> {
+    cargo(
+        root,
+        &[
+            "build",
+            "-p",
+            "mca-userspace",
+            "--features",
+            "otlp",
+            "--bin",
+            "mca",
+        ],
+    )?;
+    let debug = root.join("target/debug");
+    std::fs::copy(debug.join("mca"), debug.join("mca-otlp")).context("copying mca-otlp")?;
+    Ok(())
 }
 
 /// `cargo test --workspace`, echoing its output, then one closing line with the totals over

@@ -75,17 +75,17 @@ pub struct AccessLog {
 
 impl AccessLog {
     /// Starts the record for `request`, arrived just now, which does what `info` says; it is
-    /// counted in `metrics` and is MCA's hop `trace` in its trace.
+    /// counted in `metrics` and is MCA's hop in the trace `parent` names (or a new one).
     pub fn start<B>(
         info: RequestInfo,
         request: &http::Request<B>,
         metrics: Arc<Metrics>,
-        trace: TraceContext,
+        parent: Option<TraceContext>,
     ) -> Self {
         let span = tracing::info_span!(
             "request",
-            trace_id = %format_args!("{:032x}", trace.trace_id),
-            span_id = %format_args!("{:016x}", trace.span_id),
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
             verb = %info.verb,
             group = %info.api_group,
             resource = %info.resource,
@@ -95,6 +95,9 @@ impl AccessLog {
             cluster = tracing::field::Empty,
             status = tracing::field::Empty,
         );
+        let trace = crate::telemetry::hop(&span, parent);
+        span.record("trace_id", format_args!("{:032x}", trace.trace_id));
+        span.record("span_id", format_args!("{:016x}", trace.span_id));
         Self {
             info,
             method: request.method().clone(),

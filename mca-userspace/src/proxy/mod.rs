@@ -267,9 +267,9 @@ impl Proxy {
                 Some(error),
             ),
         };
-        // MCA's hop in the application's trace (or a new one).
-        let trace = TraceContext::of(request.headers()).child();
-        let mut log = AccessLog::start(info, &request, Arc::clone(&self.metrics), trace);
+        // MCA's hop is in the application's trace, or a new one.
+        let parent = TraceContext::of(request.headers());
+        let mut log = AccessLog::start(info, &request, Arc::clone(&self.metrics), parent);
         log.original_destination = original;
         log.connection = Some(active);
         let span = log.span().clone();

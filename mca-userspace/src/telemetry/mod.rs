@@ -3,10 +3,12 @@
 //!
 //! Spans are not printed: every request's facts are in its access-log line, and formatting a
 //! span's fields for every request would cost more than the rest of its logging. The request
-//! spans exist for an exporter layer; with none installed they are disabled at their callsite
-//! and cost nothing.
+//! spans exist for an exporter layer ([`otlp`], a cargo feature); with none installed they are
+//! disabled at their callsite and cost nothing.
 
 pub mod access;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 mod writer;
 
 use tracing_subscriber::{
@@ -15,6 +17,7 @@ use tracing_subscriber::{
 };
 
 pub use self::writer::Flush;
+use crate::{cli::RunArgs, trace_context::TraceContext};
 
 /// The log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -25,13 +28,25 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber, writing to stderr. The filter comes from `MCA_LOG`
+/// What must outlive the process's work: dropped at exit, it flushes the log (and sends the
+/// spans still queued for export).
+#[must_use = "dropping the guard flushes the log: hold it until the process ends"]
+#[derive(Debug)]
+pub struct Guard {
+    // Dropped first: shutting the exporter down may log.
+    #[cfg(feature = "otlp")]
+    _exporter: Option<otlp::Exporter>,
+    _flush: Flush,
+}
+
+/// Installs the global subscriber, writing to stderr (and exporting request spans when
+/// `args` ask for it, in builds with the `otlp` feature). The filter comes from `MCA_LOG`
 /// (tracing's env-filter syntax, e.g. `info,mca=debug`), defaulting to `info`. Colours only
 /// when stderr is a terminal, so container logs hold no escape codes; JSON lines never have
-/// them. Lines still queued are written when the returned guard is dropped.
-#[must_use = "dropping the guard flushes the log: hold it until the process ends"]
-pub fn init(format: LogFormat) -> Flush {
+/// them.
+pub fn init(args: &RunArgs) -> Guard {
     use std::io::IsTerminal;
+    let format = args.log_format;
     let filter = EnvFilter::try_from_env("MCA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, flush) = writer::batched(std::io::stderr());
     access::install(writer.clone(), format);
@@ -41,8 +56,42 @@ pub fn init(format: LogFormat) -> Flush {
         LogFormat::Json => layer.with_ansi(false).json().flatten_event(true).boxed(),
     };
     let events_only = filter_fn(|metadata| !metadata.is_span());
-    tracing_subscriber::registry()
-        .with(layer.with_filter(events_only).with_filter(filter))
-        .init();
-    flush
+    let registry =
+        tracing_subscriber::registry().with(layer.with_filter(events_only).with_filter(filter));
+    #[cfg(feature = "otlp")]
+    {
+        let endpoint = args.otlp_endpoint.as_deref();
+        let (exporter, layer) = match otlp::wanted(endpoint).then(|| otlp::start(endpoint)) {
+            Some(Ok((exporter, layer))) => (Some(exporter), Some(layer)),
+            Some(Err(error)) => {
+                eprintln!("mca: request spans are not exported: {error}");
+                (None, None)
+            }
+            None => (None, None),
+        };
+        registry.with(layer).init();
+        Guard {
+            _exporter: exporter,
+            _flush: flush,
+        }
+    }
+    #[cfg(not(feature = "otlp"))]
+    {
+        registry.init();
+        Guard { _flush: flush }
+    }
+}
+
+/// MCA's hop in a request's trace, `span` being the request's span: a child of `parent` (the
+/// application's `traceparent`), or a new trace when there is none. A new trace is not
+/// sampled: MCA does not ask the API server to record what the application did not. When
+/// `span` is exported the ids are those of the exported span, and new traces are sampled as
+/// the exporter's sampler decides.
+#[cfg_attr(not(feature = "otlp"), allow(unused_variables))]
+pub fn hop(span: &tracing::Span, parent: Option<TraceContext>) -> TraceContext {
+    #[cfg(feature = "otlp")]
+    if let Some(exported) = otlp::hop(span, parent) {
+        return exported;
+    }
+    parent.map_or_else(TraceContext::root, |parent| parent.child())
 }
