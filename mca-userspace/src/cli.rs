@@ -27,6 +27,62 @@ pub enum Command {
         /// The file `mca run --config` would read.
         file: PathBuf,
     },
+    /// Add MCA to the workloads in Kubernetes manifests (like `linkerd inject`): prints the
+    /// manifests with MCA injected, and on stderr what was done to each object.
+    Inject(InjectArgs),
+}
+
+/// `mca inject` options.
+#[derive(Debug, Clone, Args)]
+pub struct InjectArgs {
+    /// Manifest files (YAML or JSON, several documents each, `List`s too) or directories of
+    /// them; `-` or nothing reads stdin.
+    pub paths: Vec<PathBuf>,
+
+    /// How to inject.
+    #[command(flatten)]
+    pub injection: Injection,
+}
+
+/// How pods get MCA (`mca inject`, `mca webhook`).
+#[derive(Debug, Clone, Args)]
+pub struct Injection {
+    /// MCA's image.
+    #[arg(long, env = "MCA_IMAGE", default_value = concat!("mca:", env!("CARGO_PKG_VERSION")))]
+    pub image: String,
+
+    /// How the application's traffic reaches MCA: `ebpf` (MCA gets CAP_BPF and CAP_NET_ADMIN,
+    /// the application no env override), `env` (KUBERNETES_SERVICE_HOST/PORT overrides, MCA
+    /// unprivileged), `auto` (both: eBPF where it loads).
+    #[arg(long, env = "MCA_INJECT_MODE", value_enum, default_value = "auto")]
+    pub mode: Mode,
+
+    /// A Secret with the routing configuration (key `config.yaml`), e.g. the one the
+    /// operator publishes; mounted into MCA only. The application then also gets
+    /// KUBECONFIG pointing at the fake kubeconfig (a context per cluster).
+    #[arg(long, env = "MCA_CONFIG_SECRET")]
+    pub config_secret: Option<String>,
+
+    /// Lifetime of MCA's projected ServiceAccount token, in seconds (the kubelet renews it
+    /// at 80%).
+    #[arg(
+        long,
+        env = "MCA_TOKEN_EXPIRATION_SECONDS",
+        default_value_t = 3607,
+        value_parser = clap::value_parser!(i64).range(600..)
+    )]
+    pub token_expiration_seconds: i64,
+}
+
+impl From<&Injection> for crate::inject::Settings {
+    fn from(injection: &Injection) -> Self {
+        Self {
+            image: injection.image.clone(),
+            mode: injection.mode,
+            config_secret: injection.config_secret.clone(),
+            token_expiration_seconds: injection.token_expiration_seconds,
+        }
+    }
 }
 
 /// `mca run` options.

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod config;
 pub mod discovery;
 pub mod fanout;
+pub mod inject;
 pub mod intercept;
 pub mod limits;
 pub mod metrics;

@@ -7,7 +7,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let threads = match &cli.command {
         Command::Run(args) => args.worker_threads,
-        Command::CheckConfig { .. } => 1,
+        Command::CheckConfig { .. } | Command::Inject(_) => 1,
     };
     let runtime = runtime(threads).expect("starting the tokio runtime");
     match cli.command {
@@ -22,6 +22,19 @@ fn main() -> std::process::ExitCode {
                 }
             }
         }
+        Command::Inject(args) => match mca::inject::run(&args.paths, &(&args.injection).into()) {
+            Ok((manifests, report)) => {
+                print!("{manifests}");
+                for line in report {
+                    eprintln!("{line}");
+                }
+                std::process::ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("mca inject: {error}");
+                std::process::ExitCode::FAILURE
+            }
+        },
         Command::CheckConfig { file } => match runtime.block_on(mca::config::check(&file)) {
             Ok(summary) => {
                 println!("{summary}");

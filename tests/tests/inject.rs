@@ -1,0 +1,107 @@
+//! `mca inject` as a GitOps user runs it: manifests from a file, a directory or stdin, the
+//! injected manifests on stdout (ready for `kubectl apply -f -`), what was done on stderr,
+//! and on a workload it cannot inject safely a non-zero exit with the reason and nothing on
+//! stdout.
+
+use std::{
+    io::Write as _,
+    process::{Command, Stdio},
+};
+
+use mca_tests::harness::mca_binary;
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: app, image: registry.example/web:1}]
+";
+
+const HOST_NETWORK: &str = "apiVersion: v1
+kind: Pod
+metadata: {name: node-tool}
+spec:
+  hostNetwork: true
+  containers: [{name: tool, image: busybox}]
+";
+
+/// Runs `mca inject args` with `stdin`; returns (success, stdout, stderr).
+fn inject(args: &[&str], stdin: &str) -> anyhow::Result<(bool, String, String)> {
+    let mut child = Command::new(mca_binary())
+        .arg("inject")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(stdin.as_bytes())?;
+    let output = child.wait_with_output()?;
+    Ok((
+        output.status.success(),
+        String::from_utf8(output.stdout)?,
+        String::from_utf8(output.stderr)?,
+    ))
+}
+
+#[test]
+fn stdin_files_and_directories_are_injected_and_reported() -> anyhow::Result<()> {
+    let (ok, out, err) = inject(&["--mode", "env"], DEPLOYMENT)?;
+    assert!(ok, "{err}");
+    assert_eq!(err, "deployment/web injected\n");
+    assert!(
+        out.contains("- name: mca\n") || out.contains("name: mca\n"),
+        "{out}"
+    );
+    assert!(out.contains("restartPolicy: Always"), "{out}");
+    assert!(out.contains("automountServiceAccountToken: false"), "{out}");
+
+    // Its own output again: nothing to do.
+    let (ok, again, err) = inject(&["--mode", "env", "-"], &out)?;
+    assert!(ok, "{err}");
+    assert_eq!(again, out);
+    assert_eq!(err, "deployment/web already injected\n");
+
+    // A directory: its manifests in name order, other files ignored.
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("b-web.yaml"), DEPLOYMENT)?;
+    std::fs::write(
+        dir.path().join("a-config.json"),
+        r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}}"#,
+    )?;
+    std::fs::write(dir.path().join("notes.txt"), "not a manifest")?;
+    let (ok, out, err) = inject(&[dir.path().to_str().expect("utf-8")], "")?;
+    assert!(ok, "{err}");
+    assert_eq!(
+        err,
+        "configmap/settings skipped (no pod template)\ndeployment/web injected\n"
+    );
+    assert_eq!(out.matches("---\n").count(), 2, "{out}");
+    Ok(())
+}
+
+#[test]
+fn a_workload_that_cannot_be_injected_safely_fails_the_whole_run() -> anyhow::Result<()> {
+    let both = format!("{DEPLOYMENT}---\n{HOST_NETWORK}");
+    let (ok, out, err) = inject(&[], &both)?;
+    assert!(!ok);
+    assert_eq!(out, "", "nothing for kubectl apply to apply");
+    assert!(
+        err.contains("pod/node-tool: not injected: it uses the host network"),
+        "{err}"
+    );
+    let (ok, _, err) = inject(&["/no/such/manifest.yaml"], "")?;
+    assert!(!ok);
+    assert!(err.contains("/no/such/manifest.yaml"), "{err}");
+    let (ok, _, err) = inject(&[], "kind: [unclosed")?;
+    assert!(!ok);
+    assert!(err.contains("not YAML"), "{err}");
+    Ok(())
+}
