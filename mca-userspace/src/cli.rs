@@ -30,6 +30,41 @@ pub enum Command {
     /// Add MCA to the workloads in Kubernetes manifests (like `linkerd inject`): prints the
     /// manifests with MCA injected, and on stderr what was done to each object.
     Inject(InjectArgs),
+    /// Serve the mutating admission webhook that injects MCA into pods as they are created
+    /// (namespaces labelled mca.io/inject=enabled, pods annotated mca.io/inject: enabled).
+    Webhook(WebhookArgs),
+}
+
+/// `mca webhook` options.
+#[derive(Debug, Clone, Args)]
+pub struct WebhookArgs {
+    /// HTTPS listening address.
+    #[arg(long, env = "MCA_WEBHOOK_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+
+    /// PEM certificate chain served (read again when it changes).
+    #[arg(
+        long,
+        env = "MCA_WEBHOOK_TLS_CERT",
+        default_value = "/etc/mca-webhook/tls.crt"
+    )]
+    pub tls_cert: PathBuf,
+
+    /// PEM private key of the certificate.
+    #[arg(
+        long,
+        env = "MCA_WEBHOOK_TLS_KEY",
+        default_value = "/etc/mca-webhook/tls.key"
+    )]
+    pub tls_key: PathBuf,
+
+    /// How to inject.
+    #[command(flatten)]
+    pub injection: Injection,
+
+    /// Log format.
+    #[arg(long, env = "MCA_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
 }
 
 /// `mca inject` options.

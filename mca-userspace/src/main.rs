@@ -7,7 +7,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let threads = match &cli.command {
         Command::Run(args) => args.worker_threads,
-        Command::CheckConfig { .. } | Command::Inject(_) => 1,
+        Command::CheckConfig { .. } | Command::Inject(_) | Command::Webhook(_) => 1,
     };
     let runtime = runtime(threads).expect("starting the tokio runtime");
     match cli.command {
@@ -35,6 +35,21 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
+        Command::Webhook(args) => {
+            let _telemetry = mca::telemetry::init_logs(args.log_format);
+            let options = mca::webhook::Options {
+                listen: args.listen,
+                tls_cert: args.tls_cert.clone(),
+                tls_key: args.tls_key.clone(),
+            };
+            match runtime.block_on(mca::webhook::run(options, (&args.injection).into())) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!("mca webhook failed: {error}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
         Command::CheckConfig { file } => match runtime.block_on(mca::config::check(&file)) {
             Ok(summary) => {
                 println!("{summary}");

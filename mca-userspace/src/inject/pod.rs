@@ -129,6 +129,7 @@ pub fn inject(
     if annotation(INJECTED).is_some() && ours {
         return Ok(Outcome::AlreadyInjected);
     }
+    remove_automounted_token(spec);
     check(spec, settings)?;
 
     meta.annotations
@@ -189,6 +190,42 @@ pub fn inject(
         });
     }
     Ok(Outcome::Injected)
+}
+
+/// Removes the ServiceAccount token volume the API server's ServiceAccount admission plugin
+/// adds (`kube-api-access-*`, projected, mounted at the standard path in every container)
+/// before mutating webhooks run: MCA mounts the real token into itself alone.
+fn remove_automounted_token(spec: &mut PodSpec) {
+    let automounted = |volume: &Volume| {
+        volume.name.starts_with("kube-api-access-")
+            && volume.projected.as_ref().is_some_and(|projected| {
+                projected
+                    .sources
+                    .iter()
+                    .flatten()
+                    .any(|source| source.service_account_token.is_some())
+            })
+    };
+    let Some(volumes) = spec.volumes.as_mut() else {
+        return;
+    };
+    let removed: Vec<String> = volumes
+        .iter()
+        .filter(|v| automounted(v))
+        .map(|v| v.name.clone())
+        .collect();
+    volumes.retain(|v| !removed.contains(&v.name));
+    if volumes.is_empty() {
+        spec.volumes = None;
+    }
+    for container in app_containers(spec) {
+        if let Some(mounts) = container.volume_mounts.as_mut() {
+            mounts.retain(|m| !removed.contains(&m.name));
+            if mounts.is_empty() {
+                container.volume_mounts = None;
+            }
+        }
+    }
 }
 
 /// What makes injection unsafe, checked before anything changes.

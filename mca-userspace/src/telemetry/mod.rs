@@ -39,25 +39,10 @@ pub struct Guard {
     _flush: Flush,
 }
 
-/// Installs the global subscriber, writing to stderr (and exporting request spans when
-/// `args` ask for it, in builds with the `otlp` feature). The filter comes from `MCA_LOG`
-/// (tracing's env-filter syntax, e.g. `info,mca=debug`), defaulting to `info`. Colours only
-/// when stderr is a terminal, so container logs hold no escape codes; JSON lines never have
-/// them.
+/// Installs the global subscriber for `mca run`: logs to stderr ([`subscriber`]), and request
+/// spans exported when `args` ask for it, in builds with the `otlp` feature.
 pub fn init(args: &RunArgs) -> Guard {
-    use std::io::IsTerminal;
-    let format = args.log_format;
-    let filter = EnvFilter::try_from_env("MCA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, flush) = writer::batched(std::io::stderr());
-    access::install(writer.clone(), format);
-    let layer = tracing_subscriber::fmt::layer().with_writer(writer);
-    let layer = match format {
-        LogFormat::Text => layer.with_ansi(std::io::stderr().is_terminal()).boxed(),
-        LogFormat::Json => layer.with_ansi(false).json().flatten_event(true).boxed(),
-    };
-    let events_only = filter_fn(|metadata| !metadata.is_span());
-    let registry =
-        tracing_subscriber::registry().with(layer.with_filter(events_only).with_filter(filter));
+    let (registry, flush) = subscriber(args.log_format);
     #[cfg(feature = "otlp")]
     {
         let endpoint = args.otlp_endpoint.as_deref();
@@ -80,6 +65,41 @@ pub fn init(args: &RunArgs) -> Guard {
         registry.init();
         Guard { _flush: flush }
     }
+}
+
+/// Installs the global subscriber for the other subcommands (`mca webhook`, ...): logs only.
+pub fn init_logs(format: LogFormat) -> Guard {
+    let (registry, flush) = subscriber(format);
+    registry.init();
+    Guard {
+        #[cfg(feature = "otlp")]
+        _exporter: None,
+        _flush: flush,
+    }
+}
+
+/// Logs to stderr, in batches. The filter comes from `MCA_LOG` (tracing's env-filter syntax,
+/// e.g. `info,mca=debug`), defaulting to `info`. Colours only when stderr is a terminal, so
+/// container logs hold no escape codes; JSON lines never have them.
+fn subscriber(
+    format: LogFormat,
+) -> (
+    impl tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    Flush,
+) {
+    use std::io::IsTerminal;
+    let filter = EnvFilter::try_from_env("MCA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, flush) = writer::batched(std::io::stderr());
+    access::install(writer.clone(), format);
+    let layer = tracing_subscriber::fmt::layer().with_writer(writer);
+    let layer = match format {
+        LogFormat::Text => layer.with_ansi(std::io::stderr().is_terminal()).boxed(),
+        LogFormat::Json => layer.with_ansi(false).json().flatten_event(true).boxed(),
+    };
+    let events_only = filter_fn(|metadata| !metadata.is_span());
+    let registry =
+        tracing_subscriber::registry().with(layer.with_filter(events_only).with_filter(filter));
+    (registry, flush)
 }
 
 /// MCA's hop in a request's trace, `span` being the request's span: a child of `parent` (the

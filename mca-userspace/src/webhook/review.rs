@@ -1,0 +1,345 @@
+//! One admission review: read the `AdmissionReview` the API server sent, decide, and answer
+//! with a JSONPatch that injects MCA ([`crate::inject::pod`]).
+//!
+//! The webhook configuration sends two kinds of pod: those of namespaces labelled
+//! `mca.io/inject=enabled` (injected unless the pod says `mca.io/inject: disabled`) and those
+//! of other namespaces (injected only if the pod says `mca.io/inject: enabled`); the path
+//! tells which ([`Scope`]), so the webhook never needs to read the namespace itself. Answers
+//! never deny: a pod MCA cannot be injected into safely is admitted as it is, with a warning
+//! the client prints and an audit annotation. The webhook has no side effects, so dry-run
+//! requests are answered exactly like others.
+
+use k8s_openapi::{api::core::v1::PodSpec, apimachinery::pkg::apis::meta::v1::ObjectMeta};
+use kube::core::{
+    DynamicObject,
+    admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
+};
+use serde_json::Value;
+
+use crate::inject::{
+    Outcome, Settings,
+    pod::{self, INJECT},
+};
+
+/// Which pods a request path is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Pods of an opted-in namespace: injected unless they opt out.
+    Namespace,
+    /// Pods of other namespaces: injected only if they opt in.
+    Annotated,
+}
+
+/// Why a review could not be read: answered `400`, which the API server treats as a webhook
+/// failure (and applies the configuration's `failurePolicy`).
+#[derive(Debug, thiserror::Error)]
+#[error("not an admission.k8s.io/v1 AdmissionReview with a request: {0}")]
+pub struct Malformed(String);
+
+/// The answer to the review `body`, for pods of `scope`.
+pub fn answer(body: &[u8], scope: Scope, settings: &Settings) -> Result<Value, Malformed> {
+    let review: AdmissionReview<DynamicObject> =
+        serde_json::from_slice(body).map_err(|e| Malformed(e.to_string()))?;
+    let request: AdmissionRequest<DynamicObject> =
+        review.try_into().map_err(|e| Malformed(format!("{e}")))?;
+    let response = decide(&request, scope, settings);
+    Ok(serde_json::to_value(response.into_review()).expect("a review serializes"))
+}
+
+fn decide(
+    request: &AdmissionRequest<DynamicObject>,
+    scope: Scope,
+    settings: &Settings,
+) -> AdmissionResponse {
+    let admitted = AdmissionResponse::from(request);
+    let is_pod = request.kind.group.is_empty() && request.kind.kind == "Pod";
+    let (true, Operation::Create, Some(object)) = (is_pod, &request.operation, &request.object)
+    else {
+        return admitted;
+    };
+    let original = serde_json::to_value(object).expect("an object serializes");
+    let Ok(mut meta) = serde_json::from_value::<ObjectMeta>(original["metadata"].clone()) else {
+        return admitted.deny("the pod's metadata is not valid");
+    };
+    let wanted = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(INJECT))
+        .map(String::as_str);
+    let inject = match scope {
+        Scope::Namespace => wanted != Some("disabled"),
+        Scope::Annotated => wanted == Some("enabled"),
+    };
+    if !inject {
+        return admitted;
+    }
+    let mut spec: PodSpec = match serde_json::from_value(original["spec"].clone()) {
+        Ok(spec) => spec,
+        Err(error) => return admitted.deny(format!("the pod's spec is not valid: {error}")),
+    };
+    let name = meta
+        .name
+        .clone()
+        .or_else(|| meta.generate_name.clone())
+        .unwrap_or_default();
+    match pod::inject(&mut meta, &mut spec, settings) {
+        Ok(Outcome::Injected) => {}
+        Ok(Outcome::AlreadyInjected | Outcome::OptedOut) => return admitted,
+        Err(refusal) => {
+            tracing::warn!(namespace = %request.namespace.as_deref().unwrap_or_default(), pod = %name, %refusal, "admitted without MCA");
+            let mut response = admitted;
+            response.warnings = Some(vec![format!("MCA was not injected: {refusal}")]);
+            response
+                .audit_annotations
+                .insert("not-injected".to_owned(), refusal.to_string());
+            return response;
+        }
+    }
+    let mut injected = original.clone();
+    injected["metadata"] = serde_json::to_value(&meta).expect("metadata serializes");
+    injected["spec"] = serde_json::to_value(&spec).expect("a pod spec serializes");
+    let patch = json_patch::diff(&original, &injected);
+    tracing::info!(namespace = %request.namespace.as_deref().unwrap_or_default(), pod = %name, dry_run = request.dry_run, "injected MCA");
+    match admitted.with_patch(patch) {
+        Ok(response) => response,
+        Err(error) => AdmissionResponse::from(request).deny(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{
+        Container, Pod, PodSpec, ProjectedVolumeSource, ServiceAccountTokenProjection, Volume,
+        VolumeMount, VolumeProjection,
+    };
+    use serde_json::json;
+
+    use super::*;
+    use crate::{inject::pod::SA_PATH, intercept::Mode};
+
+    fn settings() -> Settings {
+        Settings {
+            image: "mca:test".to_owned(),
+            mode: Mode::Auto,
+            config_secret: None,
+            token_expiration_seconds: 3607,
+        }
+    }
+
+    /// A pod as the API server hands it to mutating webhooks: the ServiceAccount admission
+    /// plugin has already added its token volume and mounts.
+    fn pod(annotations: &[(&str, &str)]) -> Pod {
+        let token = Volume {
+            name: "kube-api-access-x7k2p".to_owned(),
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(vec![VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        path: "token".to_owned(),
+                        expiration_seconds: Some(3607),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Pod {
+            metadata: ObjectMeta {
+                generate_name: Some("web-7d4b9-".to_owned()),
+                namespace: Some("shop".to_owned()),
+                annotations: Some(
+                    annotations
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "app".to_owned(),
+                    image: Some("registry.example/web:1".to_owned()),
+                    volume_mounts: Some(vec![VolumeMount {
+                        name: token.name.clone(),
+                        mount_path: SA_PATH.to_owned(),
+                        read_only: Some(true),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }],
+                volumes: Some(vec![token]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn review(pod: &Pod, operation: &str, dry_run: bool) -> Vec<u8> {
+        json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": "shop",
+                "operation": operation,
+                "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+                "object": serde_json::to_value(pod).unwrap(),
+                "oldObject": null,
+                "dryRun": dry_run,
+            }
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    /// The response, and the pod with its patch applied (if any).
+    fn admit(pod: &Pod, scope: Scope) -> (Value, Option<Pod>) {
+        let answer = answer(&review(pod, "CREATE", false), scope, &settings()).unwrap();
+        let response = answer["response"].clone();
+        assert_eq!(answer["kind"], "AdmissionReview");
+        assert_eq!(response["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+        assert_eq!(response["allowed"], true);
+        let patched = response.get("patch").map(|patch| {
+            assert_eq!(response["patchType"], "JSONPatch");
+            let bytes: Vec<u8> = serde_json::from_value(patch.clone()).unwrap();
+            let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+            let mut object = serde_json::to_value(pod).unwrap();
+            json_patch::patch(&mut object, &patch).unwrap();
+            serde_json::from_value(object).unwrap()
+        });
+        (response, patched)
+    }
+
+    #[test]
+    fn a_pod_of_an_opted_in_namespace_gets_mca_and_loses_the_automounted_token() {
+        let (_, patched) = admit(&pod(&[]), Scope::Namespace);
+        let pod = patched.expect("a patch");
+        let annotations = pod.metadata.annotations.unwrap();
+        assert_eq!(annotations["mca.io/injected"], env!("CARGO_PKG_VERSION"));
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        let init = spec.init_containers.unwrap();
+        assert_eq!(init[0].name, "mca");
+        assert_eq!(init[0].image.as_deref(), Some("mca:test"));
+        assert_eq!(init[0].restart_policy.as_deref(), Some("Always"));
+        let probe = init[0]
+            .startup_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(probe.path.as_deref(), Some("/readyz"));
+        let volumes: Vec<_> = spec.volumes.unwrap().into_iter().map(|v| v.name).collect();
+        assert_eq!(volumes, ["mca-real-sa", "mca-fake"]);
+        let app = &spec.containers[0];
+        let mounts: Vec<_> = app
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| (m.name.as_str(), m.mount_path.as_str()))
+            .collect();
+        assert_eq!(
+            mounts,
+            [("mca-fake", SA_PATH), ("mca-fake", "/var/run/mca")]
+        );
+        let env: Vec<_> = app
+            .env
+            .iter()
+            .flatten()
+            .map(|v| (v.name.as_str(), v.value.as_deref().unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            env,
+            [
+                ("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
+                ("KUBERNETES_SERVICE_PORT", "6443")
+            ]
+        );
+        // The real token reaches MCA only.
+        let mca_mounts: Vec<_> = init[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| (m.name.as_str(), m.mount_path.as_str()))
+            .collect();
+        assert!(mca_mounts.contains(&("mca-real-sa", SA_PATH)));
+    }
+
+    #[test]
+    fn annotations_opt_in_and_out() {
+        assert!(admit(&pod(&[]), Scope::Annotated).1.is_none());
+        assert!(
+            admit(&pod(&[(INJECT, "enabled")]), Scope::Annotated)
+                .1
+                .is_some()
+        );
+        assert!(
+            admit(&pod(&[(INJECT, "disabled")]), Scope::Namespace)
+                .1
+                .is_none()
+        );
+        // Already injected (a reinvocation): nothing more to do.
+        let injected = admit(&pod(&[]), Scope::Namespace).1.unwrap();
+        assert!(admit(&injected, Scope::Namespace).1.is_none());
+    }
+
+    #[test]
+    fn dry_run_is_answered_like_any_other_request() {
+        let pod = pod(&[]);
+        let real = answer(
+            &review(&pod, "CREATE", false),
+            Scope::Namespace,
+            &settings(),
+        );
+        let dry = answer(&review(&pod, "CREATE", true), Scope::Namespace, &settings());
+        assert_eq!(
+            real.unwrap()["response"]["patch"],
+            dry.unwrap()["response"]["patch"]
+        );
+    }
+
+    #[test]
+    fn a_pod_that_cannot_be_injected_is_admitted_with_a_warning() {
+        let mut pod = pod(&[]);
+        pod.spec.as_mut().unwrap().host_network = Some(true);
+        let (response, patched) = admit(&pod, Scope::Namespace);
+        assert!(patched.is_none());
+        let warning = response["warnings"][0].as_str().unwrap();
+        assert!(warning.contains("host network"), "{warning}");
+        assert!(response["auditAnnotations"]["not-injected"].is_string());
+    }
+
+    #[test]
+    fn other_operations_and_kinds_pass_and_malformed_reviews_are_errors() {
+        let update = answer(
+            &review(&pod(&[]), "UPDATE", false),
+            Scope::Namespace,
+            &settings(),
+        );
+        let update = update.unwrap();
+        assert_eq!(update["response"]["allowed"], true);
+        assert!(update["response"].get("patch").is_none());
+        let mut deployment: Value =
+            serde_json::from_slice(&review(&pod(&[]), "CREATE", false)).unwrap();
+        deployment["request"]["kind"] =
+            json!({"group": "apps", "version": "v1", "kind": "Deployment"});
+        let deployment = answer(
+            deployment.to_string().as_bytes(),
+            Scope::Namespace,
+            &settings(),
+        );
+        assert!(deployment.unwrap()["response"].get("patch").is_none());
+        for bad in [
+            &b"not json"[..],
+            br#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}"#,
+            br#"{"request": 7}"#,
+            b"",
+        ] {
+            assert!(answer(bad, Scope::Namespace, &settings()).is_err());
+        }
+    }
+}

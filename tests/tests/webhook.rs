@@ -1,0 +1,192 @@
+//! `mca webhook` as the API server meets it: AdmissionReviews POSTed over TLS (verified
+//! against the CA a `caBundle` would hold) are answered with a JSONPatch that injects MCA;
+//! malformed reviews get a `400` Status; a rotated serving certificate is served to new
+//! connections without a restart.
+
+use std::{net::SocketAddr, path::Path, process::Command, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use mca_tests::{
+    client::tls_config,
+    harness::{Process, mca_binary},
+};
+use rcgen::{CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::{Value, json};
+
+const NAME: &str = "mca-webhook.mca-system.svc";
+
+/// A CA, and a serving certificate it signed written to `dir` as `tls.crt`/`tls.key`.
+struct Authority {
+    pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Authority {
+    fn new() -> anyhow::Result<Self> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        Ok(Self {
+            pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    fn issue(&self, dir: &Path) -> anyhow::Result<()> {
+        let params = CertificateParams::new(vec![NAME.to_owned()])?;
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        std::fs::write(dir.join("tls.key"), key.serialize_pem())?;
+        std::fs::write(dir.join("tls.crt"), cert.pem())?;
+        Ok(())
+    }
+}
+
+/// POSTs `body` to `path` as the API server would; returns the status, the JSON answer and
+/// the certificate the webhook presented.
+async fn post(
+    addr: SocketAddr,
+    ca: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<(StatusCode, Value, CertificateDer<'static>)> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let config = tls_config(ca, &[b"h2", b"http/1.1"])?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from(NAME)?, tcp)
+        .await?;
+    let presented = tls.get_ref().1.peer_certificates().expect("a certificate")[0].clone();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await?;
+    tokio::spawn(connection);
+    let request = Request::post(format!("https://{NAME}{path}?timeout=10s"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))?;
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, serde_json::from_slice(&body)?, presented))
+}
+
+fn review(pod: &Pod) -> Vec<u8> {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "3f1b5c9e-0000-4000-8000-000000000001",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "shop",
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+            "object": pod,
+            "dryRun": false,
+        }
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reviews_are_answered_with_a_patch_over_tls_and_certificates_rotate() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let authority = Authority::new()?;
+    authority.issue(dir.path())?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let webhook = Process::spawn(
+        "mca webhook",
+        Command::new(mca_binary())
+            .arg("webhook")
+            .arg(format!("--listen={addr}"))
+            .arg(format!(
+                "--tls-cert={}",
+                dir.path().join("tls.crt").display()
+            ))
+            .arg(format!(
+                "--tls-key={}",
+                dir.path().join("tls.key").display()
+            ))
+            .args(["--mode=env", "--image=registry.example/mca:9.9.9"]),
+    )?;
+    webhook.wait_for_line(
+        |l| l.contains("MCA webhook is ready"),
+        Duration::from_secs(20),
+    )?;
+
+    let pod = Pod {
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "app".to_owned(),
+                image: Some("registry.example/web:1".to_owned()),
+                ..Container::default()
+            }],
+            ..PodSpec::default()
+        }),
+        ..Pod::default()
+    };
+    let (status, answer, first_cert) =
+        post(addr, &authority.pem, "/inject/namespace", review(&pod)).await?;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let response = &answer["response"];
+    assert_eq!(response["uid"], "3f1b5c9e-0000-4000-8000-000000000001");
+    assert_eq!(response["allowed"], true);
+    assert_eq!(response["patchType"], "JSONPatch");
+    let bytes: Vec<u8> = serde_json::from_value(response["patch"].clone())?;
+    let patch: Vec<Value> = serde_json::from_slice(&bytes)?;
+    let ops: Vec<(&str, &str)> = patch
+        .iter()
+        .map(|op| {
+            (
+                op["op"].as_str().unwrap_or(""),
+                op["path"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert!(ops.contains(&("add", "/spec/initContainers")), "{ops:?}");
+    assert!(
+        ops.contains(&("add", "/spec/automountServiceAccountToken")),
+        "{ops:?}"
+    );
+    let init = patch
+        .iter()
+        .find(|op| op["path"] == "/spec/initContainers")
+        .expect("init containers");
+    assert_eq!(init["value"][0]["image"], "registry.example/mca:9.9.9");
+
+    // Not opted in: admitted as it is.
+    let (_, answer, _) = post(addr, &authority.pem, "/inject/annotated", review(&pod)).await?;
+    assert!(answer["response"].get("patch").is_none(), "{answer}");
+    // Malformed: a Status the API server logs.
+    let (status, answer, _) =
+        post(addr, &authority.pem, "/inject/namespace", b"{".to_vec()).await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        (answer["kind"].as_str(), answer["reason"].as_str()),
+        (Some("Status"), Some("BadRequest"))
+    );
+
+    // The operator rotates the certificate: new connections get the new one.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    authority.issue(dir.path())?;
+    let (status, _, second_cert) =
+        post(addr, &authority.pem, "/inject/namespace", review(&pod)).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(
+        first_cert, second_cert,
+        "the rotated certificate was not served"
+    );
+    Ok(())
+}
