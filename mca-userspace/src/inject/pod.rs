@@ -127,7 +127,7 @@ pub fn inject(
         .flatten()
         .any(|c| c.name == CONTAINER);
     if annotation(INJECTED).is_some() && ours {
-        return Ok(Outcome::AlreadyInjected);
+        return rewire(spec, settings);
     }
     remove_automounted_token(spec);
     check(spec, settings)?;
@@ -136,35 +136,8 @@ pub fn inject(
         .get_or_insert_with(BTreeMap::new)
         .insert(INJECTED.to_owned(), env!("CARGO_PKG_VERSION").to_owned());
     spec.automount_service_account_token = Some(false);
-    let env_overrides = settings.mode != Mode::Ebpf;
-    let kubeconfig = settings.config_secret.is_some();
     for container in app_containers(spec) {
-        let mounts = container.volume_mounts.get_or_insert_with(Vec::new);
-        mounts.push(VolumeMount {
-            name: FAKE_VOLUME.to_owned(),
-            mount_path: SA_PATH.to_owned(),
-            sub_path: Some("serviceaccount".to_owned()),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        });
-        mounts.push(VolumeMount {
-            name: FAKE_VOLUME.to_owned(),
-            mount_path: FAKE_DIR.to_owned(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        });
-        let env = container.env.get_or_insert_with(Vec::new);
-        if env_overrides {
-            env.push(var("KUBERNETES_SERVICE_HOST", "127.0.0.1"));
-            env.push(var("KUBERNETES_SERVICE_PORT", "6443"));
-        }
-        // The fake kubeconfig has a context per cluster (`kubectl --context east`).
-        if kubeconfig && !env.iter().any(|v| v.name == "KUBECONFIG") {
-            env.push(var("KUBECONFIG", &format!("{FAKE_DIR}/kubeconfig")));
-        }
-        if env.is_empty() {
-            container.env = None;
-        }
+        wire(container, settings);
     }
     spec.init_containers
         .get_or_insert_with(Vec::new)
@@ -190,6 +163,57 @@ pub fn inject(
         });
     }
     Ok(Outcome::Injected)
+}
+
+/// An injected pod again (a webhook reinvoked after another added containers): containers
+/// without the fake ServiceAccount get it; the rest stays as it is.
+fn rewire(spec: &mut PodSpec, settings: &Settings) -> Result<Outcome, Refusal> {
+    let unwired = |c: &Container| {
+        c.name != CONTAINER
+            && !c
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name == FAKE_VOLUME && m.mount_path == SA_PATH)
+    };
+    let mut outcome = Outcome::AlreadyInjected;
+    for container in app_containers(spec).filter(|c| unwired(c)) {
+        check_container(container, settings)?;
+        wire(container, settings);
+        outcome = Outcome::Injected;
+    }
+    Ok(outcome)
+}
+
+/// Gives an application container the fake ServiceAccount and kubeconfig, and in env mode
+/// the overrides.
+fn wire(container: &mut Container, settings: &Settings) {
+    let mounts = container.volume_mounts.get_or_insert_with(Vec::new);
+    mounts.push(VolumeMount {
+        name: FAKE_VOLUME.to_owned(),
+        mount_path: SA_PATH.to_owned(),
+        sub_path: Some("serviceaccount".to_owned()),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    });
+    mounts.push(VolumeMount {
+        name: FAKE_VOLUME.to_owned(),
+        mount_path: FAKE_DIR.to_owned(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    });
+    let env = container.env.get_or_insert_with(Vec::new);
+    if settings.mode != Mode::Ebpf {
+        env.push(var("KUBERNETES_SERVICE_HOST", "127.0.0.1"));
+        env.push(var("KUBERNETES_SERVICE_PORT", "6443"));
+    }
+    // The fake kubeconfig has a context per cluster (`kubectl --context east`).
+    if settings.config_secret.is_some() && !env.iter().any(|v| v.name == "KUBECONFIG") {
+        env.push(var("KUBECONFIG", &format!("{FAKE_DIR}/kubeconfig")));
+    }
+    if env.is_empty() {
+        container.env = None;
+    }
 }
 
 /// Removes the ServiceAccount token volume the API server's ServiceAccount admission plugin
@@ -238,33 +262,14 @@ fn check(spec: &PodSpec, settings: &Settings) -> Result<(), Refusal> {
         .iter()
         .flatten()
         .chain(&spec.containers);
-    for container in containers.clone() {
+    for container in containers {
         if container.name == CONTAINER {
             return Err(Refusal::NameTaken {
                 what: "container",
                 name: CONTAINER.to_owned(),
             });
         }
-        for mount in container.volume_mounts.iter().flatten() {
-            let path = mount.mount_path.trim_end_matches('/');
-            let above = SA_PATH.starts_with(path) && SA_PATH[path.len()..].starts_with('/');
-            if above || path == SA_PATH {
-                return Err(Refusal::ServiceAccountPath {
-                    container: container.name.clone(),
-                    path: mount.mount_path.clone(),
-                });
-            }
-        }
-        if settings.mode != Mode::Ebpf {
-            for variable in ["KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"] {
-                if container.env.iter().flatten().any(|v| v.name == variable) {
-                    return Err(Refusal::EnvSet {
-                        container: container.name.clone(),
-                        variable,
-                    });
-                }
-            }
-        }
+        check_container(container, settings)?;
     }
     for volume in spec.volumes.iter().flatten() {
         if [REAL_SA_VOLUME, FAKE_VOLUME, CONFIG_VOLUME].contains(&volume.name.as_str()) {
@@ -277,11 +282,37 @@ fn check(spec: &PodSpec, settings: &Settings) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// What makes one application container unsafe to give the fake ServiceAccount.
+fn check_container(container: &Container, settings: &Settings) -> Result<(), Refusal> {
+    for mount in container.volume_mounts.iter().flatten() {
+        let path = mount.mount_path.trim_end_matches('/');
+        let above = SA_PATH.starts_with(path) && SA_PATH[path.len()..].starts_with('/');
+        if above || path == SA_PATH {
+            return Err(Refusal::ServiceAccountPath {
+                container: container.name.clone(),
+                path: mount.mount_path.clone(),
+            });
+        }
+    }
+    if settings.mode != Mode::Ebpf {
+        for variable in ["KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"] {
+            if container.env.iter().flatten().any(|v| v.name == variable) {
+                return Err(Refusal::EnvSet {
+                    container: container.name.clone(),
+                    variable,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Every container but MCA: the application's, and its init containers.
 fn app_containers(spec: &mut PodSpec) -> impl Iterator<Item = &mut Container> {
     spec.init_containers
         .iter_mut()
         .flatten()
+        .filter(|c| c.name != CONTAINER)
         .chain(spec.containers.iter_mut())
 }
 

@@ -288,6 +288,32 @@ mod tests {
     }
 
     #[test]
+    fn a_reinvocation_wires_containers_another_webhook_added() {
+        let mut injected = admit(&pod(&[]), Scope::Namespace).1.unwrap();
+        let spec = injected.spec.as_mut().unwrap();
+        spec.containers.push(Container {
+            name: "log-shipper".to_owned(),
+            image: Some("registry.example/shipper:1".to_owned()),
+            ..Default::default()
+        });
+        let before = spec.containers[0].clone();
+        let rewired = admit(&injected, Scope::Namespace).1.expect("a patch");
+        let spec = rewired.spec.unwrap();
+        assert_eq!(
+            spec.containers[0], before,
+            "the wired container is untouched"
+        );
+        let mounts: Vec<_> = spec.containers[1]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.mount_path.as_str())
+            .collect();
+        assert_eq!(mounts, [SA_PATH, "/var/run/mca"]);
+        assert_eq!(spec.init_containers.unwrap().len(), 1, "one MCA");
+    }
+
+    #[test]
     fn dry_run_is_answered_like_any_other_request() {
         let pod = pod(&[]);
         let real = answer(
