@@ -33,6 +33,9 @@ pub enum Command {
     /// Serve the mutating admission webhook that injects MCA into pods as they are created
     /// (namespaces labelled mca.io/inject=enabled, pods annotated mca.io/inject: enabled).
     Webhook(WebhookArgs),
+    /// Print the CustomResourceDefinitions of the operator's resources (Cluster, Route in
+    /// mca.io/v1alpha1) as YAML documents, for `kubectl apply -f -`.
+    Crds,
 }
 
 /// `mca webhook` options.

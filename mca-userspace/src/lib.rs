@@ -14,6 +14,7 @@ pub mod inject;
 pub mod intercept;
 pub mod limits;
 pub mod metrics;
+pub mod operator;
 pub mod proxy;
 pub mod reload;
 pub mod reqinfo;

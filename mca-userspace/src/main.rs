@@ -7,7 +7,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let threads = match &cli.command {
         Command::Run(args) => args.worker_threads,
-        Command::CheckConfig { .. } | Command::Inject(_) | Command::Webhook(_) => 1,
+        Command::CheckConfig { .. } | Command::Inject(_) | Command::Webhook(_) | Command::Crds => 1,
     };
     let runtime = runtime(threads).expect("starting the tokio runtime");
     match cli.command {
@@ -49,6 +49,10 @@ fn main() -> std::process::ExitCode {
                     std::process::ExitCode::FAILURE
                 }
             }
+        }
+        Command::Crds => {
+            print!("{}", mca::operator::crds_yaml());
+            std::process::ExitCode::SUCCESS
         }
         Command::CheckConfig { file } => match runtime.block_on(mca::config::check(&file)) {
             Ok(summary) => {

@@ -1,0 +1,373 @@
+//! A namespace's `Cluster`s and `Route`s, with the Secrets they name, rendered as the files
+//! of the routing configuration Secret its sidecars mount at `/etc/mca`: `config.yaml` and
+//! each cluster's credential files beside it (`<cluster>.token`, `<cluster>.ca.crt`,
+//! `<cluster>.tls.crt`, `<cluster>.tls.key`), so credentials stay out of the YAML and a
+//! rotated token reaches the sidecars as a changed file.
+//!
+//! Pure: no API calls. Every resource gets a verdict; one with a problem is left out of the
+//! configuration (and routes naming a cluster left out fail too), so one mistake never takes
+//! the namespace's whole configuration down. Each piece is checked with the parser `mca run`
+//! uses, so what is published is what the sidecars accept.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+};
+
+use kube::ResourceExt as _;
+use serde_json::{Value, json};
+
+use super::crd::{Cluster, Route};
+use crate::config::{Config, LOCAL, ParseError};
+
+/// Where the sidecars mount the configuration Secret.
+pub const MOUNT: &str = "/etc/mca";
+/// The configuration's key in the Secret.
+pub const CONFIG_KEY: &str = "config.yaml";
+
+/// The rendered files and a verdict per resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// Secret keys and their contents.
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// By cluster name: `Ok`, or what is wrong.
+    pub clusters: BTreeMap<String, Result<(), String>>,
+    /// By route name: `Ok`, or what is wrong.
+    pub routes: BTreeMap<String, Result<(), String>>,
+}
+
+/// Renders `clusters` and `routes`; `secrets` are the namespace's Secrets' data by name.
+pub fn render(
+    clusters: &[Cluster],
+    routes: &[Route],
+    secrets: &BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+) -> Rendered {
+    let mut rendered = Rendered {
+        files: BTreeMap::new(),
+        clusters: BTreeMap::new(),
+        routes: BTreeMap::new(),
+    };
+    let mut entries = Vec::new();
+    for cluster in clusters {
+        let name = cluster.name_any();
+        let verdict = cluster_entry(cluster, secrets).and_then(|(entry, files)| {
+            check(&json!({"clusters": [entry]}))?;
+            entries.push(entry);
+            rendered.files.extend(files);
+            Ok(())
+        });
+        rendered.clusters.insert(name, verdict);
+    }
+    let ready: BTreeSet<&str> = rendered
+        .clusters
+        .iter()
+        .filter(|(_, v)| v.is_ok())
+        .map(|(n, _)| n.as_str())
+        .collect();
+
+    let mut ordered: Vec<&Route> = routes.iter().collect();
+    ordered.sort_by_key(|r| (r.spec.priority, r.name_any()));
+    let defaults: Vec<String> = ordered
+        .iter()
+        .filter(|r| r.spec.default)
+        .map(|r| r.name_any())
+        .collect();
+    let mut rules = Vec::new();
+    let mut default_route = None;
+    for route in ordered {
+        let name = route.name_any();
+        let verdict = (|| {
+            if route.spec.default && defaults.len() > 1 {
+                return Err(format!(
+                    "more than one default route: {}",
+                    defaults.join(", ")
+                ));
+            }
+            for cluster in &route.spec.to.clusters {
+                if cluster != LOCAL && !ready.contains(cluster.as_str()) {
+                    return Err(match rendered.clusters.get(cluster) {
+                        Some(Err(why)) => format!("cluster {cluster} is not ready: {why}"),
+                        _ => format!("no Cluster {cluster} in this namespace"),
+                    });
+                }
+            }
+            let target = serde_json::to_value(&route.spec.to).expect("a target serializes");
+            let clusters: Vec<&Value> = entries.iter().collect();
+            if route.spec.default {
+                check(&json!({"clusters": clusters, "defaultRoute": target}))?;
+                default_route = Some(target);
+            } else {
+                let rule = json!({
+                    "name": name,
+                    "match": serde_json::to_value(&route.spec.matches).expect("serializes"),
+                    "to": target,
+                });
+                check(&json!({"clusters": clusters, "routes": [rule]}))?;
+                rules.push(rule);
+            }
+            Ok(())
+        })();
+        rendered.routes.insert(name, verdict);
+    }
+    let mut config = json!({"clusters": entries, "routes": rules});
+    if let Some(default_route) = default_route {
+        config["defaultRoute"] = default_route;
+    }
+    let yaml = serde_saphyr::to_string(&config).expect("a configuration serializes");
+    rendered
+        .files
+        .insert(CONFIG_KEY.to_owned(), yaml.into_bytes());
+    rendered
+}
+
+/// The configuration entry for `cluster` and its credential files.
+#[allow(clippy::type_complexity)]
+fn cluster_entry(
+    cluster: &Cluster,
+    secrets: &BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+) -> Result<(Value, Vec<(String, Vec<u8>)>), String> {
+    let name = cluster.name_any();
+    if name == LOCAL {
+        return Err(format!(
+            "{LOCAL} is the cluster the pod runs in; choose another name"
+        ));
+    }
+    let spec = &cluster.spec;
+    let secret_name = &spec.credentials_secret;
+    let secret = secrets
+        .get(secret_name)
+        .ok_or_else(|| format!("Secret {secret_name} not found"))?;
+    let mut entry = json!({"name": name, "server": spec.server});
+    let mut files = Vec::new();
+    let mut file = |key: &str, field: &str, entry: &mut Value| -> bool {
+        let Some(data) = secret.get(key) else {
+            return false;
+        };
+        let file = format!("{name}.{key}");
+        entry[field] = json!(file);
+        files.push((file, data.clone()));
+        true
+    };
+    let token = file("token", "tokenFile", &mut entry);
+    let certificate = secret.contains_key("tls.crt") && secret.contains_key("tls.key");
+    match (token, certificate) {
+        (true, true) => {
+            return Err(format!(
+                "Secret {secret_name} has both token and tls.crt/tls.key: keep one credential"
+            ));
+        }
+        (false, false) => {
+            return Err(format!(
+                "Secret {secret_name} has no token, nor tls.crt and tls.key"
+            ));
+        }
+        (false, true) => {
+            file("tls.crt", "clientCertificate", &mut entry);
+            file("tls.key", "clientKey", &mut entry);
+        }
+        (true, false) => {}
+    }
+    file("ca.crt", "certificateAuthority", &mut entry);
+    if let Some(server_name) = &spec.tls_server_name {
+        entry["tlsServerName"] = json!(server_name);
+    }
+    if !spec.labels.is_empty() {
+        entry["labels"] = json!(spec.labels);
+    }
+    if let Some(weight) = spec.weight {
+        entry["weight"] = json!(weight);
+    }
+    if let Some(health) = &spec.health {
+        entry["health"] = serde_json::to_value(health).expect("serializes");
+    }
+    Ok((entry, files))
+}
+
+/// Checks a (partial) configuration with `mca run`'s parser.
+fn check(config: &Value) -> Result<(), String> {
+    let yaml = serde_saphyr::to_string(config).expect("a configuration serializes");
+    match Config::parse(&yaml, Path::new(MOUNT)) {
+        Ok(_) => Ok(()),
+        Err(ParseError::Syntax(message)) => Err(message),
+        Err(ParseError::Invalid(problems)) => Err(problems
+            .iter()
+            .map(|p| format!("{}: {}", p.at, p.message))
+            .collect::<Vec<_>>()
+            .join("; ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::api::ObjectMeta;
+
+    use super::*;
+    use crate::operator::crd::{ClusterSpec, Match, RouteSpec, Target};
+
+    fn cluster(name: &str, secret: &str) -> Cluster {
+        Cluster {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                ..ObjectMeta::default()
+            },
+            spec: ClusterSpec {
+                server: format!("https://{name}.example:6443"),
+                credentials_secret: secret.to_owned(),
+                tls_server_name: None,
+                labels: [("region".to_owned(), name.to_owned())].into(),
+                weight: None,
+                health: None,
+            },
+            status: None,
+        }
+    }
+
+    fn route(name: &str, priority: i32, namespaces: &[&str], to: &[&str]) -> Route {
+        Route {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                ..ObjectMeta::default()
+            },
+            spec: RouteSpec {
+                priority,
+                matches: Match {
+                    namespaces: namespaces.iter().map(|n| (*n).to_owned()).collect(),
+                    ..Match::default()
+                },
+                to: Target {
+                    clusters: to.iter().map(|c| (*c).to_owned()).collect(),
+                    strategy: (to.len() > 1).then(|| "failover".to_owned()),
+                },
+                default: false,
+            },
+            status: None,
+        }
+    }
+
+    fn secrets() -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {
+        let data = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+                .collect()
+        };
+        [
+            (
+                "east-creds".to_owned(),
+                data(&[("token", "east-token"), ("ca.crt", "EAST CA")]),
+            ),
+            (
+                "west-creds".to_owned(),
+                data(&[("tls.crt", "CERT"), ("tls.key", "KEY")]),
+            ),
+            (
+                "both".to_owned(),
+                data(&[("token", "t"), ("tls.crt", "c"), ("tls.key", "k")]),
+            ),
+        ]
+        .into()
+    }
+
+    fn config(rendered: &Rendered) -> Config {
+        let yaml = std::str::from_utf8(&rendered.files[CONFIG_KEY]).unwrap();
+        Config::parse(yaml, Path::new(MOUNT)).expect("the published configuration parses")
+    }
+
+    #[test]
+    fn clusters_and_routes_become_the_configuration_and_its_credential_files() {
+        let mut default = route("everything-else", 0, &[], &["east"]);
+        default.spec.default = true;
+        let rendered = render(
+            &[cluster("east", "east-creds"), cluster("west", "west-creds")],
+            &[
+                route("z-shared", 1, &["shared"], &["east", "west"]),
+                route("a-team-b", 1, &["team-b"], &["west"]),
+                route("first", 0, &["team-a"], &["local"]),
+                default,
+            ],
+            &secrets(),
+        );
+        assert!(
+            rendered.clusters.values().all(Result::is_ok),
+            "{rendered:?}"
+        );
+        assert!(rendered.routes.values().all(Result::is_ok), "{rendered:?}");
+        let keys: Vec<&str> = rendered.files.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "config.yaml",
+                "east.ca.crt",
+                "east.token",
+                "west.tls.crt",
+                "west.tls.key"
+            ]
+        );
+        assert_eq!(rendered.files["east.token"], b"east-token");
+        let yaml = std::str::from_utf8(&rendered.files[CONFIG_KEY]).unwrap();
+        assert!(
+            !yaml.contains("east-token"),
+            "a credential in the YAML: {yaml}"
+        );
+        assert!(yaml.contains("tokenFile: east.token"), "{yaml}");
+        let config = config(&rendered);
+        let names: Vec<&str> = config.clusters.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["local", "east", "west"]);
+        // By priority, then name.
+        let rules: Vec<&str> = config.router.rules().iter().map(|r| &*r.name).collect();
+        assert_eq!(rules, ["first", "a-team-b", "z-shared"]);
+    }
+
+    #[test]
+    fn a_broken_resource_is_left_out_with_its_reason_and_the_rest_is_published() {
+        let mut bad_server = cluster("plain", "east-creds");
+        bad_server.spec.server = "http://plain.example".to_owned();
+        let mut bad_selector = route("bad-selector", 0, &["x"], &["east"]);
+        bad_selector.spec.matches.label_selector = Some("tier in (".to_owned());
+        let mut second_default = route("d2", 0, &[], &["east"]);
+        second_default.spec.default = true;
+        let mut first_default = route("d1", 0, &[], &["east"]);
+        first_default.spec.default = true;
+        let rendered = render(
+            &[
+                cluster("east", "east-creds"),
+                cluster("nosecret", "missing"),
+                cluster("ambiguous", "both"),
+                cluster("local", "east-creds"),
+                bad_server,
+            ],
+            &[
+                route("good", 0, &["a"], &["east"]),
+                route("to-missing", 0, &["b"], &["nosecret"]),
+                route("to-unknown", 0, &["c"], &["mars"]),
+                bad_selector,
+                first_default,
+                second_default,
+            ],
+            &secrets(),
+        );
+        let why = |map: &BTreeMap<String, Result<(), String>>, name: &str| {
+            map[name].clone().err().unwrap_or_default()
+        };
+        assert!(rendered.clusters["east"].is_ok());
+        assert!(why(&rendered.clusters, "nosecret").contains("Secret missing not found"));
+        assert!(why(&rendered.clusters, "ambiguous").contains("keep one credential"));
+        assert!(why(&rendered.clusters, "local").contains("choose another name"));
+        assert!(
+            why(&rendered.clusters, "plain").contains("https"),
+            "{rendered:?}"
+        );
+        assert!(rendered.routes["good"].is_ok());
+        assert!(why(&rendered.routes, "to-missing").contains("cluster nosecret is not ready"));
+        assert!(why(&rendered.routes, "to-unknown").contains("no Cluster mars"));
+        assert!(
+            why(&rendered.routes, "bad-selector").contains("labelSelector"),
+            "{rendered:?}"
+        );
+        assert!(why(&rendered.routes, "d1").contains("more than one default route: d1, d2"));
+        let config = config(&rendered);
+        let names: Vec<&str> = config.clusters.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["local", "east"]);
+        assert_eq!(config.router.rules().len(), 1);
+    }
+}
