@@ -2,6 +2,7 @@
 //! routing configuration its MCA sidecars hot-reload ([`render`]).
 
 pub mod crd;
+pub mod reconcile;
 pub mod render;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

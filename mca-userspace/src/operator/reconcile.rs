@@ -1,0 +1,369 @@
+//! One namespace reconciled: read its `Cluster`s and `Route`s and the Secrets they name,
+//! publish the routing configuration Secret its sidecars mount ([`render`]), and say on each
+//! resource whether it made it in (a `Ready` condition with the reason when not).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::{ByteString, api::core::v1::Secret, jiff::Timestamp};
+use kube::{
+    Api, Client, ResourceExt as _,
+    api::{ListParams, ObjectMeta, Patch, PatchParams},
+};
+use serde_json::json;
+
+use super::{
+    crd::{Cluster, Condition, Route, Status},
+    render::{self, Rendered},
+};
+
+/// The field manager of everything the operator writes.
+pub const MANAGER: &str = "mca-operator";
+
+/// What a reconciliation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Whether the configuration Secret was written (there was something to publish).
+    pub published: bool,
+    /// Resources whose `Ready` condition changed.
+    pub statuses_written: usize,
+}
+
+/// Reconciles `namespace`, publishing its configuration as the Secret `published`.
+pub async fn namespace(
+    client: &Client,
+    namespace: &str,
+    published: &str,
+) -> Result<Summary, kube::Error> {
+    let clusters: Api<Cluster> = Api::namespaced(client.clone(), namespace);
+    let routes: Api<Route> = Api::namespaced(client.clone(), namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let cluster_list = clusters.list(&ListParams::default()).await?.items;
+    let route_list = routes.list(&ListParams::default()).await?.items;
+    let mut summary = Summary {
+        published: false,
+        statuses_written: 0,
+    };
+    if cluster_list.is_empty() && route_list.is_empty() {
+        return Ok(summary);
+    }
+    let wanted: BTreeSet<&str> = cluster_list
+        .iter()
+        .map(|c| c.spec.credentials_secret.as_str())
+        .collect();
+    let mut data = BTreeMap::new();
+    for name in wanted {
+        if let Some(secret) = secrets.get_opt(name).await? {
+            let files = secret
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(key, value)| (key, value.0))
+                .collect();
+            data.insert(name.to_owned(), files);
+        }
+    }
+    let rendered = render::render(&cluster_list, &route_list, &data);
+    publish(&secrets, published, &rendered).await?;
+    summary.published = true;
+    for cluster in &cluster_list {
+        let verdict = &rendered.clusters[&cluster.name_any()];
+        if write_status(&clusters, cluster, cluster.status.as_ref(), verdict).await? {
+            summary.statuses_written += 1;
+        }
+    }
+    for route in &route_list {
+        let verdict = &rendered.routes[&route.name_any()];
+        if write_status(&routes, route, route.status.as_ref(), verdict).await? {
+            summary.statuses_written += 1;
+        }
+    }
+    Ok(summary)
+}
+
+/// Writes the configuration Secret (server-side apply: only the operator owns its data).
+async fn publish(
+    secrets: &Api<Secret>,
+    name: &str,
+    rendered: &Rendered,
+) -> Result<(), kube::Error> {
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            labels: Some(
+                [(
+                    "app.kubernetes.io/managed-by".to_owned(),
+                    MANAGER.to_owned(),
+                )]
+                .into(),
+            ),
+            ..ObjectMeta::default()
+        },
+        data: Some(
+            rendered
+                .files
+                .iter()
+                .map(|(key, value)| (key.clone(), ByteString(value.clone())))
+                .collect(),
+        ),
+        ..Secret::default()
+    };
+    let mut value = serde_json::to_value(&secret).expect("a Secret serializes");
+    value["apiVersion"] = json!("v1");
+    value["kind"] = json!("Secret");
+    secrets
+        .patch(
+            name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(value),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Sets `object`'s `Ready` condition from `verdict` if it says something new; whether it
+/// wrote. Unchanged conditions are not written again, so the operator's own status writes
+/// settle instead of feeding its watch forever.
+async fn write_status<K>(
+    api: &Api<K>,
+    object: &K,
+    current: Option<&Status>,
+    verdict: &Result<(), String>,
+) -> Result<bool, kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let (status, reason, message) = match verdict {
+        Ok(()) => ("True", "Published", String::new()),
+        Err(why) => ("False", "Invalid", why.clone()),
+    };
+    let generation = object.meta().generation;
+    let previous = current.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+    if let Some(previous) = previous
+        && previous.status == status
+        && previous.reason == reason
+        && previous.message == message
+        && current.and_then(|s| s.observed_generation) == generation
+    {
+        return Ok(false);
+    }
+    let transition = match previous {
+        Some(previous) if previous.status == status => previous.last_transition_time.clone(),
+        _ => Timestamp::now().to_string(),
+    };
+    let condition = Condition {
+        type_: "Ready".to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        last_transition_time: transition,
+        observed_generation: generation,
+    };
+    let patch = json!({"status": Status {
+        observed_generation: generation,
+        conditions: vec![condition],
+    }});
+    let name = object.meta().name.clone().unwrap_or_default();
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+        .await?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use http::{Method, Request, Response, StatusCode};
+    use http_body_util::BodyExt as _;
+    use kube::client::Body;
+    use serde_json::Value;
+
+    use super::*;
+
+    /// One request the mocked API server received: method, path and query, JSON body.
+    type Seen = (Method, String, Value);
+
+    /// A mocked API server answering from `objects` (by path), recording every request.
+    fn api(objects: BTreeMap<&'static str, Value>) -> (Client, Arc<Mutex<Vec<Seen>>>) {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Some((request, respond)) = handle.next_request().await {
+                let (parts, body) = request.into_parts();
+                let body = body.collect().await.unwrap().to_bytes();
+                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let path = parts.uri.path().to_owned();
+                record.lock().unwrap().push((
+                    parts.method.clone(),
+                    parts.uri.to_string(),
+                    body.clone(),
+                ));
+                let (status, answer) = match (&parts.method, objects.get(path.as_str())) {
+                    (&Method::GET, Some(object)) => (StatusCode::OK, object.clone()),
+                    (&Method::GET, None) => (
+                        StatusCode::NOT_FOUND,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                               "reason": "NotFound", "code": 404, "message": "not found"}),
+                    ),
+                    // A PATCH answers with the object (as it was: close enough), or for
+                    // one it does not hold, with what was sent.
+                    _ => {
+                        let object = objects.get(path.trim_end_matches("/status"));
+                        (StatusCode::OK, object.cloned().unwrap_or(body))
+                    }
+                };
+                let response = Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(Body::from(answer.to_string().into_bytes()))
+                    .unwrap();
+                respond.send_response(response);
+            }
+        });
+        (Client::new(service, "default"), seen)
+    }
+
+    fn list(kind: &str, items: Vec<Value>) -> Value {
+        json!({"apiVersion": "mca.io/v1alpha1", "kind": format!("{kind}List"),
+               "metadata": {"resourceVersion": "1"}, "items": items})
+    }
+
+    fn objects(cluster_status: Value) -> BTreeMap<&'static str, Value> {
+        let cluster = json!({
+            "apiVersion": "mca.io/v1alpha1", "kind": "Cluster",
+            "metadata": {"name": "east", "namespace": "shop", "generation": 2},
+            "spec": {"server": "https://east.example:6443", "credentialsSecret": "east-creds"},
+            "status": cluster_status,
+        });
+        let route = json!({
+            "apiVersion": "mca.io/v1alpha1", "kind": "Route",
+            "metadata": {"name": "to-mars", "namespace": "shop", "generation": 1},
+            "spec": {"match": {"namespaces": ["shop"]}, "to": {"clusters": ["mars"]}},
+        });
+        let secret = json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "east-creds", "namespace": "shop"},
+            // base64 of "east-token"
+            "data": {"token": "ZWFzdC10b2tlbg=="},
+        });
+        [
+            (
+                "/apis/mca.io/v1alpha1/namespaces/shop/clusters/east",
+                cluster.clone(),
+            ),
+            (
+                "/apis/mca.io/v1alpha1/namespaces/shop/routes/to-mars",
+                route.clone(),
+            ),
+            (
+                "/apis/mca.io/v1alpha1/namespaces/shop/clusters",
+                list("Cluster", vec![cluster]),
+            ),
+            (
+                "/apis/mca.io/v1alpha1/namespaces/shop/routes",
+                list("Route", vec![route]),
+            ),
+            ("/api/v1/namespaces/shop/secrets/east-creds", secret),
+        ]
+        .into()
+    }
+
+    #[tokio::test]
+    async fn a_namespace_is_published_and_each_resource_says_whether_it_made_it() {
+        let (client, seen) = api(objects(Value::Null));
+        let summary = namespace(&client, "shop", "mca-routes").await.unwrap();
+        assert_eq!(
+            summary,
+            Summary {
+                published: true,
+                statuses_written: 2
+            }
+        );
+        let seen = seen.lock().unwrap().clone();
+        let writes: Vec<(&Method, &str)> = seen
+            .iter()
+            .filter(|(m, _, _)| *m == Method::PATCH)
+            .map(|(m, uri, _)| (m, uri.split('?').next().unwrap()))
+            .collect();
+        assert_eq!(
+            writes,
+            [
+                (&Method::PATCH, "/api/v1/namespaces/shop/secrets/mca-routes"),
+                (
+                    &Method::PATCH,
+                    "/apis/mca.io/v1alpha1/namespaces/shop/clusters/east/status"
+                ),
+                (
+                    &Method::PATCH,
+                    "/apis/mca.io/v1alpha1/namespaces/shop/routes/to-mars/status"
+                ),
+            ]
+        );
+        let (_, uri, secret) = &seen.iter().find(|(m, _, _)| *m == Method::PATCH).unwrap();
+        assert!(
+            uri.contains("fieldManager=mca-operator") && uri.contains("force=true"),
+            "{uri}"
+        );
+        assert_eq!(secret["data"]["east.token"], "ZWFzdC10b2tlbg==");
+        let config = secret["data"]["config.yaml"].as_str().unwrap();
+        assert!(!config.is_empty());
+        let status = |name: &str| {
+            seen.iter()
+                .find(|(_, uri, _)| uri.contains(&format!("/{name}/status")))
+                .map(|(_, _, body)| body["status"].clone())
+                .unwrap()
+        };
+        let east = status("east");
+        assert_eq!(east["observedGeneration"], 2);
+        assert_eq!(east["conditions"][0]["type"], "Ready");
+        assert_eq!(east["conditions"][0]["status"], "True");
+        let mars = status("to-mars");
+        assert_eq!(mars["conditions"][0]["status"], "False");
+        assert_eq!(mars["conditions"][0]["reason"], "Invalid");
+        assert_eq!(
+            mars["conditions"][0]["message"],
+            "no Cluster mars in this namespace"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_condition_is_not_written_again() {
+        let ready = json!({"observedGeneration": 2, "conditions": [{"type": "Ready",
+            "status": "True", "reason": "Published", "message": "",
+            "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 2}]});
+        let (client, seen) = api(objects(ready));
+        let summary = namespace(&client, "shop", "mca-routes").await.unwrap();
+        // The route's status is new; the cluster's is as it was.
+        assert_eq!(summary.statuses_written, 1);
+        let seen = seen.lock().unwrap();
+        assert!(
+            !seen
+                .iter()
+                .any(|(_, uri, _)| uri.contains("/clusters/east/status"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_namespace_without_resources_is_left_alone() {
+        let empty: BTreeMap<&'static str, Value> = [
+            (
+                "/apis/mca.io/v1alpha1/namespaces/shop/clusters",
+                list("Cluster", vec![]),
+            ),
+            (
+                "/apis/mca.io/v1alpha1/namespaces/shop/routes",
+                list("Route", vec![]),
+            ),
+        ]
+        .into();
+        let (client, seen) = api(empty);
+        let summary = namespace(&client, "shop", "mca-routes").await.unwrap();
+        assert!(!summary.published);
+        assert!(
+            seen.lock()
+                .unwrap()
+                .iter()
+                .all(|(m, _, _)| *m == Method::GET)
+        );
+    }
+}
