@@ -2,8 +2,11 @@
 //! routing configuration its MCA sidecars hot-reload ([`render`]).
 
 pub mod crd;
+#[cfg(test)]
+mod mock;
 pub mod reconcile;
 pub mod render;
+pub mod webhook_tls;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt as _;

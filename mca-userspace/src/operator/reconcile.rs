@@ -170,65 +170,21 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
-    use http::{Method, Request, Response, StatusCode};
-    use http_body_util::BodyExt as _;
-    use kube::client::Body;
+    use http::Method;
     use serde_json::Value;
 
     use super::*;
+    use crate::operator::mock::api;
 
-    /// One request the mocked API server received: method, path and query, JSON body.
-    type Seen = (Method, String, Value);
-
-    /// A mocked API server answering from `objects` (by path), recording every request.
-    fn api(objects: BTreeMap<&'static str, Value>) -> (Client, Arc<Mutex<Vec<Seen>>>) {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let record = Arc::clone(&seen);
-        tokio::spawn(async move {
-            while let Some((request, respond)) = handle.next_request().await {
-                let (parts, body) = request.into_parts();
-                let body = body.collect().await.unwrap().to_bytes();
-                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                let path = parts.uri.path().to_owned();
-                record.lock().unwrap().push((
-                    parts.method.clone(),
-                    parts.uri.to_string(),
-                    body.clone(),
-                ));
-                let (status, answer) = match (&parts.method, objects.get(path.as_str())) {
-                    (&Method::GET, Some(object)) => (StatusCode::OK, object.clone()),
-                    (&Method::GET, None) => (
-                        StatusCode::NOT_FOUND,
-                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                               "reason": "NotFound", "code": 404, "message": "not found"}),
-                    ),
-                    // A PATCH answers with the object (as it was: close enough), or for
-                    // one it does not hold, with what was sent.
-                    _ => {
-                        let object = objects.get(path.trim_end_matches("/status"));
-                        (StatusCode::OK, object.cloned().unwrap_or(body))
-                    }
-                };
-                let response = Response::builder()
-                    .status(status)
-                    .header("content-type", "application/json")
-                    .body(Body::from(answer.to_string().into_bytes()))
-                    .unwrap();
-                respond.send_response(response);
-            }
-        });
-        (Client::new(service, "default"), seen)
-    }
+    const CLUSTERS: &str = "/apis/mca.io/v1alpha1/namespaces/shop/clusters";
+    const ROUTES: &str = "/apis/mca.io/v1alpha1/namespaces/shop/routes";
 
     fn list(kind: &str, items: Vec<Value>) -> Value {
         json!({"apiVersion": "mca.io/v1alpha1", "kind": format!("{kind}List"),
                "metadata": {"resourceVersion": "1"}, "items": items})
     }
 
-    fn objects(cluster_status: Value) -> BTreeMap<&'static str, Value> {
+    fn objects(cluster_status: Value) -> Vec<(String, Value)> {
         let cluster = json!({
             "apiVersion": "mca.io/v1alpha1", "kind": "Cluster",
             "metadata": {"name": "east", "namespace": "shop", "generation": 2},
@@ -246,26 +202,16 @@ mod tests {
             // base64 of "east-token"
             "data": {"token": "ZWFzdC10b2tlbg=="},
         });
-        [
+        vec![
+            (format!("{CLUSTERS}/east"), cluster.clone()),
+            (format!("{ROUTES}/to-mars"), route.clone()),
+            (CLUSTERS.to_owned(), list("Cluster", vec![cluster])),
+            (ROUTES.to_owned(), list("Route", vec![route])),
             (
-                "/apis/mca.io/v1alpha1/namespaces/shop/clusters/east",
-                cluster.clone(),
+                "/api/v1/namespaces/shop/secrets/east-creds".to_owned(),
+                secret,
             ),
-            (
-                "/apis/mca.io/v1alpha1/namespaces/shop/routes/to-mars",
-                route.clone(),
-            ),
-            (
-                "/apis/mca.io/v1alpha1/namespaces/shop/clusters",
-                list("Cluster", vec![cluster]),
-            ),
-            (
-                "/apis/mca.io/v1alpha1/namespaces/shop/routes",
-                list("Route", vec![route]),
-            ),
-            ("/api/v1/namespaces/shop/secrets/east-creds", secret),
         ]
-        .into()
     }
 
     #[tokio::test]
@@ -279,7 +225,7 @@ mod tests {
                 statuses_written: 2
             }
         );
-        let seen = seen.lock().unwrap().clone();
+        let seen = seen.lock().unwrap().seen.clone();
         let writes: Vec<(&Method, &str)> = seen
             .iter()
             .filter(|(m, _, _)| *m == Method::PATCH)
@@ -335,7 +281,7 @@ mod tests {
         let summary = namespace(&client, "shop", "mca-routes").await.unwrap();
         // The route's status is new; the cluster's is as it was.
         assert_eq!(summary.statuses_written, 1);
-        let seen = seen.lock().unwrap();
+        let seen = &seen.lock().unwrap().seen;
         assert!(
             !seen
                 .iter()
@@ -345,23 +291,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_namespace_without_resources_is_left_alone() {
-        let empty: BTreeMap<&'static str, Value> = [
-            (
-                "/apis/mca.io/v1alpha1/namespaces/shop/clusters",
-                list("Cluster", vec![]),
-            ),
-            (
-                "/apis/mca.io/v1alpha1/namespaces/shop/routes",
-                list("Route", vec![]),
-            ),
-        ]
-        .into();
+        let empty = [
+            (CLUSTERS.to_owned(), list("Cluster", vec![])),
+            (ROUTES.to_owned(), list("Route", vec![])),
+        ];
         let (client, seen) = api(empty);
         let summary = namespace(&client, "shop", "mca-routes").await.unwrap();
         assert!(!summary.published);
         assert!(
             seen.lock()
                 .unwrap()
+                .seen
                 .iter()
                 .all(|(m, _, _)| *m == Method::GET)
         );
