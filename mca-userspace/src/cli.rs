@@ -33,9 +33,42 @@ pub enum Command {
     /// Serve the mutating admission webhook that injects MCA into pods as they are created
     /// (namespaces labelled mca.io/inject=enabled, pods annotated mca.io/inject: enabled).
     Webhook(WebhookArgs),
+    /// Run the operator: publish each namespace's routing configuration from its Cluster and
+    /// Route resources, and keep the webhook's certificate current (leader-elected).
+    Operator(OperatorArgs),
     /// Print the CustomResourceDefinitions of the operator's resources (Cluster, Route in
     /// mca.io/v1alpha1) as YAML documents, for `kubectl apply -f -`.
     Crds,
+}
+
+/// `mca operator` options.
+#[derive(Debug, Clone, Args)]
+pub struct OperatorArgs {
+    /// The operator's namespace (its Lease, the webhook's Secrets).
+    #[arg(long, env = "MCA_NAMESPACE", default_value = "mca-system")]
+    pub namespace: String,
+
+    /// This replica's identity in the Lease.
+    #[arg(long, env = "POD_NAME", default_value = "mca-operator")]
+    pub identity: String,
+
+    /// The Secret each namespace's configuration is published as (what `mca inject
+    /// --config-secret` mounts).
+    #[arg(long, env = "MCA_CONFIG_SECRET", default_value = "mca-routes")]
+    pub config_secret: String,
+
+    /// The webhook's Service; with it the operator keeps the webhook's certificate
+    /// (`<service>-tls`) and the configuration's caBundle current.
+    #[arg(long, env = "MCA_WEBHOOK_SERVICE")]
+    pub webhook_service: Option<String>,
+
+    /// The MutatingWebhookConfiguration whose caBundle the operator sets.
+    #[arg(long, env = "MCA_WEBHOOK_CONFIGURATION", default_value = "mca")]
+    pub webhook_configuration: String,
+
+    /// Log format.
+    #[arg(long, env = "MCA_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
 }
 
 /// `mca webhook` options.

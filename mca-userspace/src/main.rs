@@ -7,7 +7,11 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let threads = match &cli.command {
         Command::Run(args) => args.worker_threads,
-        Command::CheckConfig { .. } | Command::Inject(_) | Command::Webhook(_) | Command::Crds => 1,
+        Command::CheckConfig { .. }
+        | Command::Inject(_)
+        | Command::Webhook(_)
+        | Command::Operator(_)
+        | Command::Crds => 1,
     };
     let runtime = runtime(threads).expect("starting the tokio runtime");
     match cli.command {
@@ -46,6 +50,33 @@ fn main() -> std::process::ExitCode {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!("mca webhook failed: {error}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Operator(args) => {
+            let _telemetry = mca::telemetry::init_logs(args.log_format);
+            let options = mca::operator::Options {
+                published: args.config_secret.clone(),
+                lease: (args.namespace.clone(), "mca-operator".to_owned()),
+                identity: args.identity.clone(),
+                webhook: args.webhook_service.as_ref().map(|service| {
+                    mca::operator::webhook_tls::Webhook {
+                        namespace: args.namespace.clone(),
+                        service: service.clone(),
+                        secret: format!("{service}-tls"),
+                        configuration: args.webhook_configuration.clone(),
+                    }
+                }),
+            };
+            let ran = runtime.block_on(async {
+                let client = kube::Client::try_default().await?;
+                mca::operator::run(client, options).await
+            });
+            match ran {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!("mca operator stopped: {error}");
                     std::process::ExitCode::FAILURE
                 }
             }

@@ -1,7 +1,9 @@
 //! A mocked API server for the operator's tests (kube-rs's documented way: a `tower-test`
 //! service behind a real `kube::Client`). It holds objects by path, answers GETs from them,
-//! merges PATCHes into them (server-side apply and merge patches alike: close enough here),
-//! replaces on PUT, answers 404 `Status` for what it does not hold, and records every request.
+//! creates on POST (409 if the name is taken), merges PATCHes into them (server-side apply
+//! and merge patches alike: close enough here), replaces on PUT (409 if the resourceVersion
+//! sent is not the one held), answers 404 `Status` for what it does not hold, and records
+//! every request.
 
 use std::{
     collections::BTreeMap,
@@ -44,23 +46,49 @@ pub fn api(objects: impl IntoIterator<Item = (String, Value)>) -> (Client, Arc<M
                 .seen
                 .push((parts.method.clone(), parts.uri.to_string(), body.clone()));
             let held = state.objects.get(&path).cloned();
+            let version = |object: &Value| object["metadata"]["resourceVersion"].clone();
             let (status, answer) = match (&parts.method, held) {
                 (&Method::GET, Some(object)) => (StatusCode::OK, object),
+                (&Method::POST, _) => {
+                    let item =
+                        format!("{path}/{}", body["metadata"]["name"].as_str().unwrap_or(""));
+                    if state.objects.contains_key(&item) {
+                        (StatusCode::CONFLICT, status(409, "AlreadyExists", &item))
+                    } else {
+                        (StatusCode::CREATED, body.clone())
+                    }
+                }
+                (&Method::PUT, Some(object)) if version(&object) != version(&body) => {
+                    (StatusCode::CONFLICT, status(409, "Conflict", &path))
+                }
                 (&Method::PATCH, Some(mut object)) => {
                     json_patch::merge(&mut object, &body);
-                    state.objects.insert(path, object.clone());
                     (StatusCode::OK, object)
                 }
-                (&Method::PATCH | &Method::PUT, _) => {
-                    state.objects.insert(path, body.clone());
-                    (StatusCode::OK, body)
-                }
-                _ => (
-                    StatusCode::NOT_FOUND,
-                    json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                           "status": "Failure", "reason": "NotFound", "code": 404,
-                           "message": format!("{path} not found")}),
-                ),
+                (&Method::PATCH | &Method::PUT, _) => (StatusCode::OK, body.clone()),
+                _ => (StatusCode::NOT_FOUND, status(404, "NotFound", &path)),
+            };
+            let answer = if status.is_success() && parts.method != Method::GET {
+                // Every write is a new version.
+                let mut answer = answer;
+                let next = answer["metadata"]["resourceVersion"]
+                    .as_str()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+                    + 1;
+                answer["metadata"]["resourceVersion"] = json!(next.to_string());
+                let at = if parts.method == Method::POST {
+                    format!(
+                        "{path}/{}",
+                        answer["metadata"]["name"].as_str().unwrap_or("")
+                    )
+                } else {
+                    path.clone()
+                };
+                state.objects.insert(at, answer.clone());
+                answer
+            } else {
+                answer
             };
             let response = Response::builder()
                 .status(status)
@@ -71,4 +99,10 @@ pub fn api(objects: impl IntoIterator<Item = (String, Value)>) -> (Client, Arc<M
         }
     });
     (Client::new(service, "default"), state)
+}
+
+/// A failure `Status`.
+fn status(code: u16, reason: &str, path: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "reason": reason, "code": code, "message": format!("{path}: {reason}")})
 }

@@ -1,15 +1,201 @@
 //! `mca operator`: turns each namespace's `Cluster` and `Route` resources ([`crd`]) into the
-//! routing configuration its MCA sidecars hot-reload ([`render`]).
+//! routing configuration its MCA sidecars hot-reload ([`render`], [`reconcile`]), and keeps
+//! the webhook's serving certificate and `caBundle` current ([`webhook_tls`]). Replicas elect
+//! one leader with a Lease ([`lease`]); only the leader writes.
+//!
+//! Namespaces are reconciled when a `Cluster` or `Route` in them changes (watches on both,
+//! cluster-wide) and every [`RESYNC`] in any case, which is how changed credential Secrets
+//! reach the configuration without the operator watching every Secret in the cluster.
 
 pub mod crd;
+pub mod lease;
 #[cfg(test)]
 mod mock;
 pub mod reconcile;
 pub mod render;
 pub mod webhook_tls;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::CustomResourceExt as _;
+use std::{collections::BTreeSet, time::Duration};
+
+use futures_util::StreamExt as _;
+use k8s_openapi::{
+    api::coordination::v1::Lease,
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client, CustomResourceExt as _, ResourceExt as _,
+    runtime::{WatchStreamExt as _, watcher},
+};
+use tokio::sync::mpsc;
+
+/// How often every known namespace is reconciled even without a change to its resources.
+pub const RESYNC: Duration = Duration::from_secs(60);
+/// How often the webhook's certificate is checked.
+const CERTIFICATE_CHECK: Duration = Duration::from_secs(600);
+/// The wait before a namespace whose reconciliation failed is tried again.
+const RETRY: Duration = Duration::from_secs(5);
+
+/// Why the operator stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No usable connection to the API server.
+    #[error("connecting to the API server: {0}")]
+    Client(#[from] kube::Error),
+    /// Another replica holds the Lease now: this one stops writing at once (and exits, to
+    /// start over as a follower).
+    #[error("lost the leader Lease")]
+    LostLease,
+}
+
+/// What the operator manages.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The Secret each namespace's configuration is published as.
+    pub published: String,
+    /// The Lease's namespace (the operator's own) and name.
+    pub lease: (String, String),
+    /// This replica's identity (its pod name).
+    pub identity: String,
+    /// The webhook whose certificate the operator keeps, if any.
+    pub webhook: Option<webhook_tls::Webhook>,
+}
+
+/// Runs until SIGTERM or SIGINT (`Ok`), or until leadership is lost.
+pub async fn run(client: Client, options: Options) -> Result<(), Error> {
+    let elector = lease::Elector::new(
+        Api::<Lease>::namespaced(client.clone(), &options.lease.0),
+        &options.lease.1,
+        &options.identity,
+    );
+    let signal = crate::run::wait_for_signal();
+    tokio::pin!(signal);
+    tracing::info!(identity = %options.identity, "waiting to lead");
+    loop {
+        tokio::select! {
+            signal = &mut signal => {
+                tracing::info!(signal, "shutting down");
+                return Ok(());
+            }
+            () = tokio::time::sleep(lease::RETRY) => {}
+        }
+        match elector.try_acquire(Timestamp::now()).await {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%error, "reading the Lease failed"),
+        }
+    }
+    tracing::info!(identity = %options.identity, "leading");
+    tokio::select! {
+        signal = &mut signal => {
+            tracing::info!(signal, "shutting down");
+            Ok(())
+        }
+        lost = keep_leading(&elector) => Err(lost),
+        () = lead(client, options) => Ok(()),
+    }
+}
+
+/// Renews the Lease until that fails for longer than the Lease lasts.
+async fn keep_leading(elector: &lease::Elector) -> Error {
+    let mut renewed = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(lease::RETRY).await;
+        match elector.try_acquire(Timestamp::now()).await {
+            Ok(true) => renewed = tokio::time::Instant::now(),
+            Ok(false) => return Error::LostLease,
+            Err(error) => tracing::warn!(%error, "renewing the Lease failed"),
+        }
+        // Stop before another replica may take over.
+        if renewed.elapsed() >= lease::DURATION - lease::RETRY {
+            return Error::LostLease;
+        }
+    }
+}
+
+/// The leader's work: namespaces as they change, and the webhook's certificate.
+async fn lead(client: Client, options: Options) {
+    let (changed, mut changes) = mpsc::unbounded_channel::<String>();
+    tokio::spawn(watch_namespaces::<crd::Cluster>(
+        client.clone(),
+        changed.clone(),
+    ));
+    tokio::spawn(watch_namespaces::<crd::Route>(
+        client.clone(),
+        changed.clone(),
+    ));
+    if let Some(webhook) = options.webhook.clone() {
+        let client = client.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(error) = webhook_tls::ensure(&client, &webhook, Timestamp::now()).await {
+                    tracing::warn!(%error, "keeping the webhook's certificate current failed");
+                }
+                tokio::time::sleep(CERTIFICATE_CHECK).await;
+            }
+        });
+    }
+    let mut known = BTreeSet::new();
+    let mut resync = tokio::time::interval(RESYNC);
+    loop {
+        let mut due = BTreeSet::new();
+        tokio::select! {
+            Some(namespace) = changes.recv() => {
+                due.insert(namespace);
+                // A burst of changes (a `kubectl apply` of several resources) is one round.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                while let Ok(more) = changes.try_recv() {
+                    due.insert(more);
+                }
+            }
+            _ = resync.tick() => due.clone_from(&known),
+        }
+        for namespace in due {
+            match reconcile::namespace(&client, &namespace, &options.published).await {
+                Ok(summary) => {
+                    tracing::debug!(%namespace, ?summary, "reconciled");
+                    known.insert(namespace);
+                }
+                Err(error) => {
+                    tracing::warn!(%namespace, %error, "reconciling failed; trying again");
+                    let changed = changed.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(RETRY).await;
+                        let _ = changed.send(namespace);
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Sends the namespace of every `K` that changes (or is deleted).
+async fn watch_namespaces<K>(client: Client, changed: mpsc::UnboundedSender<String>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    let events = watcher(Api::<K>::all(client), watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
+    tokio::pin!(events);
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(object) => {
+                if let Some(namespace) = object.namespace()
+                    && changed.send(namespace).is_err()
+                {
+                    return;
+                }
+            }
+            Err(error) => tracing::warn!(%error, "watch failed; resuming"),
+        }
+    }
+}
 
 /// The CRDs, as `mca crds` prints them (YAML documents).
 pub fn crds() -> Vec<CustomResourceDefinition> {
