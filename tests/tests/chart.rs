@@ -1,0 +1,239 @@
+//! The Helm chart (`deploy/helm/mca`), checked as CI can without a cluster: `helm lint` is
+//! clean, and every object `helm template` renders (CRDs included, with the default values
+//! and with routing and eBPF mode on) parses as its Kubernetes type with no field left over,
+//! so a typo in a template cannot hide. Then what the objects say is checked where it
+//! matters: the webhook entries, the operator's RBAC, the images and arguments.
+
+use std::process::Command;
+
+use k8s_openapi::{
+    api::{
+        admissionregistration::v1::MutatingWebhookConfiguration,
+        apps::v1::Deployment,
+        core::v1::{Service, ServiceAccount},
+        policy::v1::PodDisruptionBudget,
+        rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
+    },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    serde::{Serialize, de::DeserializeOwned},
+};
+use mca_tests::harness::workspace_root;
+use serde_json::Value;
+
+fn helm(args: &[&str]) -> anyhow::Result<String> {
+    let helm = workspace_root().join("target/tools/helm");
+    anyhow::ensure!(
+        helm.exists(),
+        "{} is missing: `cargo xtask setup` installs it",
+        helm.display()
+    );
+    let output = Command::new(helm)
+        .args(args)
+        .current_dir(workspace_root().join("deploy/helm"))
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "helm {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+/// Parses `value` as `T` and back: equal only if every field is one `T` knows.
+fn typed<T: DeserializeOwned + Serialize>(value: &Value) -> anyhow::Result<T> {
+    let parsed: T = serde_json::from_value(value.clone())?;
+    let back = serde_json::to_value(&parsed)?;
+    anyhow::ensure!(
+        &back == value,
+        "{} {}: fields its type does not know:\nrendered: {value}\ntyped:    {back}",
+        value["kind"],
+        value["metadata"]["name"]
+    );
+    Ok(parsed)
+}
+
+/// The objects `helm template` renders with `--set` values.
+fn render(set: &[&str]) -> anyhow::Result<Vec<Value>> {
+    let mut args = vec![
+        "template",
+        "mca",
+        "mca",
+        "--namespace",
+        "mca-system",
+        "--include-crds",
+    ];
+    for value in set {
+        args.extend(["--set", value]);
+    }
+    let yaml = helm(&args)?;
+    let documents: Vec<Value> = serde_saphyr::from_str_multiple(&yaml)?;
+    Ok(documents.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+fn check_types(objects: &[Value]) -> anyhow::Result<()> {
+    for object in objects {
+        match object["kind"].as_str().unwrap_or_default() {
+            "CustomResourceDefinition" => drop(typed::<CustomResourceDefinition>(object)?),
+            "ServiceAccount" => drop(typed::<ServiceAccount>(object)?),
+            "ClusterRole" => drop(typed::<ClusterRole>(object)?),
+            "ClusterRoleBinding" => drop(typed::<ClusterRoleBinding>(object)?),
+            "Role" => drop(typed::<Role>(object)?),
+            "RoleBinding" => drop(typed::<RoleBinding>(object)?),
+            "Deployment" => drop(typed::<Deployment>(object)?),
+            "Service" => drop(typed::<Service>(object)?),
+            "PodDisruptionBudget" => drop(typed::<PodDisruptionBudget>(object)?),
+            "MutatingWebhookConfiguration" => {
+                drop(typed::<MutatingWebhookConfiguration>(object)?);
+            }
+            other => anyhow::bail!("the chart renders a {other}, which this test does not know"),
+        }
+    }
+    Ok(())
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+#[test]
+fn the_chart_lints_and_renders_objects_of_known_types_only() -> anyhow::Result<()> {
+    let lint = helm(&["lint", "mca", "--strict"])?;
+    assert!(lint.contains("0 chart(s) failed"), "{lint}");
+    let defaults = render(&[])?;
+    check_types(&defaults)?;
+    let kinds: Vec<&str> = defaults.iter().filter_map(|o| o["kind"].as_str()).collect();
+    for kind in [
+        "CustomResourceDefinition",
+        "Deployment",
+        "MutatingWebhookConfiguration",
+    ] {
+        assert!(kinds.contains(&kind), "{kinds:?}");
+    }
+    let routed = render(&["routing.enabled=true", "mode=ebpf", "image.tag=1.2.3"])?;
+    check_types(&routed)?;
+    let webhook = find(&routed, "Deployment", "mca-webhook");
+    let args = &webhook["spec"]["template"]["spec"]["containers"][0]["args"];
+    let args: Vec<&str> = args
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(args.contains(&"--mode=ebpf"), "{args:?}");
+    assert!(args.contains(&"--config-secret=mca-routes"), "{args:?}");
+    assert!(args.contains(&"--image=mca:1.2.3"), "{args:?}");
+    Ok(())
+}
+
+#[test]
+fn the_webhook_configuration_says_what_the_readme_says() -> anyhow::Result<()> {
+    let objects = render(&[])?;
+    let configuration: MutatingWebhookConfiguration = typed(find(
+        &objects,
+        "MutatingWebhookConfiguration",
+        "mca-injector",
+    ))?;
+    let webhooks = configuration.webhooks.unwrap();
+    assert_eq!(webhooks.len(), 2);
+    for webhook in &webhooks {
+        assert_eq!(webhook.side_effects, "None");
+        assert_eq!(webhook.admission_review_versions, ["v1"]);
+        assert_eq!(webhook.timeout_seconds, Some(5));
+        assert_eq!(webhook.reinvocation_policy.as_deref(), Some("IfNeeded"));
+        let service = webhook.client_config.service.as_ref().unwrap();
+        assert_eq!(
+            (service.name.as_str(), service.namespace.as_str()),
+            ("mca-webhook", "mca-system")
+        );
+        let excluded = webhook
+            .namespace_selector
+            .as_ref()
+            .unwrap()
+            .match_expressions
+            .as_ref()
+            .unwrap();
+        let names = excluded
+            .iter()
+            .find(|e| e.key == "kubernetes.io/metadata.name")
+            .unwrap();
+        assert_eq!(names.operator, "NotIn");
+        assert!(
+            names
+                .values
+                .as_ref()
+                .unwrap()
+                .contains(&"kube-system".to_owned())
+        );
+        assert!(
+            names
+                .values
+                .as_ref()
+                .unwrap()
+                .contains(&"mca-system".to_owned())
+        );
+    }
+    let policy = |path: &str| {
+        webhooks
+            .iter()
+            .find(|w| w.client_config.service.as_ref().unwrap().path.as_deref() == Some(path))
+            .and_then(|w| w.failure_policy.clone())
+    };
+    assert_eq!(policy("/inject/namespace").as_deref(), Some("Fail"));
+    assert_eq!(policy("/inject/annotated").as_deref(), Some("Ignore"));
+    Ok(())
+}
+
+#[test]
+fn the_operator_may_do_what_it_needs_and_the_webhook_nothing() -> anyhow::Result<()> {
+    let objects = render(&[])?;
+    let role: ClusterRole = typed(find(&objects, "ClusterRole", "mca-operator"))?;
+    let rules = role.rules.unwrap();
+    let allowed = |group: &str, resource: &str, verb: &str| {
+        rules.iter().any(|r| {
+            r.api_groups.iter().flatten().any(|g| g == group)
+                && r.resources.iter().flatten().any(|x| x == resource)
+                && r.verbs.iter().any(|v| v == verb)
+        })
+    };
+    assert!(allowed("mca.io", "clusters", "watch"));
+    assert!(allowed("mca.io", "routes/status", "patch"));
+    assert!(allowed("", "secrets", "get"));
+    assert!(!allowed("", "secrets", "list"), "no listing every Secret");
+    assert!(!allowed("", "secrets", "watch"));
+    assert!(
+        !rules.iter().any(|r| r.verbs.iter().any(|v| v == "*")),
+        "no wildcards"
+    );
+    let webhooks = rules
+        .iter()
+        .find(|r| {
+            r.resources
+                .iter()
+                .flatten()
+                .any(|x| x == "mutatingwebhookconfigurations")
+        })
+        .unwrap();
+    assert_eq!(
+        webhooks.resource_names.as_deref(),
+        Some(&["mca-injector".to_owned()][..])
+    );
+    let account: ServiceAccount = typed(find(&objects, "ServiceAccount", "mca-webhook"))?;
+    assert_eq!(account.automount_service_account_token, Some(false));
+    let bound: Vec<&Value> = objects
+        .iter()
+        .filter(|o| {
+            o["kind"]
+                .as_str()
+                .is_some_and(|k| k.ends_with("RoleBinding"))
+        })
+        .flat_map(|o| o["subjects"].as_array().unwrap())
+        .collect();
+    assert!(
+        bound.iter().all(|s| s["name"] == "mca-operator"),
+        "{bound:?}"
+    );
+    Ok(())
+}
