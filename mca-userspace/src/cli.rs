@@ -325,6 +325,13 @@ pub struct RunArgs {
     #[arg(long, env = "MCA_CGROUP")]
     pub cgroup: Option<PathBuf>,
 
+    /// The host's cgroup2 hierarchy mounted into MCA's container (a hostPath of
+    /// /sys/fs/cgroup). In a container with a cgroup namespace of its own, MCA sees its
+    /// cgroup as the root and cannot see the pod's; it finds itself here, by cgroup id, and
+    /// attaches to its parent, the pod's cgroup.
+    #[arg(long, env = "MCA_HOST_CGROUP_ROOT")]
+    pub host_cgroup_root: Option<PathBuf>,
+
     /// More destinations to intercept (API server endpoint IP:port pairs, extras), besides
     /// MCA's own KUBERNETES_SERVICE_HOST:PORT and an IP upstream address.
     #[arg(

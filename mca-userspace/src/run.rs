@@ -350,6 +350,7 @@ async fn intercept(
     );
     let settings = Settings {
         cgroup: args.cgroup.clone(),
+        host_cgroup_root: args.host_cgroup_root.clone(),
         destinations,
         redirect_v4: match args.listen {
             SocketAddr::V4(v4) => v4,

@@ -16,14 +16,20 @@ fn run_kind_dry_run_prints_every_step() {
     let output = xtask(&["run", "--kind", "--dry-run"]);
     assert!(output.status.success(), "{output:?}");
     let plan = String::from_utf8(output.stdout).unwrap();
-    let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/run-kind-dry-run.txt");
+    let golden = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/golden/run-kind-dry-run.txt"
+    );
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(golden, &plan).unwrap();
     }
     assert_eq!(plan, std::fs::read_to_string(golden).unwrap());
     let named = xtask(&["run", "--kind", "--dry-run", "--cluster-name", "staging"]);
     let named = String::from_utf8(named.stdout).unwrap();
-    assert!(named.contains("kind create cluster --name staging"), "{named}");
+    assert!(
+        named.contains("kind create cluster --name staging"),
+        "{named}"
+    );
     assert!(named.contains("--context kind-staging"), "{named}");
 }
 

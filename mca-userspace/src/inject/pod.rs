@@ -12,18 +12,20 @@
 //!   kubeconfig.
 //! - Env mode: `KUBERNETES_SERVICE_HOST=127.0.0.1`, `KUBERNETES_SERVICE_PORT=6443` in every
 //!   other container. eBPF mode: no override, MCA runs as root with `CAP_BPF` and
-//!   `CAP_NET_ADMIN` only (no privilege escalation, other capabilities dropped). Auto: both,
-//!   so the application works whichever MCA ends up in.
+//!   `CAP_NET_ADMIN` only (no privilege escalation, other capabilities dropped), with the
+//!   host's cgroup2 hierarchy mounted read-only so it can find the pod's cgroup from inside
+//!   its container's cgroup namespace. Auto: both, so the application works whichever mode
+//!   MCA ends up in.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
     api::core::v1::{
         Capabilities, ConfigMapProjection, Container, ContainerPort, DownwardAPIProjection,
-        DownwardAPIVolumeFile, EmptyDirVolumeSource, EnvVar, HTTPGetAction, KeyToPath,
-        ObjectFieldSelector, PodSpec, Probe, ProjectedVolumeSource, ResourceRequirements,
-        SecretVolumeSource, SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount,
-        VolumeProjection,
+        DownwardAPIVolumeFile, EmptyDirVolumeSource, EnvVar, HTTPGetAction, HostPathVolumeSource,
+        KeyToPath, ObjectFieldSelector, PodSpec, Probe, ProjectedVolumeSource,
+        ResourceRequirements, SecretVolumeSource, SecurityContext, ServiceAccountTokenProjection,
+        Volume, VolumeMount, VolumeProjection,
     },
     apimachinery::pkg::{
         api::resource::Quantity, apis::meta::v1::ObjectMeta, util::intstr::IntOrString,
@@ -46,6 +48,10 @@ pub const REAL_SA_VOLUME: &str = "mca-real-sa";
 pub const FAKE_VOLUME: &str = "mca-fake";
 /// The routing configuration's Secret volume.
 pub const CONFIG_VOLUME: &str = "mca-config";
+/// The host's cgroup2 hierarchy (eBPF modes), where MCA finds the pod's cgroup.
+pub const HOST_CGROUP_VOLUME: &str = "mca-host-cgroup";
+/// Where it is mounted in MCA.
+const HOST_CGROUP_DIR: &str = "/host/sys/fs/cgroup";
 /// Where the `emptyDir` is mounted.
 const FAKE_DIR: &str = "/var/run/mca";
 /// Where the routing configuration is mounted in MCA.
@@ -152,6 +158,16 @@ pub fn inject(
         }),
         ..Volume::default()
     });
+    if settings.mode != Mode::Env {
+        volumes.push(Volume {
+            name: HOST_CGROUP_VOLUME.to_owned(),
+            host_path: Some(HostPathVolumeSource {
+                path: "/sys/fs/cgroup".to_owned(),
+                type_: Some("Directory".to_owned()),
+            }),
+            ..Volume::default()
+        });
+    }
     if let Some(secret) = &settings.config_secret {
         volumes.push(Volume {
             name: CONFIG_VOLUME.to_owned(),
@@ -272,7 +288,13 @@ fn check(spec: &PodSpec, settings: &Settings) -> Result<(), Refusal> {
         check_container(container, settings)?;
     }
     for volume in spec.volumes.iter().flatten() {
-        if [REAL_SA_VOLUME, FAKE_VOLUME, CONFIG_VOLUME].contains(&volume.name.as_str()) {
+        let ours = [
+            REAL_SA_VOLUME,
+            FAKE_VOLUME,
+            CONFIG_VOLUME,
+            HOST_CGROUP_VOLUME,
+        ];
+        if ours.contains(&volume.name.as_str()) {
             return Err(Refusal::NameTaken {
                 what: "volume",
                 name: volume.name.clone(),
@@ -349,6 +371,17 @@ fn sidecar(settings: &Settings) -> Container {
             ..VolumeMount::default()
         },
     ];
+    if settings.mode != Mode::Env {
+        // Inside its container's cgroup namespace MCA cannot see the pod's cgroup; the
+        // host's hierarchy, read-only, lets it find it (see `--host-cgroup-root`).
+        args.push(format!("--host-cgroup-root={HOST_CGROUP_DIR}"));
+        mounts.push(VolumeMount {
+            name: HOST_CGROUP_VOLUME.to_owned(),
+            mount_path: HOST_CGROUP_DIR.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
     if settings.config_secret.is_some() {
         args.push(format!("--config={CONFIG_DIR}/config.yaml"));
         mounts.push(VolumeMount {

@@ -60,6 +60,33 @@ pub fn own_cgroup(mount: &Path) -> io::Result<PathBuf> {
     Ok(mount.join(relative.trim_start_matches('/')))
 }
 
+/// The directory under `root` whose cgroup id is `id`, searched breadth-first at most
+/// `depth` levels down. A container with a cgroup namespace of its own sees its cgroup as
+/// the root of its cgroup mount; the same cgroup, by id, is found in the host's hierarchy
+/// mounted into it, and with it the pod's cgroup (its parent).
+pub fn find_by_id(root: &Path, id: u64, depth: usize) -> io::Result<Option<PathBuf>> {
+    let mut level = vec![root.to_owned()];
+    for _ in 0..=depth {
+        let mut next = Vec::new();
+        for dir in level {
+            if cgroup_id(&dir)? == id {
+                return Ok(Some(dir));
+            }
+            // A cgroup that went away meanwhile is simply not it.
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    next.push(entry.path());
+                }
+            }
+        }
+        level = next;
+    }
+    Ok(None)
+}
+
 /// A cgroup's id, as `bpf_get_current_cgroup_id()` reports it: its directory's inode.
 pub fn cgroup_id(path: &Path) -> io::Result<u64> {
     Ok(std::fs::metadata(path)?.ino())
@@ -89,6 +116,25 @@ mod tests {
             parse_cgroup2_mount("25 30 0:22 / /sys rw - sysfs sysfs rw"),
             None
         );
+    }
+
+    #[test]
+    fn a_directory_is_found_by_its_id_within_the_depth() {
+        let root = tempfile::tempdir().unwrap();
+        let pod = root.path().join("kubepods.slice/burstable/pod-1234");
+        let container = pod.join("cri-containerd-abcd.scope");
+        std::fs::create_dir_all(&container).unwrap();
+        std::fs::create_dir_all(root.path().join("system.slice/other")).unwrap();
+        let id = cgroup_id(&container).unwrap();
+        let found = find_by_id(root.path(), id, 8).unwrap();
+        assert_eq!(found.as_deref(), Some(container.as_path()));
+        assert_eq!(found.unwrap().parent(), Some(pod.as_path()));
+        assert_eq!(
+            find_by_id(root.path(), id, 2).unwrap(),
+            None,
+            "deeper than 2"
+        );
+        assert_eq!(find_by_id(root.path(), u64::MAX, 8).unwrap(), None);
     }
 
     #[test]

@@ -55,6 +55,22 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// MCA's cgroup is the root of its cgroup namespace (a container's own), so the pod's
+    /// cgroup is not visible, and no host hierarchy was given to find it in.
+    #[error(
+        "MCA's cgroup is the root of its cgroup namespace, so the pod's cgroup is not visible: \
+         mount the host's cgroup2 hierarchy into MCA and pass --host-cgroup-root (mca inject \
+         and the webhook do both)"
+    )]
+    CgroupNamespace,
+    /// MCA's cgroup was not found in the host hierarchy given.
+    #[error("MCA's cgroup (id {id}) is not under {root}")]
+    NotInHostHierarchy {
+        /// The host hierarchy searched.
+        root: PathBuf,
+        /// MCA's cgroup id.
+        id: u64,
+    },
     /// The kernel refused the object (no CAP_BPF/CAP_SYS_ADMIN, no BPF support, ...).
     #[error("loading the eBPF object: {0}")]
     Load(#[from] aya::EbpfError),
@@ -81,6 +97,9 @@ pub enum Error {
 pub struct Settings {
     /// The cgroup to attach to; by default the parent of MCA's own cgroup (the pod's).
     pub cgroup: Option<PathBuf>,
+    /// The host's cgroup2 hierarchy, mounted into MCA's container, where MCA finds its own
+    /// cgroup (and so the pod's) when a cgroup namespace hides it.
+    pub host_cgroup_root: Option<PathBuf>,
     /// Destinations to redirect (the API server's Service and endpoint addresses).
     pub destinations: Vec<SocketAddr>,
     /// MCA's IPv4 listener.
@@ -136,12 +155,26 @@ impl Interception {
         let cgroup_err = |path: PathBuf| move |source| Error::Cgroup { path, source };
         let mount = cgroup::cgroup2_mount().map_err(cgroup_err("/proc/self/mountinfo".into()))?;
         let own = cgroup::own_cgroup(&mount).map_err(cgroup_err("/proc/self/cgroup".into()))?;
+        let own_id = cgroup::cgroup_id(&own).map_err(cgroup_err(own.clone()))?;
         let target = match &settings.cgroup {
             Some(path) if path.is_absolute() => path.clone(),
             Some(path) => mount.join(path),
+            // Our cgroup is the root we see: a cgroup namespace hides the pod's.
+            None if own == mount => {
+                let root = settings
+                    .host_cgroup_root
+                    .as_ref()
+                    .ok_or(Error::CgroupNamespace)?;
+                let found = cgroup::find_by_id(root, own_id, 8)
+                    .map_err(cgroup_err(root.clone()))?
+                    .ok_or_else(|| Error::NotInHostHierarchy {
+                        root: root.clone(),
+                        id: own_id,
+                    })?;
+                found.parent().unwrap_or(root).to_owned()
+            }
             None => own.parent().unwrap_or(&mount).to_owned(),
         };
-        let own_id = cgroup::cgroup_id(&own).map_err(cgroup_err(own.clone()))?;
         let cgroup_file = File::open(&target).map_err(cgroup_err(target.clone()))?;
 
         raise_memlock_limit();

@@ -234,7 +234,7 @@ mod tests {
             .unwrap();
         assert_eq!(probe.path.as_deref(), Some("/readyz"));
         let volumes: Vec<_> = spec.volumes.unwrap().into_iter().map(|v| v.name).collect();
-        assert_eq!(volumes, ["mca-real-sa", "mca-fake"]);
+        assert_eq!(volumes, ["mca-real-sa", "mca-fake", "mca-host-cgroup"]);
         let app = &spec.containers[0];
         let mounts: Vec<_> = app
             .volume_mounts

@@ -47,6 +47,7 @@ pub fn run(connects: u32, rounds: u32) -> anyhow::Result<()> {
     });
     let settings = Settings {
         cgroup: pod.cgroup().map(ToOwned::to_owned),
+        host_cgroup_root: None,
         destinations: vec![SERVICE_V4.parse()?],
         redirect_v4: LISTENER.parse()?,
         redirect_v6: None,
