@@ -40,6 +40,17 @@ pub struct Malformed(String);
 pub fn answer(body: &[u8], scope: Scope, settings: &Settings) -> Result<Value, Malformed> {
     let review: AdmissionReview<DynamicObject> =
         serde_json::from_slice(body).map_err(|e| Malformed(e.to_string()))?;
+    // The answer echoes the review's type: only the one version this webhook is registered
+    // for (`admissionReviewVersions: [v1]`) is answered.
+    let types = &review.types;
+    if (types.api_version.as_str(), types.kind.as_str())
+        != ("admission.k8s.io/v1", "AdmissionReview")
+    {
+        return Err(Malformed(format!(
+            "apiVersion {:?}, kind {:?}",
+            types.api_version, types.kind
+        )));
+    }
     let request: AdmissionRequest<DynamicObject> =
         review.try_into().map_err(|e| Malformed(format!("{e}")))?;
     let response = decide(&request, scope, settings);
@@ -359,6 +370,15 @@ mod tests {
             &settings(),
         );
         assert!(deployment.unwrap()["response"].get("patch").is_none());
+        let mut other_version: Value =
+            serde_json::from_slice(&review(&pod(&[]), "CREATE", false)).unwrap();
+        other_version["apiVersion"] = json!("admission.k8s.io/v1beta1");
+        let refused = answer(
+            other_version.to_string().as_bytes(),
+            Scope::Namespace,
+            &settings(),
+        );
+        assert!(refused.unwrap_err().to_string().contains("v1beta1"));
         for bad in [
             &b"not json"[..],
             br#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}"#,
