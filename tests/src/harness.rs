@@ -255,13 +255,14 @@ impl Mca {
         token: &str,
         args: &[&str],
     ) -> anyhow::Result<Self> {
-        Self::start_program(&mca_binary(), pod, upstream, upstream_ca, token, args)
+        let command = pod.command(mca_binary());
+        Self::start_command(command, pod, upstream, upstream_ca, token, args)
     }
 
-    /// [`Mca::start_in_cluster`] running `program`, another build of MCA
-    /// ([`mca_otlp_binary`]).
-    pub fn start_program(
-        program: &Path,
+    /// [`Mca::start_in_cluster`] with `command` ending in the program to run: another build
+    /// of MCA ([`mca_otlp_binary`]), or MCA behind a wrapper (`unshare ... mca`).
+    pub fn start_command(
+        mut command: Command,
         pod: &Pod,
         upstream: SocketAddr,
         upstream_ca: &str,
@@ -270,7 +271,6 @@ impl Mca {
     ) -> anyhow::Result<Self> {
         let sa = pod.real_sa_dir();
         let volume = Projected::create(&sa, &real_sa_files(token, upstream_ca))?;
-        let mut command = pod.command(program);
         command
             .env("KUBERNETES_SERVICE_HOST", upstream.ip().to_string())
             .env("KUBERNETES_SERVICE_PORT", upstream.port().to_string())

@@ -78,7 +78,7 @@ impl Pod {
     /// Gives the pod a cgroup v2 subtree `<name>/{mca,app}` (for eBPF interception), and the
     /// application `service` as its KUBERNETES_SERVICE_HOST/PORT, as in a real pod.
     pub fn with_cgroups(mut self, name: &str, service: SocketAddr) -> anyhow::Result<Self> {
-        let cgroup = mca::intercept::cgroup2_mount()?.join(name);
+        let cgroup = mca::intercept::cgroup2_mount(None)?.join(name);
         for dir in ["mca", "app"] {
             std::fs::create_dir_all(cgroup.join(dir))
                 .with_context(|| format!("creating cgroup {}", cgroup.display()))?;

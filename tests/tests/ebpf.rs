@@ -2,12 +2,16 @@
 //! unmodified clients that dial the API server's Service address are served by MCA. The pod's
 //! network namespace has no route out: the Service addresses live on its loopback, where the
 //! test API server stands in for the real one, so a connect that is not redirected stays in the
-//! pod (and is detectable: it reaches a server the app's CA does not trust).
+//! pod (and is detectable: it reaches a server the app's CA does not trust). Also as in a
+//! container with a cgroup namespace of its own, where MCA finds the pod's cgroup through the
+//! host's hierarchy.
+
+use std::{path::Path, process::Command};
 
 use mca_tests::{
-    apiserver::{API_ENDPOINT_IP, API_ENDPOINT_PORT},
-    harness::{Env, NAMESPACE, REAL_TOKEN},
-    sandbox::SERVICE_V6,
+    apiserver::{API_ENDPOINT_IP, API_ENDPOINT_PORT, ApiServer},
+    harness::{Env, Mca, NAMESPACE, REAL_TOKEN, mca_binary},
+    sandbox::{Pod, SERVICE_V4, SERVICE_V6},
 };
 
 const APP_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
@@ -194,5 +198,86 @@ fn auto_falls_back_to_env_mode_and_ebpf_mode_fails_fast() -> anyhow::Result<()> 
     );
     // It failed before provisioning anything for the app.
     assert!(!pod.fake_sa_dir().join("ca.crt").exists());
+    Ok(())
+}
+
+/// `mca` in a cgroup namespace of its own, as in a container: its cgroup is the root of the
+/// cgroup2 mount it sees (mounted afresh over the host's, in a mount namespace of its own),
+/// and the host's hierarchy is bind-mounted at `host_view` first, as a hostPath would be.
+fn in_cgroup_namespace(pod: &Pod, host_view: &Path) -> anyhow::Result<Command> {
+    let mount = mca::intercept::cgroup2_mount(None)?;
+    let (mount, host_view) = (mount.display(), host_view.display());
+    let script = format!(
+        "mount --bind {mount} {host_view} && umount -l {mount} && mount -t cgroup2 none {mount} && exec \"$@\""
+    );
+    let mut command = pod.command("unshare");
+    command
+        .args([
+            "--cgroup",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+        ])
+        .arg(mca_binary());
+    Ok(command)
+}
+
+#[test]
+fn in_a_containers_cgroup_namespace_mca_finds_the_pods_cgroup_through_the_host_hierarchy()
+-> anyhow::Result<()> {
+    // A pod whose MCA runs in a cgroup namespace of its own, given `args`.
+    let start = |args: &[&str]| -> anyhow::Result<Env> {
+        let pod = Pod::with_service()?;
+        let apiserver = ApiServer::start(pod.listen(SERVICE_V4)?, REAL_TOKEN, &[])?;
+        apiserver.state().pods.insert(NAMESPACE, "web");
+        let host_view = pod.dir().join("host-cgroup");
+        std::fs::create_dir_all(&host_view)?;
+        let host_view = host_view.to_str().expect("utf-8").to_owned();
+        let mut all = vec!["--intercept", "ebpf"];
+        all.extend(
+            args.iter()
+                .map(|a| if *a == "HOST" { host_view.as_str() } else { *a }),
+        );
+        let command = in_cgroup_namespace(&pod, Path::new(&host_view))?;
+        let mca = Mca::start_command(
+            command,
+            &pod,
+            apiserver.addr(),
+            apiserver.ca_pem(),
+            REAL_TOKEN,
+            &all,
+        )?;
+        Ok(Env {
+            mca,
+            apiserver: Some(apiserver),
+            pod,
+        })
+    };
+    // Without the host's hierarchy it cannot see the pod's cgroup: it says so and stops,
+    // rather than attach to its own cgroup and intercept nothing.
+    let refused = start(&[]).err().expect("eBPF mode refused");
+    assert!(
+        format!("{refused:#}").contains("root of its cgroup namespace"),
+        "{refused:#}"
+    );
+
+    let env = start(&["--host-cgroup-root", "HOST"])?;
+    let report = interception(&env)?;
+    let attached = report["cgroup"].as_str().unwrap_or_default();
+    let pod_cgroup = env.pod.cgroup().expect("an eBPF pod has cgroups");
+    let pod_name = pod_cgroup.file_name().unwrap().to_str().unwrap();
+    assert!(
+        attached.ends_with(pod_name),
+        "attached to {attached}, not the pod's cgroup {}",
+        pod_cgroup.display()
+    );
+    // An unmodified client dialling the Service is served by MCA.
+    let out = env.kubectl(&["get", "pods", "-o", "name"])?;
+    assert_eq!(out.trim(), "pod/web");
+    assert_only_real_token(&env);
     Ok(())
 }

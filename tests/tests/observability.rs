@@ -217,8 +217,8 @@ async fn request_spans_are_exported_over_otlp_in_the_applications_trace() -> any
     apiserver.state().pods.insert(NAMESPACE, "web");
     let collector = otlp::Receiver::start(pod.listen("127.0.0.1:0")?)?;
     let endpoint = collector.endpoint();
-    let mca = Mca::start_program(
-        &mca_otlp_binary(),
+    let mca = Mca::start_command(
+        pod.command(mca_otlp_binary()),
         &pod,
         apiserver.addr(),
         apiserver.ca_pem(),

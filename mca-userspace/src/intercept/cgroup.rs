@@ -7,20 +7,25 @@ use std::{
     path::{Path, PathBuf},
 };
 
-/// The mount point of the cgroup v2 hierarchy, from `/proc/self/mountinfo`.
-pub fn cgroup2_mount() -> io::Result<PathBuf> {
+/// The mount point of the cgroup v2 hierarchy, from `/proc/self/mountinfo`; `except` is a
+/// mount to pass over (the host's hierarchy mounted into a container, which is not the one
+/// this process's cgroup path is relative to).
+pub fn cgroup2_mount(except: Option<&Path>) -> io::Result<PathBuf> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
-    parse_cgroup2_mount(&mountinfo)
+    parse_cgroup2_mount(&mountinfo, except)
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no cgroup2 filesystem is mounted"))
 }
 
-/// The mount point of the first `cgroup2` entry in a mountinfo table.
-fn parse_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+/// The mount point of the first `cgroup2` entry in a mountinfo table that is not `except`.
+fn parse_cgroup2_mount(mountinfo: &str, except: Option<&Path>) -> Option<PathBuf> {
+    let except = except.map(|path| path.components().collect::<PathBuf>());
     mountinfo.lines().find_map(|line| {
         // `id parent major:minor root mountpoint options [optional...] - fstype source super`
         let (left, right) = line.split_once(" - ")?;
         let fstype = right.split_whitespace().next()?;
-        (fstype == "cgroup2").then(|| left.split_whitespace().nth(4).map(unescape))?
+        let mountpoint =
+            (fstype == "cgroup2").then(|| left.split_whitespace().nth(4).map(unescape))??;
+        (Some(&mountpoint) != except.as_ref()).then_some(mountpoint)
     })
 }
 
@@ -104,17 +109,25 @@ mod tests {
 34 33 0:29 / /sys/fs/cgroup/unified rw,nosuid shared:10 - cgroup2 cgroup2 rw,nsdelegate
 35 33 0:30 / /sys/fs/cgroup/systemd rw,nosuid shared:11 - cgroup cgroup rw,name=systemd";
         assert_eq!(
-            parse_cgroup2_mount(hybrid),
+            parse_cgroup2_mount(hybrid, None),
             Some(PathBuf::from("/sys/fs/cgroup/unified"))
         );
         let escaped = "40 1 0:35 / /mnt/my\\040cgroups rw - cgroup2 none rw";
         assert_eq!(
-            parse_cgroup2_mount(escaped),
+            parse_cgroup2_mount(escaped, None),
             Some(PathBuf::from("/mnt/my cgroups"))
         );
         assert_eq!(
-            parse_cgroup2_mount("25 30 0:22 / /sys rw - sysfs sysfs rw"),
+            parse_cgroup2_mount("25 30 0:22 / /sys rw - sysfs sysfs rw", None),
             None
+        );
+        // A container: the host's hierarchy mounted (first) beside its own.
+        let container = "\
+50 40 0:29 /../.. /host/sys/fs/cgroup ro - cgroup2 cgroup2 rw
+51 40 0:29 / /sys/fs/cgroup ro - cgroup2 cgroup2 rw";
+        assert_eq!(
+            parse_cgroup2_mount(container, Some(Path::new("/host/sys/fs/cgroup/"))),
+            Some(PathBuf::from("/sys/fs/cgroup"))
         );
     }
 
@@ -139,7 +152,7 @@ mod tests {
 
     #[test]
     fn this_process_has_a_cgroup_with_an_id() {
-        let own = own_cgroup(&cgroup2_mount().unwrap()).unwrap();
+        let own = own_cgroup(&cgroup2_mount(None).unwrap()).unwrap();
         assert!(cgroup_id(&own).unwrap() > 0, "{}", own.display());
     }
 }

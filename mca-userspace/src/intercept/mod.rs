@@ -75,7 +75,7 @@ pub enum Error {
     #[error("loading the eBPF object: {0}")]
     Load(#[from] aya::EbpfError),
     /// A program failed to load or attach.
-    #[error("program {name}: {source}")]
+    #[error("program {name}: {}", with_causes(source))]
     Program {
         /// Program name.
         name: &'static str,
@@ -153,7 +153,8 @@ impl Interception {
             return Err(Error::NotBuilt);
         }
         let cgroup_err = |path: PathBuf| move |source| Error::Cgroup { path, source };
-        let mount = cgroup::cgroup2_mount().map_err(cgroup_err("/proc/self/mountinfo".into()))?;
+        let mount = cgroup::cgroup2_mount(settings.host_cgroup_root.as_deref())
+            .map_err(cgroup_err("/proc/self/mountinfo".into()))?;
         let own = cgroup::own_cgroup(&mount).map_err(cgroup_err("/proc/self/cgroup".into()))?;
         let own_id = cgroup::cgroup_id(&own).map_err(cgroup_err(own.clone()))?;
         let target = match &settings.cgroup {
@@ -175,6 +176,7 @@ impl Interception {
             }
             None => own.parent().unwrap_or(&mount).to_owned(),
         };
+        tracing::debug!(cgroup = %target.display(), own = %own.display(), own_id, "attaching the eBPF programs");
         let cgroup_file = File::open(&target).map_err(cgroup_err(target.clone()))?;
 
         raise_memlock_limit();
@@ -295,6 +297,19 @@ fn fill_set<K: aya::Pod>(
         set.insert(key, 1, 0).map_err(map_error(name))?;
     }
     Ok(())
+}
+
+/// An error and what caused it, `: `-separated (aya's syscall errors keep the errno in
+/// their source).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
 
 fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
