@@ -54,7 +54,7 @@ const LLVM_PACKAGES: &[&str] = &[
     "zlib1g-dev",
 ];
 /// How long `cargo xtask test` fuzzes each target.
-const FUZZ_SECONDS_IN_TESTS: u32 = 10;
+const FUZZ_SECONDS_IN_TESTS: u32 = 6;
 /// bpf-linker, pinned: it links the eBPF programs.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

@@ -53,23 +53,31 @@ pub fn answer(body: &[u8], scope: Scope, settings: &Settings) -> Result<Value, M
     }
     let request: AdmissionRequest<DynamicObject> =
         review.try_into().map_err(|e| Malformed(format!("{e}")))?;
-    let response = decide(&request, scope, settings);
+    // The patch is computed against the object exactly as the API server sent it (a typed
+    // round trip could add or drop fields the patch's paths then miss).
+    let raw: Value = serde_json::from_slice(body).map_err(|e| Malformed(e.to_string()))?;
+    let object = raw.pointer("/request/object").filter(|o| o.is_object());
+    let response = decide(&request, object, scope, settings);
     Ok(serde_json::to_value(response.into_review()).expect("a review serializes"))
 }
 
 fn decide(
     request: &AdmissionRequest<DynamicObject>,
+    object: Option<&Value>,
     scope: Scope,
     settings: &Settings,
 ) -> AdmissionResponse {
     let admitted = AdmissionResponse::from(request);
     let is_pod = request.kind.group.is_empty() && request.kind.kind == "Pod";
-    let (true, Operation::Create, Some(object)) = (is_pod, &request.operation, &request.object)
-    else {
+    let (true, Operation::Create, Some(original)) = (is_pod, &request.operation, object) else {
         return admitted;
     };
-    let original = serde_json::to_value(object).expect("an object serializes");
-    let Ok(mut meta) = serde_json::from_value::<ObjectMeta>(original["metadata"].clone()) else {
+    let metadata = original.get("metadata").cloned().unwrap_or(Value::Null);
+    let meta = match metadata {
+        Value::Null => Ok(ObjectMeta::default()),
+        metadata => serde_json::from_value::<ObjectMeta>(metadata),
+    };
+    let Ok(mut meta) = meta else {
         return admitted.deny("the pod's metadata is not valid");
     };
     let wanted = meta
@@ -84,7 +92,8 @@ fn decide(
     if !inject {
         return admitted;
     }
-    let mut spec: PodSpec = match serde_json::from_value(original["spec"].clone()) {
+    let spec = original.get("spec").cloned().unwrap_or(Value::Null);
+    let mut spec: PodSpec = match serde_json::from_value(spec) {
         Ok(spec) => spec,
         Err(error) => return admitted.deny(format!("the pod's spec is not valid: {error}")),
     };
@@ -109,7 +118,7 @@ fn decide(
     let mut injected = original.clone();
     injected["metadata"] = serde_json::to_value(&meta).expect("metadata serializes");
     injected["spec"] = serde_json::to_value(&spec).expect("a pod spec serializes");
-    let patch = json_patch::diff(&original, &injected);
+    let patch = json_patch::diff(original, &injected);
     tracing::info!(namespace = %request.namespace.as_deref().unwrap_or_default(), pod = %name, dry_run = request.dry_run, "injected MCA");
     match admitted.with_patch(patch) {
         Ok(response) => response,
