@@ -96,8 +96,6 @@ fn run_one(fuzz: &Path, target: &str, seconds: u32, profile: &[&str]) -> anyhow:
         .arg(format!("-max_total_time={seconds}"))
         .arg("-print_final_stats=1")
         .current_dir(fuzz)
-        // Panics report their location without debug info, and linking is much quicker.
-        .env("CARGO_PROFILE_DEV_DEBUG", "0")
         .stderr(Stdio::piped());
     println!("xtask fuzz: {target} for {seconds} s");
     let output = command

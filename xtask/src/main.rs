@@ -260,7 +260,8 @@ fn main() -> anyhow::Result<()> {
                     "mca-userspace",
                     "--features",
                     "otlp",
-                    "--all-targets",
+                    "--lib",
+                    "--bins",
                     "--",
                     "-D",
                     "warnings",
@@ -586,8 +587,6 @@ fn build_static(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
     run(Command::new(cargo)
         .args(&args)
         .env(format!("CC_{}", MUSL.replace('-', "_")), "musl-gcc")
-        // The unoptimized build only proves it links and runs: no debug info (quicker).
-        .env("CARGO_PROFILE_DEV_DEBUG", "0")
         .current_dir(root))?;
     let binary = root
         .join("target")
