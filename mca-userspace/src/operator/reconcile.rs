@@ -80,15 +80,32 @@ pub async fn namespace(
     Ok(summary)
 }
 
-/// Writes the configuration Secret (server-side apply: only the operator owns its data).
+/// Writes the configuration Secret.
 async fn publish(
     secrets: &Api<Secret>,
     name: &str,
     rendered: &Rendered,
 ) -> Result<(), kube::Error> {
+    let data = rendered
+        .files
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()));
+    apply_secret(secrets, name, "Opaque", data, &[]).await
+}
+
+/// Server-side applies the Secret `name` with `data` and `annotations`, labelled as the
+/// operator's: the operator owns what it writes there, and a forced apply takes it back.
+pub(super) async fn apply_secret<'a>(
+    secrets: &Api<Secret>,
+    name: &str,
+    type_: &str,
+    data: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    annotations: &[(String, String)],
+) -> Result<(), kube::Error> {
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
+            annotations: (!annotations.is_empty()).then(|| annotations.iter().cloned().collect()),
             labels: Some(
                 [(
                     "app.kubernetes.io/managed-by".to_owned(),
@@ -98,11 +115,10 @@ async fn publish(
             ),
             ..ObjectMeta::default()
         },
+        type_: Some(type_.to_owned()),
         data: Some(
-            rendered
-                .files
-                .iter()
-                .map(|(key, value)| (key.clone(), ByteString(value.clone())))
+            data.into_iter()
+                .map(|(key, value)| (key.to_owned(), ByteString(value.to_vec())))
                 .collect(),
         ),
         ..Secret::default()

@@ -15,14 +15,10 @@ use k8s_openapi::{
     api::{admissionregistration::v1::MutatingWebhookConfiguration, core::v1::Secret},
     jiff::Timestamp,
 };
-use kube::{
-    Api, Client,
-    api::{ObjectMeta, Patch, PatchParams},
-};
+use kube::{Api, Client};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use serde_json::json;
 
-use super::reconcile::MANAGER;
+use super::reconcile::apply_secret;
 
 /// The serving certificate's life.
 const LEAF_LIFE: Duration = Duration::from_secs(90 * 24 * 3600);
@@ -109,7 +105,7 @@ pub async fn ensure(client: &Client, webhook: &Webhook, now: Timestamp) -> Resul
             &secrets,
             &webhook.secret,
             "kubernetes.io/tls",
-            &data,
+            pairs(&data),
             &annotations,
         )
         .await?;
@@ -166,50 +162,9 @@ async fn authority(
     let params = ca_params(now)?;
     let cert = params.self_signed(&key)?;
     let data = [("ca.crt", cert.pem()), ("ca.key", key.serialize_pem())];
-    apply_secret(secrets, name, "Opaque", &data, &[]).await?;
+    apply_secret(secrets, name, "Opaque", pairs(&data), &[]).await?;
     tracing::info!(secret = name, "created the webhook's CA");
     Ok((cert.pem(), Issuer::new(params, key)))
-}
-
-async fn apply_secret(
-    secrets: &Api<Secret>,
-    name: &str,
-    type_: &str,
-    data: &[(&str, String)],
-    annotations: &[(String, String)],
-) -> Result<(), kube::Error> {
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            annotations: (!annotations.is_empty()).then(|| annotations.iter().cloned().collect()),
-            labels: Some(
-                [(
-                    "app.kubernetes.io/managed-by".to_owned(),
-                    MANAGER.to_owned(),
-                )]
-                .into(),
-            ),
-            ..ObjectMeta::default()
-        },
-        type_: Some(type_.to_owned()),
-        data: Some(
-            data.iter()
-                .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
-                .collect(),
-        ),
-        ..Secret::default()
-    };
-    let mut value = serde_json::to_value(&secret).expect("a Secret serializes");
-    value["apiVersion"] = json!("v1");
-    value["kind"] = json!("Secret");
-    secrets
-        .patch(
-            name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(value),
-        )
-        .await?;
-    Ok(())
 }
 
 /// Sets `caBundle` on the configuration's entries that call the webhook's Service; how many
@@ -242,6 +197,11 @@ async fn set_ca_bundle(client: &Client, webhook: &Webhook, ca_pem: &str) -> Resu
     Ok(changed)
 }
 
+/// PEM files as Secret data.
+fn pairs<'a>(files: &'a [(&'a str, String)]) -> impl Iterator<Item = (&'a str, &'a [u8])> {
+    files.iter().map(|(key, pem)| (*key, pem.as_bytes()))
+}
+
 /// `time + life`.
 fn after(time: Timestamp, life: Duration) -> Timestamp {
     let seconds = i64::try_from(life.as_secs()).expect("lives fit");
@@ -270,8 +230,9 @@ fn ca_params(now: Timestamp) -> Result<CertificateParams, rcgen::Error> {
 mod tests {
     use std::sync::Arc;
 
+    use kube::api::ObjectMeta;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject as _};
-    use serde_json::Value;
+    use serde_json::{Value, json};
 
     use super::*;
     use crate::operator::mock::api;
