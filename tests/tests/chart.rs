@@ -237,3 +237,21 @@ fn the_operator_may_do_what_it_needs_and_the_webhook_nothing() -> anyhow::Result
     );
     Ok(())
 }
+
+#[test]
+fn the_deploy_examples_are_objects_of_known_types_only() -> anyhow::Result<()> {
+    for example in ["sidecar-pod.yaml", "kind-demo.yaml"] {
+        let path = workspace_root().join("deploy/examples").join(example);
+        let documents: Vec<Value> =
+            serde_saphyr::from_str_multiple(&std::fs::read_to_string(&path)?)?;
+        for document in documents.iter().filter(|d| !d.is_null()) {
+            match document["kind"].as_str().unwrap_or_default() {
+                "Pod" => drop(typed::<k8s_openapi::api::core::v1::Pod>(document)?),
+                "Namespace" => drop(typed::<k8s_openapi::api::core::v1::Namespace>(document)?),
+                other => check_types(std::slice::from_ref(document))
+                    .map_err(|error| anyhow::anyhow!("{example}: {other}: {error}"))?,
+            }
+        }
+    }
+    Ok(())
+}
