@@ -14,6 +14,7 @@ use kube::core::{
     DynamicObject,
     admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
 };
+use serde::Deserialize as _;
 use serde_json::Value;
 
 use crate::inject::{
@@ -38,8 +39,12 @@ pub struct Malformed(String);
 
 /// The answer to the review `body`, for pods of `scope`.
 pub fn answer(body: &[u8], scope: Scope, settings: &Settings) -> Result<Value, Malformed> {
-    let review: AdmissionReview<DynamicObject> =
-        serde_json::from_slice(body).map_err(|e| Malformed(e.to_string()))?;
+    // Parsed once; the typed review is read from that, and the patch is computed against the
+    // object exactly as the API server sent it (a typed round trip could add or drop fields
+    // the patch's paths then miss).
+    let raw: Value = serde_json::from_slice(body).map_err(|e| Malformed(e.to_string()))?;
+    let review = AdmissionReview::<DynamicObject>::deserialize(&raw)
+        .map_err(|e| Malformed(e.to_string()))?;
     // The answer echoes the review's type: only the one version this webhook is registered
     // for (`admissionReviewVersions: [v1]`) is answered.
     let types = &review.types;
@@ -53,9 +58,6 @@ pub fn answer(body: &[u8], scope: Scope, settings: &Settings) -> Result<Value, M
     }
     let request: AdmissionRequest<DynamicObject> =
         review.try_into().map_err(|e| Malformed(format!("{e}")))?;
-    // The patch is computed against the object exactly as the API server sent it (a typed
-    // round trip could add or drop fields the patch's paths then miss).
-    let raw: Value = serde_json::from_slice(body).map_err(|e| Malformed(e.to_string()))?;
     let object = raw.pointer("/request/object").filter(|o| o.is_object());
     let response = decide(&request, object, scope, settings);
     Ok(serde_json::to_value(response.into_review()).expect("a review serializes"))
