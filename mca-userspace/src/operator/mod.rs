@@ -33,7 +33,8 @@ use tokio::sync::mpsc;
 pub const RESYNC: Duration = Duration::from_secs(60);
 /// How often the webhook's certificate is checked.
 const CERTIFICATE_CHECK: Duration = Duration::from_secs(600);
-/// The wait before a namespace whose reconciliation failed is tried again.
+/// The wait before a namespace whose reconciliation, or a certificate check, failed is tried
+/// again.
 const RETRY: Duration = Duration::from_secs(5);
 
 /// Why the operator stopped.
@@ -128,10 +129,16 @@ async fn lead(client: Client, options: Options) {
         let client = client.clone();
         tokio::spawn(async move {
             loop {
-                if let Err(error) = webhook_tls::ensure(&client, &webhook, Timestamp::now()).await {
-                    tracing::warn!(%error, "keeping the webhook's certificate current failed");
-                }
-                tokio::time::sleep(CERTIFICATE_CHECK).await;
+                // Soon again after a failure: until the caBundle is set, the API server
+                // cannot call the webhook, and pods of opted-in namespaces are refused.
+                let next = match webhook_tls::ensure(&client, &webhook, Timestamp::now()).await {
+                    Ok(_) => CERTIFICATE_CHECK,
+                    Err(error) => {
+                        tracing::warn!(%error, "keeping the webhook's certificate current failed; trying again");
+                        RETRY
+                    }
+                };
+                tokio::time::sleep(next).await;
             }
         });
     }

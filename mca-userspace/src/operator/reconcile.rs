@@ -44,6 +44,18 @@ pub async fn namespace(
         statuses_written: 0,
     };
     if cluster_list.is_empty() && route_list.is_empty() {
+        // Nothing to route: a namespace that never had resources gets no Secret, one whose
+        // last resource went away gets an empty configuration (everything local again)
+        // rather than keep routing by what was deleted.
+        if secrets.get_opt(published).await?.is_some() {
+            publish(
+                &secrets,
+                published,
+                &render::render(&[], &[], &BTreeMap::new()),
+            )
+            .await?;
+            summary.published = true;
+        }
         return Ok(summary);
     }
     let wanted: BTreeSet<&str> = cluster_list
@@ -303,6 +315,35 @@ mod tests {
                 .iter()
                 .any(|(_, uri, _)| uri.contains("/clusters/east/status"))
         );
+    }
+
+    #[tokio::test]
+    async fn a_namespace_whose_last_resource_went_away_is_published_empty() {
+        let published = json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "mca-routes", "namespace": "shop"},
+            "data": {"config.yaml": "", "east.token": "ZWFzdC10b2tlbg=="}});
+        let (client, seen) = api([
+            (CLUSTERS.to_owned(), list("Cluster", vec![])),
+            (ROUTES.to_owned(), list("Route", vec![])),
+            (
+                "/api/v1/namespaces/shop/secrets/mca-routes".to_owned(),
+                published,
+            ),
+        ]);
+        let summary = namespace(&client, "shop", "mca-routes").await.unwrap();
+        assert!(summary.published);
+        let seen = &seen.lock().unwrap().seen;
+        let (_, _, secret) = seen.iter().find(|(m, _, _)| *m == Method::PATCH).unwrap();
+        // Only the (empty) configuration: the applied Secret no longer names the token, so
+        // server-side apply removes it.
+        let keys: Vec<&String> = secret["data"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["config.yaml"]);
+        let yaml = render::render(&[], &[], &BTreeMap::new()).files["config.yaml"].clone();
+        let config = crate::config::Config::parse(
+            &String::from_utf8(yaml).unwrap(),
+            std::path::Path::new("/"),
+        );
+        assert!(config.is_ok(), "the empty configuration is one MCA accepts");
     }
 
     #[tokio::test]

@@ -40,6 +40,10 @@ pub enum Error {
     /// Generating a key or certificate failed.
     #[error("generating the certificate: {0}")]
     Generate(#[from] rcgen::Error),
+    /// The MutatingWebhookConfiguration does not exist (yet: an install creates it after
+    /// the operator's Deployment).
+    #[error("no MutatingWebhookConfiguration {0} (yet)")]
+    NoConfiguration(String),
     /// The CA Secret holds something unusable.
     #[error("Secret {0}: not a CA certificate and key")]
     BadCa(String),
@@ -172,8 +176,7 @@ async fn authority(
 async fn set_ca_bundle(client: &Client, webhook: &Webhook, ca_pem: &str) -> Result<usize, Error> {
     let configurations: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let Some(mut configuration) = configurations.get_opt(&webhook.configuration).await? else {
-        tracing::warn!(configuration = %webhook.configuration, "no such MutatingWebhookConfiguration yet");
-        return Ok(0);
+        return Err(Error::NoConfiguration(webhook.configuration.clone()));
     };
     let bundle = ByteString(ca_pem.as_bytes().to_vec());
     let mut changed = 0;
@@ -367,6 +370,18 @@ mod tests {
             verify_at(&ca, &cert, now).is_err(),
             "not valid before it was issued"
         );
+    }
+
+    #[tokio::test]
+    async fn a_missing_configuration_is_an_error_to_retry_but_the_certificate_is_issued() {
+        let (client, state) = api([]);
+        let error = ensure(&client, &webhook(), Timestamp::now())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::NoConfiguration(ref name) if name == "mca"));
+        // The webhook can start serving meanwhile.
+        let state = state.lock().unwrap();
+        assert!(!secret_data(&state, "mca-webhook-tls", "tls.crt").is_empty());
     }
 
     /// Verifies `cert` for the webhook's Service name against `ca`, as of `at`.
