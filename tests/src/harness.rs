@@ -656,3 +656,23 @@ pub fn succeed(output: Output, what: &str, args: &[&str]) -> anyhow::Result<Stri
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
+
+/// Polls until `check` holds (every 100 ms, for at most `within`), returning its value;
+/// errors count as "not yet" (the last one is returned if it never holds).
+pub fn eventually<T>(
+    within: Duration,
+    mut check: impl FnMut() -> anyhow::Result<(bool, T)>,
+) -> anyhow::Result<T> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let checked = check();
+        if let Ok((true, value)) = checked {
+            return Ok(value);
+        }
+        if std::time::Instant::now() > deadline {
+            checked?;
+            bail!("not within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -2,7 +2,13 @@
 //! built from source by `../shared/k8s/build.sh` and started by its `cluster.sh` on loopback.
 //! Such tests run when `K8S_BIN` names the binaries and say that they were skipped otherwise.
 
-use std::{net::TcpListener, path::PathBuf, process::Command};
+use std::{
+    collections::BTreeMap,
+    io::Write as _,
+    net::TcpListener,
+    path::PathBuf,
+    process::{Command, Stdio},
+};
 
 use anyhow::{Context, bail};
 
@@ -76,11 +82,25 @@ impl Cluster {
 
     /// Runs kubectl as the cluster admin; returns stdout.
     pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
-        let output = Command::new(self.bin.join("kubectl"))
+        self.kubectl_with_input(args, b"")
+    }
+
+    /// Runs kubectl as the cluster admin with `input` on its stdin (`-f -`); returns stdout.
+    pub fn kubectl_with_input(&self, args: &[&str], input: &[u8]) -> anyhow::Result<String> {
+        let mut child = Command::new(self.bin.join("kubectl"))
             .arg("--kubeconfig")
             .arg(self.kubeconfig())
             .args(args)
-            .output()?;
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .expect("a piped stdin")
+            .write_all(input)?;
+        let output = child.wait_with_output()?;
         if !output.status.success() {
             bail!(
                 "kubectl {args:?} failed: {}",
@@ -88,6 +108,38 @@ impl Cluster {
             );
         }
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// `kubectl get` of one object as JSON; `None` when it does not exist.
+    pub fn get(&self, args: &[&str]) -> anyhow::Result<Option<serde_json::Value>> {
+        let mut full = vec!["get", "--ignore-not-found", "-o", "json"];
+        full.extend_from_slice(args);
+        let out = self.kubectl(&full)?;
+        if out.trim().is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(serde_json::from_str(&out)?))
+    }
+
+    /// A Secret's data, decoded, as the kubelet would write it into a volume.
+    pub fn secret_files(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> anyhow::Result<Option<BTreeMap<String, Vec<u8>>>> {
+        use base64::Engine as _;
+        let Some(secret) = self.get(&["secret", name, "-n", namespace])? else {
+            return Ok(None);
+        };
+        let mut files = BTreeMap::new();
+        for (key, value) in secret["data"].as_object().into_iter().flatten() {
+            let encoded = value.as_str().context("Secret data is base64 text")?;
+            files.insert(
+                key.clone(),
+                base64::engine::general_purpose::STANDARD.decode(encoded)?,
+            );
+        }
+        Ok(Some(files))
     }
 
     fn script(&self, verb: &str, ports: &[(&str, u16)], keep_data: bool) -> anyhow::Result<()> {
@@ -130,7 +182,7 @@ fn cluster_script() -> PathBuf {
 }
 
 /// A loopback port where `count` consecutive ports are free (etcd takes a port and the next).
-fn free_port(count: u16) -> anyhow::Result<u16> {
+pub fn free_port(count: u16) -> anyhow::Result<u16> {
     for _ in 0..100 {
         let first = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let all_free = (0..count).all(|offset| {

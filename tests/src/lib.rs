@@ -5,6 +5,7 @@ pub mod apiserver;
 pub mod client;
 pub mod fleet;
 pub mod harness;
+pub mod helm;
 pub mod k8s;
 pub mod metrics;
 pub mod otlp;

@@ -10,11 +10,13 @@ use http::{Request, StatusCode, header};
 use http_body_util::Full;
 use mca_tests::{
     client::{Https, body_bytes},
-    harness::{Env, NAMESPACE, venv_program},
+    harness::{Env, NAMESPACE, eventually, venv_program},
 };
 
 const H2: &[&[u8]] = &[b"h2", b"http/1.1"];
 const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+/// How long a cached copy may take to catch up.
+const SETTLE: Duration = Duration::from_secs(20);
 
 /// How many requests for `path` (query aside) reached the API server.
 fn upstream_requests(env: &Env, path: &str) -> usize {
@@ -128,23 +130,6 @@ async fn a_ttl_of_zero_caches_nothing() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Polls until `check` holds (20 s at most), returning its last value; errors count as not
-/// yet (the last one is returned if it never holds).
-fn eventually<T>(mut check: impl FnMut() -> anyhow::Result<(bool, T)>) -> anyhow::Result<T> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let checked = check();
-        if let Ok((true, value)) = checked {
-            return Ok(value);
-        }
-        if std::time::Instant::now() > deadline {
-            checked?;
-            anyhow::bail!("not within 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn lists_at_any_version_of_a_cached_resource_are_answered_from_a_watch_fed_copy()
 -> anyhow::Result<()> {
@@ -160,7 +145,7 @@ fn lists_at_any_version_of_a_cached_resource_are_answered_from_a_watch_fed_copy(
         ))
     };
     // The harness's own pod and the three above.
-    eventually(|| Ok((objects()? == 4.0, ())))?;
+    eventually(SETTLE, || Ok((objects()? == 4.0, ())))?;
     let collection = |env: &Env| upstream_requests(env, "/api/v1/pods");
     let reflector = collection(&env);
     assert_eq!(reflector, 2, "one LIST and one WATCH of the collection");
@@ -183,7 +168,7 @@ fn lists_at_any_version_of_a_cached_resource_are_answered_from_a_watch_fed_copy(
     // Changes arrive through the watch.
     pods.insert_labelled(NAMESPACE, "web-3", &[("app", "web")]);
     assert!(pods.remove(NAMESPACE, "web-1"));
-    let names = eventually(|| {
+    let names = eventually(SETTLE, || {
         let names = env.python(&["list-any-version", NAMESPACE, "app=web", "1"])?;
         Ok((names.trim() == "web-3", names))
     })?;
@@ -206,7 +191,9 @@ fn a_copy_resumes_its_watch_after_an_outage_and_lists_again_when_too_far_behind(
 -> anyhow::Result<()> {
     let mut env = Env::start_test(&["--list-cache", "v1/pods"])?;
     let collection = "/api/v1/pods";
-    eventually(|| Ok((upstream_requests(&env, collection) == 2, ())))?;
+    eventually(SETTLE, || {
+        Ok((upstream_requests(&env, collection) == 2, ()))
+    })?;
     let since = |env: &Env, what: &str, from: usize| {
         env.apiserver().requests()[from..]
             .iter()
@@ -223,7 +210,7 @@ fn a_copy_resumes_its_watch_after_an_outage_and_lists_again_when_too_far_behind(
         .insert(NAMESPACE, "during-outage");
     let before = env.apiserver().requests().len();
     env.resume_apiserver()?;
-    let listed = eventually(|| {
+    let listed = eventually(SETTLE, || {
         let names = env.python(&["list-any-version", NAMESPACE, "", "1"])?;
         Ok((names.contains("during-outage"), names))
     })?;
@@ -242,7 +229,7 @@ fn a_copy_resumes_its_watch_after_an_outage_and_lists_again_when_too_far_behind(
     }
     let before = env.apiserver().requests().len();
     env.resume_apiserver()?;
-    let listed = eventually(|| {
+    let listed = eventually(SETTLE, || {
         let names = env.python(&["list-any-version", NAMESPACE, "", "1"])?;
         Ok((names.split(',').count() == 1102, names))
     })?;

@@ -4,8 +4,6 @@
 //! so a typo in a template cannot hide. Then what the objects say is checked where it
 //! matters: the webhook entries, the operator's RBAC, the images and arguments.
 
-use std::process::Command;
-
 use k8s_openapi::{
     api::{
         admissionregistration::v1::MutatingWebhookConfiguration,
@@ -17,27 +15,11 @@ use k8s_openapi::{
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
     serde::{Serialize, de::DeserializeOwned},
 };
-use mca_tests::harness::workspace_root;
+use mca_tests::{
+    harness::workspace_root,
+    helm::{helm, render},
+};
 use serde_json::Value;
-
-fn helm(args: &[&str]) -> anyhow::Result<String> {
-    let helm = workspace_root().join("target/tools/helm");
-    anyhow::ensure!(
-        helm.exists(),
-        "{} is missing: `cargo xtask setup` installs it",
-        helm.display()
-    );
-    let output = Command::new(helm)
-        .args(args)
-        .current_dir(workspace_root().join("deploy/helm"))
-        .output()?;
-    anyhow::ensure!(
-        output.status.success(),
-        "helm {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8(output.stdout)?)
-}
 
 /// Parses `value` as `T` and back: equal only if every field is one `T` knows.
 fn typed<T: DeserializeOwned + Serialize>(value: &Value) -> anyhow::Result<T> {
@@ -50,24 +32,6 @@ fn typed<T: DeserializeOwned + Serialize>(value: &Value) -> anyhow::Result<T> {
         value["metadata"]["name"]
     );
     Ok(parsed)
-}
-
-/// The objects `helm template` renders with `--set` values.
-fn render(set: &[&str]) -> anyhow::Result<Vec<Value>> {
-    let mut args = vec![
-        "template",
-        "mca",
-        "mca",
-        "--namespace",
-        "mca-system",
-        "--include-crds",
-    ];
-    for value in set {
-        args.extend(["--set", value]);
-    }
-    let yaml = helm(&args)?;
-    let documents: Vec<Value> = serde_saphyr::from_str_multiple(&yaml)?;
-    Ok(documents.into_iter().filter(|d| !d.is_null()).collect())
 }
 
 fn check_types(objects: &[Value]) -> anyhow::Result<()> {
