@@ -196,6 +196,12 @@ pub struct RunArgs {
     #[arg(long, env = "MCA_CONFIG")]
     pub config: Option<PathBuf>,
 
+    /// A missing `--config` file is not an error: everything goes to the local cluster until
+    /// it appears. For the operator's Secret, mounted `optional`: it exists only once the
+    /// namespace has a Cluster or Route.
+    #[arg(long, env = "MCA_CONFIG_OPTIONAL", requires = "config")]
+    pub config_optional: bool,
+
     /// Use this kubeconfig for the upstream instead of the in-cluster configuration. Without
     /// it, and outside a cluster (no KUBERNETES_SERVICE_HOST), kube's default kubeconfig
     /// search applies (KUBECONFIG, ~/.kube/config).

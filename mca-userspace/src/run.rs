@@ -130,6 +130,13 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         list_cache: args.list_cache.clone().into(),
     };
     let config = match &args.config {
+        Some(path) if args.config_optional => Config::load_if_present(path)?.unwrap_or_else(|| {
+            tracing::info!(
+                file = %path.display(),
+                "no routing configuration yet: everything goes to the local cluster until it appears"
+            );
+            Config::local_only()
+        }),
         Some(path) => Config::load(path)?,
         None => Config::local_only(),
     };

@@ -54,6 +54,24 @@ impl Fleet {
         cluster_settings: &str,
         west_options: Options,
     ) -> anyhow::Result<Self> {
+        Self::launch(routes, cluster_settings, west_options, true)
+    }
+
+    /// Starts MCA with `--config-optional` and no `mca.yaml` yet (as a pod whose namespace
+    /// has no routing published yet); returns the fleet and the configuration for `routes`,
+    /// to be written later.
+    pub fn start_before_config(routes: &str) -> anyhow::Result<(Self, String)> {
+        let fleet = Self::launch(routes, "", Options::default(), false)?;
+        let text = config(&fleet.east, &fleet.west, "", routes);
+        Ok((fleet, text))
+    }
+
+    fn launch(
+        routes: &str,
+        cluster_settings: &str,
+        west_options: Options,
+        config_now: bool,
+    ) -> anyhow::Result<Self> {
         let pod = Pod::new()?;
         let local = ApiServer::start(pod.listen("127.0.0.1:0")?, REAL_TOKEN, &[])?;
         local.state().pods.insert(NAMESPACE, "web");
@@ -65,13 +83,13 @@ impl Fleet {
         std::fs::write(dir.join("west-ca.crt"), west.ca_pem())?;
         std::fs::write(dir.join("west-token"), WEST_TOKEN)?;
         let path = dir.join("mca.yaml");
-        std::fs::write(&path, config(&east, &west, cluster_settings, routes))?;
-        let mca = Mca::start(
-            &pod,
-            local.addr(),
-            local.ca_pem(),
-            &["--config", path.to_str().expect("UTF-8")],
-        )?;
+        let mut args = vec!["--config", path.to_str().expect("UTF-8")];
+        if config_now {
+            std::fs::write(&path, config(&east, &west, cluster_settings, routes))?;
+        } else {
+            args.push("--config-optional");
+        }
+        let mca = Mca::start(&pod, local.addr(), local.ca_pem(), &args)?;
         Ok(Self {
             env: Env {
                 mca,

@@ -3,7 +3,9 @@
 //! `..data` is a symlink to it, and each visible name is a symlink through `..data`. An
 //! update writes a new timestamped directory and renames a fresh `..data_tmp` symlink onto
 //! `..data`, so a reader sees the old set or the new one, never a mix. The visible names
-//! themselves never change: a watcher of the files sees nothing.
+//! of files that stay never change: a watcher of the files sees nothing. Names new in an
+//! update get their symlink after the swap, names gone lose theirs (an optional Secret that
+//! does not exist yet is an empty volume, and its files appear this way).
 
 use std::{
     os::unix::fs::symlink,
@@ -15,6 +17,7 @@ use std::{
 pub struct Projected {
     dir: PathBuf,
     version: u32,
+    names: Vec<String>,
 }
 
 impl Projected {
@@ -24,15 +27,13 @@ impl Projected {
         let mut volume = Self {
             dir: dir.to_owned(),
             version: 0,
+            names: Vec::new(),
         };
         volume.update(files)?;
-        for (name, _) in files {
-            symlink(Path::new("..data").join(name), dir.join(name))?;
-        }
         Ok(volume)
     }
 
-    /// Replaces the contents with `files` (the same names), atomically.
+    /// Replaces the contents with `files`, atomically.
     pub fn update(&mut self, files: &[(&str, &[u8])]) -> anyhow::Result<()> {
         let old = self.data_dir();
         self.version += 1;
@@ -44,6 +45,16 @@ impl Projected {
         let tmp = self.dir.join("..data_tmp");
         symlink(new.file_name().expect("a name"), &tmp)?;
         std::fs::rename(&tmp, self.dir.join("..data"))?;
+        let names: Vec<String> = files.iter().map(|(name, _)| (*name).to_owned()).collect();
+        for name in &names {
+            if !self.names.contains(name) {
+                symlink(Path::new("..data").join(name), self.dir.join(name))?;
+            }
+        }
+        for gone in self.names.iter().filter(|name| !names.contains(name)) {
+            std::fs::remove_file(self.dir.join(gone))?;
+        }
+        self.names = names;
         if self.version > 1 {
             std::fs::remove_dir_all(old)?;
         }
@@ -88,5 +99,20 @@ mod tests {
                 "token"
             ]
         );
+    }
+
+    #[test]
+    fn names_come_and_go_with_updates() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("config");
+        let mut volume = Projected::create(&root, &[]).unwrap();
+        assert!(!root.join("config.yaml").exists());
+        volume
+            .update(&[("config.yaml", b"a"), ("east.token", b"t")])
+            .unwrap();
+        assert_eq!(std::fs::read(root.join("config.yaml")).unwrap(), b"a");
+        volume.update(&[("config.yaml", b"b")]).unwrap();
+        assert_eq!(std::fs::read(root.join("config.yaml")).unwrap(), b"b");
+        assert!(std::fs::symlink_metadata(root.join("east.token")).is_err());
     }
 }

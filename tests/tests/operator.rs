@@ -3,7 +3,8 @@
 //! as rendered, two operator replicas run with the chart's arguments under the chart's
 //! ServiceAccount and RBAC, the webhook run with the chart's arguments and the certificate
 //! the operator issued, pods created through the API server and mutated by it, and an MCA
-//! sidecar routing by the configuration the operator published — hot-reloaded as the
+//! sidecar with the injected routing arguments, started before anything was published (its
+//! optional Secret volume empty), following the configuration the operator publishes as the
 //! resources change, across the leader's crash.
 //!
 //! Two changes to what the chart renders, because no pod network exists here: the webhook's
@@ -307,6 +308,51 @@ fn the_chart_injects_pods_and_publishes_routing_a_sidecar_follows_across_a_leade
         .collect();
     assert_eq!(env.get("KUBERNETES_SERVICE_HOST"), Some(&"127.0.0.1"));
     assert!(env.contains_key("KUBECONFIG"), "routing is on: {env:?}");
+    let config_volume = spec["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == "mca-config")
+        .context("the routing configuration's volume")?;
+    assert_eq!(config_volume["secret"]["secretName"], "mca-routes");
+    assert_eq!(config_volume["secret"]["optional"], true);
+
+    // The injected pod's sidecar, with the routing arguments the webhook gave it and its
+    // volume as the kubelet mounts an optional Secret that does not exist yet: empty.
+    let mount = dir.path().join("etc-mca");
+    let mut volume = Projected::create(&mount, &[])?;
+    let routing_args: Vec<String> = spec["initContainers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|arg| arg.starts_with("--config"))
+        .map(|arg| arg.replace("/etc/mca", mount.to_str().expect("UTF-8")))
+        .collect();
+    let pod_sandbox = Pod::new_host_network()?;
+    let mca = Mca::start_with_kubeconfig(
+        &pod_sandbox,
+        &local.kubeconfig(),
+        &routing_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )?;
+    let sidecar = Env {
+        mca,
+        apiserver: None,
+        pod: pod_sandbox,
+    };
+    let only_in_east = [
+        "get",
+        "configmap",
+        "only-in-east",
+        "-n",
+        "east-1",
+        "-o",
+        "name",
+    ];
+    assert!(
+        sidecar.kubectl(&only_in_east).is_err(),
+        "no routing yet: east-1 is looked up locally, where it does not exist"
+    );
 
     let opted_out = create_pod(
         &local,
@@ -397,30 +443,18 @@ fn the_chart_injects_pods_and_publishes_routing_a_sidecar_follows_across_a_leade
         Some("True")
     );
 
-    // A sidecar with the published Secret mounted (as the kubelet writes volumes).
-    let pod_sandbox = Pod::new_host_network()?;
-    let mount = dir.path().join("etc-mca");
-    let mut volume = Projected::create(&mount, &as_files(&published))?;
-    let config_path = mount.join("config.yaml");
-    let mca = Mca::start_with_kubeconfig(
-        &pod_sandbox,
-        &local.kubeconfig(),
-        &["--config", config_path.to_str().expect("UTF-8")],
-    )?;
-    let sidecar = Env {
-        mca,
-        apiserver: None,
-        pod: pod_sandbox,
-    };
-    let out = sidecar.kubectl(&[
-        "get",
-        "configmap",
-        "only-in-east",
-        "-n",
-        "east-1",
-        "-o",
-        "name",
-    ])?;
+    // The kubelet writes the Secret into the volume; the sidecar applies it.
+    volume.update(&as_files(&published))?;
+    let out = eventually(ACT, || {
+        let out = sidecar.kubectl(&only_in_east)?;
+        Ok((true, out))
+    })
+    .with_context(|| {
+        format!(
+            "the sidecar did not load it; its log:\n{}",
+            sidecar.mca.log()
+        )
+    })?;
     assert_eq!(out.trim(), "configmap/only-in-east");
     let reached_east = east
         .audit()
@@ -487,12 +521,7 @@ fn the_chart_injects_pods_and_publishes_routing_a_sidecar_follows_across_a_leade
     })
     .with_context(|| waited_for("the emptied configuration", &operators))?;
     assert_eq!(emptied.keys().collect::<Vec<_>>(), ["config.yaml"]);
-    // The kubelet drops the keys that are gone; the same names stay for this stand-in.
-    let mut kept = emptied.clone();
-    for key in published.keys() {
-        kept.entry(key.clone()).or_default();
-    }
-    volume.update(&as_files(&kept))?;
+    volume.update(&as_files(&emptied))?;
     eventually(ACT, || Ok((sidecar.kubectl(&team_config).is_err(), ()))).with_context(|| {
         format!(
             "the sidecar did not reload; its log:\n{}",

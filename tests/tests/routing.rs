@@ -25,6 +25,9 @@ routes:
 defaultRoute: {clusters: [local]}
 "#;
 
+/// How long MCA may take to notice a file.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// The fleet with [`ROUTES`].
 fn fleet() -> anyhow::Result<Fleet> {
     Fleet::start(ROUTES, "", Options::default())
@@ -659,6 +662,47 @@ async fn a_merged_watch_survives_a_cluster_going_away_and_coming_back() -> anyho
         .filter(|l| l["verb"] == "watch")
         .count();
     assert_eq!(watches, 0, "the client's one watch never ended");
+    Ok(())
+}
+
+#[test]
+fn an_optional_config_published_later_is_applied_when_it_appears() -> anyhow::Result<()> {
+    let (fleet, text) = Fleet::start_before_config(ROUTES)?;
+    fleet
+        .env
+        .mca
+        .wait_for_log(|l| l.contains("no routing configuration yet"), SETTLE)?;
+    fleet.kubectl(&["get", "pods", "-n", "east-1"])?;
+    assert_eq!(
+        fleet.where_went("/east-1/"),
+        ["local"],
+        "local only, at first"
+    );
+
+    std::fs::write(fleet.env.pod.dir().join("mca.yaml"), text)?;
+    fleet
+        .env
+        .mca
+        .wait_for_log(|l| l.contains("configuration reloaded"), SETTLE)?;
+    fleet.kubectl(&["get", "pods", "-n", "east-2"])?;
+    assert_eq!(fleet.where_went("/east-2/"), ["east"]);
+    Ok(())
+}
+
+#[test]
+fn a_missing_config_is_an_error_without_config_optional() -> anyhow::Result<()> {
+    let output = Command::new(mca_binary())
+        .args([
+            "run",
+            "--config",
+            "/nonexistent/mca.yaml",
+            "--kubeconfig",
+            "/dev/null",
+        ])
+        .output()?;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("/nonexistent/mca.yaml"), "{stderr}");
     Ok(())
 }
 

@@ -181,6 +181,18 @@ impl Config {
         })
     }
 
+    /// [`load`](Self::load), except that a missing file is `None`: a configuration
+    /// published later, like the operator's Secret mounted `optional`, which exists only
+    /// once the namespace has a `Cluster` or `Route`.
+    pub fn load_if_present(path: &Path) -> Result<Option<Self>, Error> {
+        match Self::load(path) {
+            Err(Error::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            loaded => loaded.map(Some),
+        }
+    }
+
     /// The configuration without a file: everything to [`LOCAL`].
     pub fn local_only() -> Self {
         Self {
@@ -750,6 +762,23 @@ routes:
 defaultRoute: {clusters: [local]}
 discovery: merged
 "#;
+
+    #[test]
+    fn only_a_missing_file_may_be_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        assert!(Config::load_if_present(&path).unwrap().is_none());
+        assert!(matches!(Config::load(&path), Err(Error::Read { .. })));
+        std::fs::write(&path, "routes: []\n").unwrap();
+        assert!(Config::load_if_present(&path).unwrap().is_some());
+        std::fs::write(&path, "routes: 7\n").unwrap();
+        assert!(matches!(
+            Config::load_if_present(&path),
+            Err(Error::Syntax { .. })
+        ));
+        // A directory where the file should be is a mistake, not an absence.
+        assert!(Config::load_if_present(dir.path()).is_err());
+    }
 
     fn problems(text: &str) -> Vec<String> {
         match Config::parse(text, Path::new("/etc/mca")) {

@@ -171,8 +171,11 @@ pub fn inject(
     if let Some(secret) = &settings.config_secret {
         volumes.push(Volume {
             name: CONFIG_VOLUME.to_owned(),
+            // Optional: the operator publishes it once the namespace has a Cluster or a
+            // Route; until then MCA serves the local cluster (`--config-optional`).
             secret: Some(SecretVolumeSource {
                 secret_name: Some(secret.clone()),
+                optional: Some(true),
                 ..SecretVolumeSource::default()
             }),
             ..Volume::default()
@@ -384,6 +387,7 @@ fn sidecar(settings: &Settings) -> Container {
     }
     if settings.config_secret.is_some() {
         args.push(format!("--config={CONFIG_DIR}/config.yaml"));
+        args.push("--config-optional".to_owned());
         mounts.push(VolumeMount {
             name: CONFIG_VOLUME.to_owned(),
             mount_path: CONFIG_DIR.to_owned(),
