@@ -676,3 +676,20 @@ pub fn eventually<T>(
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Runs `command` with `input` on its stdin (written from a thread, so a child that answers
+/// before reading everything cannot deadlock against us) and collects its output.
+pub fn output_with_input(command: &mut Command, input: &[u8]) -> anyhow::Result<Output> {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stdin = child.stdin.take().expect("a piped stdin");
+    let input = input.to_vec();
+    // A child that exits without reading it all closes the pipe: not our error to report.
+    let writer = std::thread::spawn(move || drop(std::io::Write::write_all(&mut stdin, &input)));
+    let output = child.wait_with_output()?;
+    writer.join().expect("the stdin writer does not panic");
+    Ok(output)
+}

@@ -2,17 +2,11 @@
 //! built from source by `../shared/k8s/build.sh` and started by its `cluster.sh` on loopback.
 //! Such tests run when `K8S_BIN` names the binaries and say that they were skipped otherwise.
 
-use std::{
-    collections::BTreeMap,
-    io::Write as _,
-    net::TcpListener,
-    path::PathBuf,
-    process::{Command, Stdio},
-};
+use std::{collections::BTreeMap, net::TcpListener, path::PathBuf, process::Command};
 
 use anyhow::{Context, bail};
 
-use crate::harness::workspace_root;
+use crate::harness::{output_with_input, workspace_root};
 
 /// A running kube-apiserver with its etcd, stopped when dropped.
 pub struct Cluster {
@@ -87,20 +81,13 @@ impl Cluster {
 
     /// Runs kubectl as the cluster admin with `input` on its stdin (`-f -`); returns stdout.
     pub fn kubectl_with_input(&self, args: &[&str], input: &[u8]) -> anyhow::Result<String> {
-        let mut child = Command::new(self.bin.join("kubectl"))
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        child
-            .stdin
-            .take()
-            .expect("a piped stdin")
-            .write_all(input)?;
-        let output = child.wait_with_output()?;
+        let output = output_with_input(
+            Command::new(self.bin.join("kubectl"))
+                .arg("--kubeconfig")
+                .arg(self.kubeconfig())
+                .args(args),
+            input,
+        )?;
         if !output.status.success() {
             bail!(
                 "kubectl {args:?} failed: {}",

@@ -3,12 +3,9 @@
 //! and on a workload it cannot inject safely a non-zero exit with the reason and nothing on
 //! stdout.
 
-use std::{
-    io::Write as _,
-    process::{Command, Stdio},
-};
+use std::process::Command;
 
-use mca_tests::harness::mca_binary;
+use mca_tests::harness::{mca_binary, output_with_input};
 
 const DEPLOYMENT: &str = "apiVersion: apps/v1
 kind: Deployment
@@ -31,19 +28,10 @@ spec:
 
 /// Runs `mca inject args` with `stdin`; returns (success, stdout, stderr).
 fn inject(args: &[&str], stdin: &str) -> anyhow::Result<(bool, String, String)> {
-    let mut child = Command::new(mca_binary())
-        .arg("inject")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(stdin.as_bytes())?;
-    let output = child.wait_with_output()?;
+    let output = output_with_input(
+        Command::new(mca_binary()).arg("inject").args(args),
+        stdin.as_bytes(),
+    )?;
     Ok((
         output.status.success(),
         String::from_utf8(output.stdout)?,

@@ -127,10 +127,18 @@ fn pod(namespace: &str, name: &str, annotations: Value) -> Value {
                                     "command": ["kubectl", "get", "pods"]}]}})
 }
 
-fn injected(pod: &Value) -> bool {
-    pod["spec"]["initContainers"]
+/// `key` of each object in the array `items`.
+fn each<'a>(items: &'a Value, key: &str) -> Vec<&'a str> {
+    items
         .as_array()
-        .is_some_and(|c| c.iter().any(|c| c["name"] == "mca"))
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item[key].as_str())
+        .collect()
+}
+
+fn injected(pod: &Value) -> bool {
+    each(&pod["spec"]["initContainers"], "name").contains(&"mca")
 }
 
 /// The `Ready` condition of a Cluster or Route, once it has one.
@@ -275,12 +283,7 @@ fn the_chart_injects_pods_and_publishes_routing_a_sidecar_follows_across_a_leade
     assert_eq!(spec["automountServiceAccountToken"], false);
     assert_eq!(spec["initContainers"][0]["name"], "mca");
     assert_eq!(spec["initContainers"][0]["restartPolicy"], "Always");
-    let volumes: Vec<&str> = spec["volumes"]
-        .as_array()
-        .expect("volumes")
-        .iter()
-        .filter_map(|v| v["name"].as_str())
-        .collect();
+    let volumes = each(&spec["volumes"], "name");
     assert!(
         volumes.contains(&"mca-real-sa") && volumes.contains(&"mca-fake"),
         "{volumes:?}"
@@ -290,12 +293,7 @@ fn the_chart_injects_pods_and_publishes_routing_a_sidecar_follows_across_a_leade
         "the token the ServiceAccount plugin mounted is gone: {volumes:?}"
     );
     let container = &spec["containers"][0];
-    let mounts: Vec<&str> = container["volumeMounts"]
-        .as_array()
-        .expect("mounts")
-        .iter()
-        .filter_map(|m| m["mountPath"].as_str())
-        .collect();
+    let mounts = each(&container["volumeMounts"], "mountPath");
     assert!(
         mounts.contains(&"/var/run/secrets/kubernetes.io/serviceaccount"),
         "{mounts:?}"

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use mca_tests::harness::{Env, NAMESPACE, venv_program};
+use mca_tests::harness::{Env, NAMESPACE, output_with_input, venv_program};
 
 /// kubectl as the application, with `env` set (transport switches).
 fn kubectl(env: &Env, vars: &[(&str, &str)]) -> Command {
@@ -46,18 +46,10 @@ fn exec_echo(transport: &[(&str, &str)], upgrade: &str) -> anyhow::Result<()> {
     assert_eq!(upgrades_seen(&env, "exec"), [upgrade]);
 
     // stdin crosses too, and the session ends when stdin does.
-    let mut child = kubectl(&env, transport)
-        .args(["exec", "-i", "web", "--", "cat"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"typed into the app\n")?;
-    let output = child.wait_with_output()?;
+    let output = output_with_input(
+        kubectl(&env, transport).args(["exec", "-i", "web", "--", "cat"]),
+        b"typed into the app\n",
+    )?;
     assert!(output.status.success(), "{output:?}");
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
