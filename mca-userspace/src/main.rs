@@ -5,27 +5,10 @@ use mca::cli::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let threads = match &cli.command {
-        Command::Run(args) => args.worker_threads,
-        Command::CheckConfig { .. }
-        | Command::Inject(_)
-        | Command::Webhook(_)
-        | Command::Operator(_)
-        | Command::Crds => 1,
-    };
-    let runtime = runtime(threads).expect("starting the tokio runtime");
+    // The commands besides `run` need one thread at most.
+    let runtime = || mca::run::runtime(1).expect("starting the tokio runtime");
     match cli.command {
-        Command::Run(args) => {
-            let _telemetry = mca::telemetry::init(&args);
-            match runtime.block_on(mca::run::run(*args)) {
-                Ok(()) => std::process::ExitCode::SUCCESS,
-                // One line, in the configured format, saying what is wrong.
-                Err(error) => {
-                    tracing::error!("mca run failed: {error}");
-                    std::process::ExitCode::FAILURE
-                }
-            }
-        }
+        Command::Run(args) => mca::run::main(*args),
         Command::Inject(args) => match mca::inject::run(&args.paths, &(&args.injection).into()) {
             Ok((manifests, report)) => {
                 print!("{manifests}");
@@ -46,7 +29,7 @@ fn main() -> std::process::ExitCode {
                 tls_cert: args.tls_cert.clone(),
                 tls_key: args.tls_key.clone(),
             };
-            match runtime.block_on(mca::webhook::run(options, (&args.injection).into())) {
+            match runtime().block_on(mca::webhook::run(options, (&args.injection).into())) {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!("mca webhook failed: {error}");
@@ -69,7 +52,7 @@ fn main() -> std::process::ExitCode {
                     }
                 }),
             };
-            let ran = runtime.block_on(async {
+            let ran = runtime().block_on(async {
                 let client = kube::Client::try_default().await?;
                 mca::operator::run(client, options).await
             });
@@ -85,7 +68,7 @@ fn main() -> std::process::ExitCode {
             print!("{}", mca::operator::crds_yaml());
             std::process::ExitCode::SUCCESS
         }
-        Command::CheckConfig { file } => match runtime.block_on(mca::config::check(&file)) {
+        Command::CheckConfig { file } => match runtime().block_on(mca::config::check(&file)) {
             Ok(summary) => {
                 println!("{summary}");
                 std::process::ExitCode::SUCCESS
@@ -98,16 +81,4 @@ fn main() -> std::process::ExitCode {
             }
         },
     }
-}
-
-/// One thread runs everything (the runtime's and the caller's); more is a pool of workers.
-fn runtime(threads: u16) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(threads.into());
-        builder
-    };
-    builder.enable_all().build()
 }

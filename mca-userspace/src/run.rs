@@ -111,6 +111,32 @@ pub fn upstream_source(args: &RunArgs, service: &ServiceEnv) -> Source {
     }
 }
 
+/// `mca run` (and `mca-sidecar`) from parsed arguments to an exit code: its runtime and
+/// telemetry, the run, and one line in the configured format saying what went wrong.
+pub fn main(args: RunArgs) -> std::process::ExitCode {
+    let runtime = runtime(args.worker_threads).expect("starting the tokio runtime");
+    let _telemetry = crate::telemetry::init(&args);
+    match runtime.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("mca run failed: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// One thread runs everything (the runtime's and the caller's); more is a pool of workers.
+pub fn runtime(threads: u16) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads.into());
+        builder
+    };
+    builder.enable_all().build()
+}
+
 /// Runs the sidecar until SIGTERM or SIGINT, then drains and returns.
 pub async fn run(args: RunArgs) -> Result<(), Error> {
     raise_open_file_limit();

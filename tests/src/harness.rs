@@ -2,6 +2,7 @@
 //! `MCA_E2E_KUBECONFIG`, a real cluster).
 
 use std::{
+    ffi::OsString,
     io::{BufRead, BufReader},
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -43,10 +44,24 @@ fn target_dir() -> PathBuf {
     }
 }
 
-/// The `mca` binary of this build (`cargo xtask test` builds it before the tests run), or
-/// `MCA_BIN` (a benchmark comparing two builds side by side).
+/// The `mca` binary of this build (`cargo xtask test` builds it before the tests run).
 pub fn mca_binary() -> PathBuf {
-    let path = std::env::var_os("MCA_BIN").map_or_else(|| target_dir().join("mca"), PathBuf::from);
+    built("mca")
+}
+
+/// The sidecar as injected pods run it, program first: this build's `mca-sidecar`; with
+/// `MCA_BIN` set (a benchmark comparing builds side by side, some older than
+/// `mca-sidecar`), `$MCA_BIN run`.
+pub fn sidecar() -> Vec<OsString> {
+    match std::env::var_os("MCA_BIN") {
+        Some(path) => vec![path, "run".into()],
+        None => vec![built("mca-sidecar").into()],
+    }
+}
+
+/// `name` in this build's binaries; it must be there.
+fn built(name: &str) -> PathBuf {
+    let path = target_dir().join(name);
     assert!(
         path.exists(),
         "{} is missing: build it first (cargo build -p mca-userspace), or run `cargo xtask test`",
@@ -255,12 +270,14 @@ impl Mca {
         token: &str,
         args: &[&str],
     ) -> anyhow::Result<Self> {
-        let command = pod.command(mca_binary());
+        let argv = sidecar();
+        let mut command = pod.command(&argv[0]);
+        command.args(&argv[1..]);
         Self::start_command(command, pod, upstream, upstream_ca, token, args)
     }
 
-    /// [`Mca::start_in_cluster`] with `command` ending in the program to run: another build
-    /// of MCA ([`mca_otlp_binary`]), or MCA behind a wrapper (`unshare ... mca`).
+    /// [`Mca::start_in_cluster`] with `command` ending in the sidecar to run: another build
+    /// of MCA (`mca-otlp run`), or the sidecar behind a wrapper (`unshare ... mca-sidecar`).
     pub fn start_command(
         mut command: Command,
         pod: &Pod,
@@ -274,7 +291,6 @@ impl Mca {
         command
             .env("KUBERNETES_SERVICE_HOST", upstream.ip().to_string())
             .env("KUBERNETES_SERVICE_PORT", upstream.port().to_string())
-            .arg("run")
             .arg("--sa-dir")
             .arg(&sa);
         let mut mca = Self::spawn(pod, command, args)?;
@@ -307,10 +323,11 @@ impl Mca {
         kubeconfig: &Path,
         args: &[&str],
     ) -> anyhow::Result<Self> {
-        let mut command = pod.command(mca_binary());
+        let argv = sidecar();
+        let mut command = pod.command(&argv[0]);
         command
+            .args(&argv[1..])
             .env_remove("KUBERNETES_SERVICE_HOST")
-            .arg("run")
             .arg("--kubeconfig")
             .arg(kubeconfig);
         Self::spawn(pod, command, args)

@@ -10,7 +10,7 @@ use std::{path::Path, process::Command};
 
 use mca_tests::{
     apiserver::{API_ENDPOINT_IP, API_ENDPOINT_PORT, ApiServer},
-    harness::{Env, Mca, NAMESPACE, REAL_TOKEN, mca_binary},
+    harness::{Env, Mca, NAMESPACE, REAL_TOKEN, sidecar},
     sandbox::{Pod, SERVICE_V4, SERVICE_V6},
 };
 
@@ -222,7 +222,7 @@ fn in_cgroup_namespace(pod: &Pod, host_view: &Path) -> anyhow::Result<Command> {
             &script,
             "sh",
         ])
-        .arg(mca_binary());
+        .args(sidecar());
     Ok(command)
 }
 

@@ -218,7 +218,11 @@ async fn request_spans_are_exported_over_otlp_in_the_applications_trace() -> any
     let collector = otlp::Receiver::start(pod.listen("127.0.0.1:0")?)?;
     let endpoint = collector.endpoint();
     let mca = Mca::start_command(
-        pod.command(mca_otlp_binary()),
+        {
+            let mut command = pod.command(mca_otlp_binary());
+            command.arg("run");
+            command
+        },
         &pod,
         apiserver.addr(),
         apiserver.ca_pem(),

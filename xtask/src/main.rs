@@ -136,7 +136,7 @@ enum Task {
         /// Optimized (the image's build); without it, the quicker unoptimized build.
         #[arg(long)]
         release: bool,
-        /// Copy the binary here.
+        /// Copy the binaries (`mca`, `mca-sidecar`) into this directory.
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -301,13 +301,14 @@ fn main() -> anyhow::Result<()> {
                 .arg(format!("--rate={rate}")))
         }
         Task::Static { release, out } => {
-            let binary = build_static(&root, release)?;
+            let binaries = build_static(&root, release)?;
             if let Some(out) = out {
-                if let Some(dir) = out.parent() {
-                    std::fs::create_dir_all(dir)?;
+                std::fs::create_dir_all(&out)?;
+                for binary in binaries {
+                    let to = out.join(binary.file_name().expect("a file name"));
+                    std::fs::copy(&binary, &to)
+                        .with_context(|| format!("copying to {}", to.display()))?;
                 }
-                std::fs::copy(&binary, &out)
-                    .with_context(|| format!("copying to {}", out.display()))?;
             }
             Ok(())
         }
@@ -552,9 +553,12 @@ fn setup_build(extra: &[&str]) -> anyhow::Result<()> {
 /// The static target.
 const MUSL: &str = "x86_64-unknown-linux-musl";
 
-/// Builds the static `mca`, checks it has no ELF interpreter and prints its version; returns
-/// its path.
-fn build_static(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
+/// The image's programs: the CLI with the control plane, and the sidecar pods run.
+const IMAGE_BINARIES: [&str; 2] = ["mca", "mca-sidecar"];
+
+/// Builds the static [`IMAGE_BINARIES`], checks each has no ELF interpreter and prints its
+/// version; returns their paths.
+fn build_static(root: &Path, release: bool) -> anyhow::Result<Vec<PathBuf>> {
     let musl_tools: &[&str] = if on_path("musl-gcc") {
         &[]
     } else {
@@ -571,15 +575,10 @@ fn build_static(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
     {
         run(Command::new("rustup").args(["target", "add", MUSL]))?;
     }
-    let mut args = vec![
-        "build",
-        "--target",
-        MUSL,
-        "-p",
-        "mca-userspace",
-        "--bin",
-        "mca",
-    ];
+    let mut args = vec!["build", "--target", MUSL, "-p", "mca-userspace"];
+    for binary in IMAGE_BINARIES {
+        args.extend(["--bin", binary]);
+    }
     if release {
         args.push("--release");
     }
@@ -588,21 +587,25 @@ fn build_static(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
         .args(&args)
         .env(format!("CC_{}", MUSL.replace('-', "_")), "musl-gcc")
         .current_dir(root))?;
-    let binary = root
+    let dir = root
         .join("target")
         .join(MUSL)
-        .join(if release { "release" } else { "debug" })
-        .join("mca");
-    if has_interpreter(&std::fs::read(&binary)?)? {
-        bail!("{} is dynamically linked", binary.display());
+        .join(if release { "release" } else { "debug" });
+    let mut built = Vec::new();
+    for name in IMAGE_BINARIES {
+        let binary = dir.join(name);
+        if has_interpreter(&std::fs::read(&binary)?)? {
+            bail!("{} is dynamically linked", binary.display());
+        }
+        let version = Command::new(&binary).arg("--version").output()?;
+        let version = String::from_utf8_lossy(&version.stdout);
+        if !version.starts_with(&format!("{name} ")) {
+            bail!("{} --version printed {version:?}", binary.display());
+        }
+        println!("xtask: {} is static: {}", binary.display(), version.trim());
+        built.push(binary);
     }
-    let version = Command::new(&binary).arg("--version").output()?;
-    let version = String::from_utf8_lossy(&version.stdout);
-    if !version.starts_with("mca ") {
-        bail!("{} --version printed {version:?}", binary.display());
-    }
-    println!("xtask: {} is static: {}", binary.display(), version.trim());
-    Ok(binary)
+    Ok(built)
 }
 
 /// Whether a 64-bit little-endian ELF file names a program interpreter (`PT_INTERP`), i.e.

@@ -58,6 +58,9 @@ const FAKE_DIR: &str = "/var/run/mca";
 const CONFIG_DIR: &str = "/etc/mca";
 /// The admin port (probes, metrics).
 const ADMIN_PORT: i32 = 9901;
+/// The sidecar's program in MCA's image (`deploy/Dockerfile`): `mca run` alone, without the
+/// control plane's code, so every pod's copy is smaller in memory.
+pub const SIDECAR_PROGRAM: &str = "/usr/local/bin/mca-sidecar";
 
 /// How to inject.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -357,7 +360,6 @@ fn sidecar(settings: &Settings) -> Container {
         Mode::Env => "env",
     };
     let mut args = vec![
-        "run".to_owned(),
         format!("--intercept={mode}"),
         format!("--fake-sa-dir={FAKE_DIR}/serviceaccount"),
     ];
@@ -416,6 +418,7 @@ fn sidecar(settings: &Settings) -> Container {
     Container {
         name: CONTAINER.to_owned(),
         image: Some(settings.image.clone()),
+        command: Some(vec![SIDECAR_PROGRAM.to_owned()]),
         args: Some(args),
         restart_policy: Some("Always".to_owned()),
         ports: Some(vec![ContainerPort {

@@ -51,7 +51,7 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
     println!(
         "GET through MCA ({}): {:.0} requests/s, p50 {} µs, p99 {} µs ({} requests, {CLIENTS} \
          HTTP/2 clients, one request at a time each, {seconds} s)",
-        mca_tests::harness::mca_binary().display(),
+        mca_tests::harness::sidecar().join(" ".as_ref()).display(),
         latencies.len() as f64 / seconds as f64,
         at(0.5).as_micros(),
         at(0.99).as_micros(),

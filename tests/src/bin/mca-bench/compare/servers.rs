@@ -12,7 +12,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use mca_tests::harness::{REAL_TOKEN, mca_binary, venv_program};
+use mca_tests::harness::{REAL_TOKEN, sidecar, venv_program};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
 
 /// The namespace the documents live in.
@@ -274,12 +274,13 @@ pub fn mca(
     let (addr, admin) = (free_addr()?, free_addr()?);
     let sa = dir.join(format!("mca-sa-{}", addr.port()));
     let log = std::fs::File::create(dir.join(format!("mca-{}.log", addr.port())))?;
+    let sidecar = sidecar();
     let start = Instant::now();
     let process = Process::spawn(
         "mca",
-        Command::new(mca_binary())
+        Command::new(&sidecar[0])
+            .args(&sidecar[1..])
             .env_remove("KUBERNETES_SERVICE_HOST")
-            .arg("run")
             .arg("--kubeconfig")
             .arg(&kubeconfig)
             .args(["--intercept", "env", "--listen"])

@@ -1,0 +1,19 @@
+//! `mca-sidecar`: `mca run` and nothing else, the binary injected pods run. The control
+//! plane (`mca webhook`, `mca operator`) and the tools (`mca inject`, `mca crds`,
+//! `mca check-config`) stay in `mca`; left out here, their code is not linked in, which keeps
+//! the sidecar every pod carries a third smaller, in its image pages and in memory.
+
+use clap::Parser;
+
+/// MCA's sidecar: transparently proxies an application's Kubernetes API traffic. The same
+/// flags (and `MCA_*` variables) as `mca run`.
+#[derive(Debug, Parser)]
+#[command(name = "mca-sidecar", version)]
+struct Sidecar {
+    #[command(flatten)]
+    args: mca::cli::RunArgs,
+}
+
+fn main() -> std::process::ExitCode {
+    mca::run::main(Sidecar::parse().args)
+}
