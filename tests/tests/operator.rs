@@ -5,7 +5,7 @@
 //! the operator issued, pods created through the API server and mutated by it, and an MCA
 //! sidecar with the injected routing arguments, started before anything was published (its
 //! optional Secret volume empty), following the configuration the operator publishes as the
-//! resources change, across the leader's crash.
+//! resources change, across the leader's crash and a rolling update's handover.
 //!
 //! Two changes to what the chart renders, because no pod network exists here: the webhook's
 //! Service becomes an `ExternalName` for `localhost` (the API server dials that name and
@@ -504,6 +504,40 @@ fn the_chart_injects_pods_and_publishes_routing_a_sidecar_follows_across_a_leade
         )
     })?;
     assert_eq!(out.trim(), "configmap/team-config");
+
+    // A rolling update: a new replica waits, the leader is stopped (SIGTERM) and releases the
+    // Lease, and the new one leads within a retry or two, not a whole Lease duration.
+    let third = start_operator(&operator_args, &kubeconfig, "operator-c")?;
+    third.wait_for_line(|l| l.contains("waiting to lead"), ACT)?;
+    let stopping = operators[1 - leader_index].take().expect("running");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(stopping.pid())?),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
+    let stop = Instant::now();
+    assert!(stopping.wait(ACT)?.success(), "{}", stopping.output());
+    operators.push(Some(third));
+    eventually(ACT, || {
+        Ok((leader(&local)?.as_deref() == Some("operator-c"), ()))
+    })
+    .with_context(|| waited_for("operator-c to lead", &operators))?;
+    let handover = stop.elapsed();
+    eprintln!(
+        "{test}: {second} stopped and released the Lease; operator-c led {} ms later",
+        handover.as_millis()
+    );
+    // An expired Lease would be taken 13–15 s after the stop (its last renewal was at most
+    // one 2 s retry before).
+    assert!(
+        handover < mca::operator::lease::DURATION / 2,
+        "released, not expired: {handover:?}"
+    );
+    assert!(
+        stopping.output().contains("releasing the Lease")
+            && !stopping.output().contains("releasing the Lease failed"),
+        "{}",
+        stopping.output()
+    );
 
     // Everything deleted: the configuration goes empty, and with it the routes.
     local.kubectl(&[

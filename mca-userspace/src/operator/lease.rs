@@ -2,6 +2,8 @@
 //! does: the holder renews the Lease every few seconds; another replica takes it over only
 //! once `leaseDurationSeconds` have passed since the last renewal. Writes carry the
 //! resourceVersion read, so of two replicas racing for an expired Lease exactly one wins.
+//! A holder shutting down releases the Lease (client-go's `ReleaseOnCancel`): a rolling
+//! update hands over within one retry instead of a whole Lease duration.
 
 use std::time::Duration;
 
@@ -57,7 +59,8 @@ impl Elector {
             .map_or(DURATION.as_secs() as i64, i64::from);
         let renewed = spec.renew_time.as_ref().map_or(0, |t| t.0.as_second());
         let expired = now.as_second() >= renewed + duration;
-        if !ours && !expired {
+        let released = spec.holder_identity.as_deref().is_none_or(str::is_empty);
+        if !ours && !expired && !released {
             return Ok(false);
         }
         let (acquired, transitions) = if ours {
@@ -75,6 +78,28 @@ impl Elector {
                 .replace(&self.name, &PostParams::default(), &updated)
                 .await,
         )
+    }
+
+    /// Gives the Lease up if this replica holds it, so another takes it at its next try.
+    pub async fn release(&self, now: Timestamp) -> Result<(), kube::Error> {
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+            return Ok(());
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return Ok(());
+        };
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return Ok(());
+        }
+        spec.holder_identity = None;
+        spec.renew_time = Some(MicroTime(now));
+        // A write that lost a race means it was not ours any more: nothing to give up.
+        conflict_is_false(
+            self.api
+                .replace(&self.name, &PostParams::default(), &lease)
+                .await,
+        )
+        .map(drop)
     }
 
     fn spec(&self, acquired: Timestamp, renewed: Timestamp, transitions: i32) -> LeaseSpec {
@@ -141,6 +166,32 @@ mod tests {
             assert_eq!(lease["spec"]["leaseTransitions"], 1);
         }
         assert!(!a.try_acquire(at(21)).await.unwrap(), "a lost it");
+    }
+
+    #[tokio::test]
+    async fn a_released_lease_is_taken_at_once_and_only_its_holder_releases_it() {
+        let (client, state) = api([]);
+        let (a, b) = (
+            elector(&client, "operator-a"),
+            elector(&client, "operator-b"),
+        );
+        assert!(a.try_acquire(at(0)).await.unwrap());
+        b.release(at(1)).await.unwrap();
+        assert!(
+            !b.try_acquire(at(2)).await.unwrap(),
+            "b held nothing to release"
+        );
+        a.release(at(3)).await.unwrap();
+        assert!(
+            state.lock().unwrap().objects[LEASE]["spec"]
+                .get("holderIdentity")
+                .is_none(),
+            "released"
+        );
+        assert!(b.try_acquire(at(4)).await.unwrap(), "taken at once");
+        let lease = &state.lock().unwrap().objects[LEASE];
+        assert_eq!(lease["spec"]["holderIdentity"], "operator-b");
+        assert_eq!(lease["spec"]["leaseTransitions"], 1);
     }
 
     #[tokio::test]

@@ -89,7 +89,10 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
     tracing::info!(identity = %options.identity, "leading");
     tokio::select! {
         signal = &mut signal => {
-            tracing::info!(signal, "shutting down");
+            tracing::info!(signal, "shutting down; releasing the Lease");
+            if let Err(error) = elector.release(Timestamp::now()).await {
+                tracing::warn!(%error, "releasing the Lease failed; it expires on its own");
+            }
             Ok(())
         }
         lost = keep_leading(&elector) => Err(lost),
