@@ -14,7 +14,7 @@
 
 use std::{
     collections::BTreeMap,
-    path::Path,
+    path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
 };
@@ -37,6 +37,9 @@ const TEAM: &str = "team-a";
 const ACT: Duration = Duration::from_secs(20);
 /// A leader that crashed is replaced once its 15 s Lease runs out (plus a 2 s retry).
 const TAKEOVER: Duration = Duration::from_secs(40);
+
+/// A Secret's files, as the kubelet writes them into a volume.
+type Files = BTreeMap<String, Vec<u8>>;
 
 /// The rendered chart, as applied: routing on, the webhook reachable on loopback.
 fn chart(webhook_port: u16) -> anyhow::Result<Vec<Value>> {
@@ -79,7 +82,7 @@ fn service_account_kubeconfig(
     namespace: &str,
     name: &str,
     dir: &Path,
-) -> anyhow::Result<std::path::PathBuf> {
+) -> anyhow::Result<PathBuf> {
     let token = cluster.kubectl(&["create", "token", name, "-n", namespace, "--duration=1h"])?;
     let path = dir.join(format!("{name}.kubeconfig"));
     let config = json!({
@@ -91,18 +94,6 @@ fn service_account_kubeconfig(
     });
     std::fs::write(&path, serde_json::to_vec(&config)?)?;
     Ok(path)
-}
-
-/// An operator replica, as the chart runs it, named `identity` (its pod name).
-fn start_operator(args: &[String], kubeconfig: &Path, identity: &str) -> anyhow::Result<Process> {
-    Process::spawn(
-        identity,
-        Command::new(mca_binary())
-            .args(args)
-            .env("KUBECONFIG", kubeconfig)
-            .env("POD_NAME", identity)
-            .env("MCA_LOG", "info"),
-    )
 }
 
 /// The Lease's holder.
@@ -154,122 +145,210 @@ fn ready(cluster: &Cluster, kind: &str, name: &str) -> anyhow::Result<Option<(St
     }))
 }
 
-/// The error context of a wait for the operator: what, and its replicas' logs.
-fn waited_for(what: &str, operators: &[Option<Process>]) -> String {
-    let logs: Vec<String> = operators.iter().flatten().map(Process::output).collect();
-    format!(
-        "waiting for {what}; the operators' logs:\n{}",
-        logs.join("\n")
-    )
-}
-
-fn as_files(files: &BTreeMap<String, Vec<u8>>) -> Vec<(&str, &[u8])> {
+fn as_files(files: &Files) -> Vec<(&str, &[u8])> {
     files
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_slice()))
         .collect()
 }
 
-#[test]
-fn the_chart_injects_pods_and_publishes_routing_a_sidecar_follows_across_a_leader_crash()
--> anyhow::Result<()> {
-    let test = "the_chart_injects_pods_and_publishes_routing";
-    let Some(local) = Cluster::start(test)? else {
-        return Ok(());
-    };
-    let east = Cluster::start(test)?.expect("K8S_BIN is set");
-    let dir = tempfile::tempdir()?;
+/// The chart installed on a real API server, its operator replicas running.
+struct Installed {
+    local: Cluster,
+    dir: tempfile::TempDir,
+    objects: Vec<Value>,
+    webhook_port: u16,
+    kubeconfig: PathBuf,
+    operator_args: Vec<String>,
+    /// Replicas by identity; a crashed or stopped one is taken out.
+    operators: Vec<(String, Process)>,
+}
 
-    // Install: the chart's objects, as `helm install` would create them.
-    let webhook_port = free_port(1)?;
-    let objects = chart(webhook_port)?;
-    local.kubectl(&["create", "namespace", SYSTEM])?;
-    let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
-    local.kubectl_with_input(&["apply", "-f", "-"], &serde_json::to_vec(&list)?)?;
+impl Installed {
+    /// The chart's objects applied as `helm install` would create them, and two operator
+    /// replicas with the chart's arguments under the chart's ServiceAccount.
+    fn new(local: Cluster) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let webhook_port = free_port(1)?;
+        let objects = chart(webhook_port)?;
+        local.kubectl(&["create", "namespace", SYSTEM])?;
+        let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
+        local.kubectl_with_input(&["apply", "-f", "-"], &serde_json::to_vec(&list)?)?;
+        let kubeconfig = service_account_kubeconfig(&local, SYSTEM, "mca-operator", dir.path())?;
+        let operator_args = chart_args(&objects, "mca-operator");
+        let mut installed = Self {
+            local,
+            dir,
+            objects,
+            webhook_port,
+            kubeconfig,
+            operator_args,
+            operators: Vec::new(),
+        };
+        for identity in ["operator-a", "operator-b"] {
+            installed.start_operator(identity)?;
+        }
+        Ok(installed)
+    }
 
-    // Two operator replicas with the chart's arguments and the chart's ServiceAccount.
-    let kubeconfig = service_account_kubeconfig(&local, SYSTEM, "mca-operator", dir.path())?;
-    let operator_args = chart_args(&objects, "mca-operator");
-    let started = Instant::now();
-    let mut operators = vec![
-        Some(start_operator(&operator_args, &kubeconfig, "operator-a")?),
-        Some(start_operator(&operator_args, &kubeconfig, "operator-b")?),
-    ];
+    /// A replica as the chart runs it, named `identity` (its pod name).
+    fn start_operator(&mut self, identity: &str) -> anyhow::Result<&Process> {
+        let process = Process::spawn(
+            identity,
+            Command::new(mca_binary())
+                .args(&self.operator_args)
+                .env("KUBECONFIG", &self.kubeconfig)
+                .env("POD_NAME", identity)
+                .env("MCA_LOG", "info"),
+        )?;
+        self.operators.push((identity.to_owned(), process));
+        Ok(&self.operators.last().expect("just pushed").1)
+    }
 
-    // One leads; it issues the webhook's certificate and sets the caBundle of both entries.
-    let first = eventually(ACT, || {
-        let holder = leader(&local)?;
-        Ok((holder.is_some(), holder.unwrap_or_default()))
-    })
-    .with_context(|| waited_for("a leader", &operators))?;
-    let tls = eventually(ACT, || {
-        let tls = local.secret_files(SYSTEM, "mca-webhook-tls")?;
-        Ok((tls.is_some(), tls.unwrap_or_default()))
-    })
-    .with_context(|| waited_for("the webhook's certificate Secret", &operators))?;
-    let ca = tls["ca.crt"].clone();
-    let configuration_name = objects
-        .iter()
-        .find(|o| o["kind"] == "MutatingWebhookConfiguration")
-        .and_then(|o| o["metadata"]["name"].as_str())
-        .context("the chart's webhook configuration")?;
-    eventually(ACT, || {
-        let configuration = local
-            .get(&["mutatingwebhookconfiguration", configuration_name])?
+    /// Takes replica `identity` out (for a signal: dropping it kills it).
+    fn take_operator(&mut self, identity: &str) -> Process {
+        let index = self
+            .operators
+            .iter()
+            .position(|(name, _)| name == identity)
+            .unwrap_or_else(|| panic!("no replica {identity}"));
+        self.operators.remove(index).1
+    }
+
+    /// The error context of a wait for the operator: what, and its replicas' logs.
+    fn waited_for(&self, what: &str) -> String {
+        let logs: Vec<String> = self.operators.iter().map(|(_, p)| p.output()).collect();
+        format!(
+            "waiting for {what}; the operators' logs:\n{}",
+            logs.join("\n")
+        )
+    }
+
+    /// The Lease's holder, once there is one.
+    fn await_leader(
+        &self,
+        within: Duration,
+        wanted: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<String> {
+        eventually(within, || {
+            let holder = leader(&self.local)?.unwrap_or_default();
+            Ok((!holder.is_empty() && wanted(&holder), holder))
+        })
+        .with_context(|| self.waited_for("a leader"))
+    }
+
+    /// The configuration published in [`TEAM`] once `done` holds for it.
+    fn await_published(
+        &self,
+        within: Duration,
+        what: &str,
+        done: impl Fn(&Files) -> bool,
+    ) -> anyhow::Result<Files> {
+        eventually(within, || {
+            let files = self
+                .local
+                .secret_files(TEAM, "mca-routes")?
+                .unwrap_or_default();
+            Ok((done(&files), files))
+        })
+        .with_context(|| self.waited_for(what))
+    }
+
+    /// The webhook's serving certificate once the leader issued it and set both entries'
+    /// `caBundle` to its CA.
+    fn await_webhook_certificate(&self) -> anyhow::Result<Files> {
+        let tls = eventually(ACT, || {
+            let tls = self.local.secret_files(SYSTEM, "mca-webhook-tls")?;
+            Ok((tls.is_some(), tls.unwrap_or_default()))
+        })
+        .with_context(|| self.waited_for("the webhook's certificate Secret"))?;
+        let configuration = self
+            .objects
+            .iter()
+            .find(|o| o["kind"] == "MutatingWebhookConfiguration")
+            .and_then(|o| o["metadata"]["name"].as_str())
             .context("the chart's webhook configuration")?;
-        let bundles: Vec<&str> = configuration["webhooks"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|w| w["clientConfig"]["caBundle"].as_str())
-            .collect();
         use base64::Engine as _;
-        let expected = base64::engine::general_purpose::STANDARD.encode(&ca);
-        Ok((bundles == [expected.as_str(), expected.as_str()], ()))
-    })
-    .with_context(|| waited_for("the caBundle on both webhook entries", &operators))?;
-    eprintln!(
-        "{test}: {first} leads; certificate and caBundle in place {} ms after start",
-        started.elapsed().as_millis()
-    );
-    let secret_ca = local
-        .secret_files(SYSTEM, "mca-webhook-tls-ca")?
-        .context("the CA Secret")?;
-    assert!(secret_ca.contains_key("ca.key"));
-    assert!(
-        !tls.contains_key("ca.key"),
-        "the webhook never sees the CA's key"
-    );
+        let expected = base64::engine::general_purpose::STANDARD.encode(&tls["ca.crt"]);
+        eventually(ACT, || {
+            let configuration = self
+                .local
+                .get(&["mutatingwebhookconfiguration", configuration])?
+                .context("the chart's webhook configuration")?;
+            let bundles: Vec<&str> = configuration["webhooks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|w| w["clientConfig"]["caBundle"].as_str())
+                .collect();
+            Ok((bundles == [expected.as_str(), expected.as_str()], ()))
+        })
+        .with_context(|| self.waited_for("the caBundle on both webhook entries"))?;
+        Ok(tls)
+    }
 
-    // The webhook, with the chart's arguments and the Secret "mounted" where they point.
-    let webhook_dir = dir.path().join("webhook-tls");
-    Projected::create(
-        &webhook_dir,
-        &as_files(&tls)
+    /// `mca webhook` with the chart's arguments, serving `tls` from a kubelet-style volume
+    /// and listening where the webhook entries point.
+    fn start_webhook(&self, tls: &Files) -> anyhow::Result<Process> {
+        let dir = self.dir.path().join("webhook-tls");
+        let serving: Vec<(&str, &[u8])> = as_files(tls)
             .into_iter()
             .filter(|(k, _)| k.starts_with("tls."))
-            .collect::<Vec<_>>(),
-    )?;
-    let webhook_args: Vec<String> = chart_args(&objects, "mca-webhook")
-        .into_iter()
-        .map(|arg| {
-            if arg.starts_with("--listen=") {
-                format!("--listen=127.0.0.1:{webhook_port}")
-            } else {
-                arg.replace("/etc/mca-webhook", webhook_dir.to_str().expect("UTF-8"))
-            }
-        })
-        .collect();
-    let webhook = Process::spawn(
-        "webhook",
-        Command::new(mca_binary())
-            .args(&webhook_args)
-            .env("MCA_LOG", "info"),
-    )?;
-    webhook.wait_for_line(|l| l.contains("MCA webhook is ready"), ACT)?;
+            .collect();
+        Projected::create(&dir, &serving)?;
+        let args: Vec<String> = chart_args(&self.objects, "mca-webhook")
+            .into_iter()
+            .map(|arg| {
+                if arg.starts_with("--listen=") {
+                    format!("--listen=127.0.0.1:{}", self.webhook_port)
+                } else {
+                    arg.replace("/etc/mca-webhook", dir.to_str().expect("UTF-8"))
+                }
+            })
+            .collect();
+        let webhook = Process::spawn(
+            "webhook",
+            Command::new(mca_binary())
+                .args(&args)
+                .env("MCA_LOG", "info"),
+        )?;
+        webhook.wait_for_line(|l| l.contains("MCA webhook is ready"), ACT)?;
+        Ok(webhook)
+    }
 
-    // Pods, created through the API server: it calls the webhook over TLS, trusting the
-    // caBundle the operator set.
+    /// The sidecar of the injected pod `spec`: the routing arguments the webhook gave it, its
+    /// configuration volume empty as the kubelet mounts an optional Secret not there yet.
+    fn start_sidecar(&self, spec: &Value) -> anyhow::Result<(Env, Projected)> {
+        let mount = self.dir.path().join("etc-mca");
+        let volume = Projected::create(&mount, &[])?;
+        let routing_args: Vec<String> = spec["initContainers"][0]["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|arg| arg.starts_with("--config"))
+            .map(|arg| arg.replace("/etc/mca", mount.to_str().expect("UTF-8")))
+            .collect();
+        let pod = Pod::new_host_network()?;
+        let mca = Mca::start_with_kubeconfig(
+            &pod,
+            &self.local.kubeconfig(),
+            &routing_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )?;
+        let sidecar = Env {
+            mca,
+            apiserver: None,
+            pod,
+        };
+        Ok((sidecar, volume))
+    }
+}
+
+/// Pods created through the API server, which calls the webhook: the labelled namespace's
+/// pod is injected field by field as the chart says, the opted-out one and one elsewhere are
+/// not, an annotated one is, a dry run is mutated and stored nowhere. Returns the injected
+/// pod's spec.
+fn check_injection(local: &Cluster, webhook: &Process) -> anyhow::Result<Value> {
     local.kubectl(&["create", "namespace", TEAM])?;
     local.kubectl(&["label", "namespace", TEAM, "mca.io/inject=enabled"])?;
     local.kubectl(&["create", "namespace", "elsewhere"])?;
@@ -277,7 +356,7 @@ fn the_chart_injects_pods_and_publishes_routing_a_sidecar_follows_across_a_leade
         // No controller makes them here; the ServiceAccount admission plugin wants one.
         local.kubectl(&["create", "serviceaccount", "default", "-n", namespace])?;
     }
-    let app = create_pod(&local, &pod(TEAM, "app", json!({})), &[])?;
+    let app = create_pod(local, &pod(TEAM, "app", json!({})), &[])?;
     assert!(injected(&app), "{app:#}");
     let spec = &app["spec"];
     assert_eq!(spec["automountServiceAccountToken"], false);
@@ -315,29 +394,96 @@ fn the_chart_injects_pods_and_publishes_routing_a_sidecar_follows_across_a_leade
     assert_eq!(config_volume["secret"]["secretName"], "mca-routes");
     assert_eq!(config_volume["secret"]["optional"], true);
 
-    // The injected pod's sidecar, with the routing arguments the webhook gave it and its
-    // volume as the kubelet mounts an optional Secret that does not exist yet: empty.
-    let mount = dir.path().join("etc-mca");
-    let mut volume = Projected::create(&mount, &[])?;
-    let routing_args: Vec<String> = spec["initContainers"][0]["args"]
-        .as_array()
-        .expect("args")
-        .iter()
-        .filter_map(Value::as_str)
-        .filter(|arg| arg.starts_with("--config"))
-        .map(|arg| arg.replace("/etc/mca", mount.to_str().expect("UTF-8")))
-        .collect();
-    let pod_sandbox = Pod::new_host_network()?;
-    let mca = Mca::start_with_kubeconfig(
-        &pod_sandbox,
-        &local.kubeconfig(),
-        &routing_args.iter().map(String::as_str).collect::<Vec<_>>(),
-    )?;
-    let sidecar = Env {
-        mca,
-        apiserver: None,
-        pod: pod_sandbox,
+    let opted_out = pod(TEAM, "opted-out", json!({"mca.io/inject": "disabled"}));
+    assert!(!injected(&create_pod(local, &opted_out, &[])?));
+    let plain = pod("elsewhere", "plain", json!({}));
+    assert!(!injected(&create_pod(local, &plain, &[])?));
+    let annotated = pod(
+        "elsewhere",
+        "annotated",
+        json!({"mca.io/inject": "enabled"}),
+    );
+    assert!(injected(&create_pod(local, &annotated, &[])?));
+    // Server-side dry run: allowed (the webhook declares no side effects), mutated, stored
+    // nowhere.
+    let dry = create_pod(local, &pod(TEAM, "dry", json!({})), &["--dry-run=server"])?;
+    assert!(injected(&dry));
+    assert!(local.get(&["pod", "dry", "-n", TEAM])?.is_none());
+    let log = webhook.output();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("injected MCA") && l.contains("\"dry_run\":true")),
+        "{log}"
+    );
+    Ok(spec.clone())
+}
+
+/// A Secret with east's credentials, a Cluster `east` naming it, a Cluster whose Secret is
+/// missing, and a Route sending `east-*` to east.
+fn routing_resources(east: &Cluster) -> anyhow::Result<Value> {
+    let token = std::fs::read_to_string(east.dir().join("pki/admin.token"))?;
+    let ca = std::fs::read_to_string(east.dir().join("pki/ca.crt"))?;
+    Ok(json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Secret",
+         "metadata": {"name": "east-credentials", "namespace": TEAM},
+         "stringData": {"token": token.trim(), "ca.crt": ca}},
+        {"apiVersion": "mca.io/v1alpha1", "kind": "Cluster",
+         "metadata": {"name": "east", "namespace": TEAM},
+         "spec": {"server": east.server(), "credentialsSecret": "east-credentials"}},
+        {"apiVersion": "mca.io/v1alpha1", "kind": "Cluster",
+         "metadata": {"name": "broken", "namespace": TEAM},
+         "spec": {"server": "https://127.0.0.1:1", "credentialsSecret": "missing"}},
+        {"apiVersion": "mca.io/v1alpha1", "kind": "Route",
+         "metadata": {"name": "team-east", "namespace": TEAM},
+         "spec": {"match": {"namespaces": ["east-*"]}, "to": {"clusters": ["east"]}}},
+    ]}))
+}
+
+/// Sends `signal` to `process`.
+fn signal(process: &Process, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(process.pid())?);
+    Ok(nix::sys::signal::kill(pid, signal)?)
+}
+
+#[test]
+fn the_chart_injects_pods_and_publishes_routing_a_sidecar_follows_across_a_leader_crash()
+-> anyhow::Result<()> {
+    use nix::sys::signal::Signal::{SIGKILL, SIGTERM};
+    let test = "the_chart_injects_pods_and_publishes_routing";
+    let Some(local) = Cluster::start(test)? else {
+        return Ok(());
     };
+    let east = Cluster::start(test)?.expect("K8S_BIN is set");
+    east.kubectl(&["create", "namespace", "east-1"])?;
+    east.kubectl(&["create", "configmap", "only-in-east", "-n", "east-1"])?;
+    east.kubectl(&["create", "namespace", TEAM])?;
+    east.kubectl(&["create", "configmap", "team-config", "-n", TEAM])?;
+
+    // Installed: one replica leads, issues the webhook's certificate, sets the caBundle.
+    let started = Instant::now();
+    let mut install = Installed::new(local)?;
+    let first = install.await_leader(ACT, |_| true)?;
+    let tls = install.await_webhook_certificate()?;
+    eprintln!(
+        "{test}: {first} leads; certificate and caBundle in place {} ms after the install began",
+        started.elapsed().as_millis()
+    );
+    let ca = install
+        .local
+        .secret_files(SYSTEM, "mca-webhook-tls-ca")?
+        .context("the CA Secret")?;
+    assert!(ca.contains_key("ca.key"));
+    assert!(
+        !tls.contains_key("ca.key"),
+        "the webhook never sees the CA's key"
+    );
+
+    // The API server calls the webhook for new pods.
+    let webhook = install.start_webhook(&tls)?;
+    let spec = check_injection(&install.local, &webhook)?;
+
+    // The injected pod's sidecar starts before anything is published: everything is local.
+    let (sidecar, mut volume) = install.start_sidecar(&spec)?;
     let only_in_east = [
         "get",
         "configmap",
@@ -352,107 +498,45 @@ fn the_chart_injects_pods_and_publishes_routing_a_sidecar_follows_across_a_leade
         "no routing yet: east-1 is looked up locally, where it does not exist"
     );
 
-    let opted_out = create_pod(
-        &local,
-        &pod(TEAM, "opted-out", json!({"mca.io/inject": "disabled"})),
-        &[],
-    )?;
-    assert!(!injected(&opted_out));
-    let plain = create_pod(&local, &pod("elsewhere", "plain", json!({})), &[])?;
-    assert!(!injected(&plain));
-    let annotated = create_pod(
-        &local,
-        &pod(
-            "elsewhere",
-            "annotated",
-            json!({"mca.io/inject": "enabled"}),
-        ),
-        &[],
-    )?;
-    assert!(injected(&annotated));
-    // Server-side dry run: allowed (the webhook declares no side effects), mutated, stored
-    // nowhere.
-    let dry = create_pod(&local, &pod(TEAM, "dry", json!({})), &["--dry-run=server"])?;
-    assert!(injected(&dry));
-    assert!(local.get(&["pod", "dry", "-n", TEAM])?.is_none());
-    let log = webhook.output();
-    assert!(
-        log.lines()
-            .any(|l| l.contains("injected MCA") && l.contains("\"dry_run\":true")),
-        "{log}"
-    );
-
-    // Routing: a Cluster `east` with its credentials, a Route to it, and a broken Cluster.
-    let east_token = std::fs::read_to_string(east.dir().join("pki/admin.token"))?;
-    let east_ca = std::fs::read_to_string(east.dir().join("pki/ca.crt"))?;
-    let routing = json!({"apiVersion": "v1", "kind": "List", "items": [
-        {"apiVersion": "v1", "kind": "Secret",
-         "metadata": {"name": "east-credentials", "namespace": TEAM},
-         "stringData": {"token": east_token.trim(), "ca.crt": east_ca}},
-        {"apiVersion": "mca.io/v1alpha1", "kind": "Cluster",
-         "metadata": {"name": "east", "namespace": TEAM},
-         "spec": {"server": east.server(), "credentialsSecret": "east-credentials"}},
-        {"apiVersion": "mca.io/v1alpha1", "kind": "Cluster",
-         "metadata": {"name": "broken", "namespace": TEAM},
-         "spec": {"server": "https://127.0.0.1:1", "credentialsSecret": "missing"}},
-        {"apiVersion": "mca.io/v1alpha1", "kind": "Route",
-         "metadata": {"name": "team-east", "namespace": TEAM},
-         "spec": {"match": {"namespaces": ["east-*"]}, "to": {"clusters": ["east"]}}},
-    ]});
-    east.kubectl(&["create", "namespace", "east-1"])?;
-    east.kubectl(&["create", "configmap", "only-in-east", "-n", "east-1"])?;
-    east.kubectl(&["create", "namespace", TEAM])?;
-    east.kubectl(&["create", "configmap", "team-config", "-n", TEAM])?;
+    // Routing resources: published, each with its Ready condition.
     let applied = Instant::now();
-    local.kubectl_with_input(&["apply", "-f", "-"], &serde_json::to_vec(&routing)?)?;
-    let published = eventually(ACT, || {
-        let files = local.secret_files(TEAM, "mca-routes")?;
-        Ok((files.is_some(), files.unwrap_or_default()))
-    })
-    .with_context(|| waited_for("the published configuration", &operators))?;
+    let routing = routing_resources(&east)?;
+    install
+        .local
+        .kubectl_with_input(&["apply", "-f", "-"], &serde_json::to_vec(&routing)?)?;
+    let published = install.await_published(ACT, "the published configuration", |f| {
+        f.contains_key("config.yaml")
+    })?;
     eprintln!(
         "{test}: configuration published {} ms after the apply",
         applied.elapsed().as_millis()
     );
+    let token = routing["items"][0]["stringData"]["token"]
+        .as_str()
+        .expect("the token");
     let config = String::from_utf8(published["config.yaml"].clone())?;
     assert!(config.contains("east"), "{config}");
-    assert!(
-        !config.contains(east_token.trim()),
-        "no credential in the YAML"
-    );
-    assert_eq!(published["east.token"], east_token.trim().as_bytes());
-    let (status, _) = eventually(ACT, || {
-        let ready = ready(&local, "clusters.mca.io", "east")?;
-        Ok((ready.is_some(), ready.unwrap_or_default()))
-    })
-    .with_context(|| waited_for("Cluster east's Ready condition", &operators))?;
-    assert_eq!(status, "True");
-    let (status, message) = eventually(ACT, || {
-        let ready = ready(&local, "clusters.mca.io", "broken")?;
-        Ok((ready.is_some(), ready.unwrap_or_default()))
-    })
-    .with_context(|| waited_for("Cluster broken's Ready condition", &operators))?;
+    assert!(!config.contains(token), "no credential in the YAML");
+    assert_eq!(published["east.token"], token.as_bytes());
+    let condition = |kind: &str, name: &str| {
+        eventually(ACT, || {
+            let ready = ready(&install.local, kind, name)?;
+            Ok((ready.is_some(), ready.unwrap_or_default()))
+        })
+        .with_context(|| install.waited_for(&format!("{name}'s Ready condition")))
+    };
+    assert_eq!(condition("clusters.mca.io", "east")?.0, "True");
+    let (status, message) = condition("clusters.mca.io", "broken")?;
     assert_eq!(status, "False");
     assert!(message.contains("missing"), "{message}");
-    assert_eq!(
-        ready(&local, "routes.mca.io", "team-east")?
-            .map(|r| r.0)
-            .as_deref(),
-        Some("True")
-    );
+    assert_eq!(condition("routes.mca.io", "team-east")?.0, "True");
 
-    // The kubelet writes the Secret into the volume; the sidecar applies it.
+    // The kubelet writes the Secret into the volume; the sidecar applies it and reaches east
+    // with east's credential.
+    let sidecar_log = || format!("the sidecar's log:\n{}", sidecar.mca.log());
     volume.update(&as_files(&published))?;
-    let out = eventually(ACT, || {
-        let out = sidecar.kubectl(&only_in_east)?;
-        Ok((true, out))
-    })
-    .with_context(|| {
-        format!(
-            "the sidecar did not load it; its log:\n{}",
-            sidecar.mca.log()
-        )
-    })?;
+    let out = eventually(ACT, || Ok((true, sidecar.kubectl(&only_in_east)?)))
+        .with_context(sidecar_log)?;
     assert_eq!(out.trim(), "configmap/only-in-east");
     let reached_east = east
         .audit()
@@ -466,61 +550,44 @@ fn the_chart_injects_pods_and_publishes_routing_a_sidecar_follows_across_a_leade
     );
 
     // The leader crashes; the other replica takes over and publishes a new Route.
-    let leader_index = usize::from(first == "operator-b");
-    let crashed = operators[leader_index].take().expect("running");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(crashed.pid())?),
-        nix::sys::signal::Signal::SIGKILL,
-    )?;
+    let crashed = install.take_operator(&first);
+    signal(&crashed, SIGKILL)?;
     let crash = Instant::now();
     let route = json!({"apiVersion": "mca.io/v1alpha1", "kind": "Route",
         "metadata": {"name": "team-configmaps", "namespace": TEAM},
         "spec": {"match": {"namespaces": [TEAM], "resources": ["configmaps"]},
                  "to": {"clusters": ["east"]}}});
-    local.kubectl_with_input(&["apply", "-f", "-"], &serde_json::to_vec(&route)?)?;
-    let republished = eventually(TAKEOVER, || {
-        let files = local.secret_files(TEAM, "mca-routes")?.unwrap_or_default();
-        let config = String::from_utf8_lossy(&files["config.yaml"]).into_owned();
-        Ok((config.contains("team-configmaps"), files))
-    })
-    .with_context(|| waited_for("the new leader publishing the new route", &operators))?;
-    let second = leader(&local)?.context("a leader")?;
-    assert_ne!(second, first, "the other replica leads");
+    install
+        .local
+        .kubectl_with_input(&["apply", "-f", "-"], &serde_json::to_vec(&route)?)?;
+    let republished = install.await_published(TAKEOVER, "the new route", |files| {
+        files
+            .get("config.yaml")
+            .is_some_and(|c| String::from_utf8_lossy(c).contains("team-configmaps"))
+    })?;
+    let second = install.await_leader(ACT, |holder| holder != first)?;
     eprintln!(
         "{test}: {second} took over and published the new route {} ms after {first} crashed",
         crash.elapsed().as_millis()
     );
-
-    // The kubelet updates the volume; the sidecar reloads and routes team-a's ConfigMaps.
     volume.update(&as_files(&republished))?;
     let out = eventually(ACT, || {
         let out = sidecar.kubectl(&team_config)?;
         Ok((out.trim() == "configmap/team-config", out))
     })
-    .with_context(|| {
-        format!(
-            "the sidecar did not reload; its log:\n{}",
-            sidecar.mca.log()
-        )
-    })?;
+    .with_context(sidecar_log)?;
     assert_eq!(out.trim(), "configmap/team-config");
 
     // A rolling update: a new replica waits, the leader is stopped (SIGTERM) and releases the
     // Lease, and the new one leads within a retry or two, not a whole Lease duration.
-    let third = start_operator(&operator_args, &kubeconfig, "operator-c")?;
-    third.wait_for_line(|l| l.contains("waiting to lead"), ACT)?;
-    let stopping = operators[1 - leader_index].take().expect("running");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(stopping.pid())?),
-        nix::sys::signal::Signal::SIGTERM,
-    )?;
+    install
+        .start_operator("operator-c")?
+        .wait_for_line(|l| l.contains("waiting to lead"), ACT)?;
+    let stopping = install.take_operator(&second);
+    signal(&stopping, SIGTERM)?;
     let stop = Instant::now();
     assert!(stopping.wait(ACT)?.success(), "{}", stopping.output());
-    operators.push(Some(third));
-    eventually(ACT, || {
-        Ok((leader(&local)?.as_deref() == Some("operator-c"), ()))
-    })
-    .with_context(|| waited_for("operator-c to lead", &operators))?;
+    install.await_leader(ACT, |holder| holder == "operator-c")?;
     let handover = stop.elapsed();
     eprintln!(
         "{test}: {second} stopped and released the Lease; operator-c led {} ms later",
@@ -532,33 +599,26 @@ fn the_chart_injects_pods_and_publishes_routing_a_sidecar_follows_across_a_leade
         handover < mca::operator::lease::DURATION / 2,
         "released, not expired: {handover:?}"
     );
+    let log = stopping.output();
     assert!(
-        stopping.output().contains("releasing the Lease")
-            && !stopping.output().contains("releasing the Lease failed"),
-        "{}",
-        stopping.output()
+        log.contains("releasing the Lease") && !log.contains("releasing the Lease failed"),
+        "{log}"
     );
 
     // Everything deleted: the configuration goes empty, and with it the routes.
-    local.kubectl(&[
+    install.local.kubectl(&[
         "delete",
         "clusters.mca.io,routes.mca.io",
         "--all",
         "-n",
         TEAM,
     ])?;
-    let emptied = eventually(ACT, || {
-        let files = local.secret_files(TEAM, "mca-routes")?.unwrap_or_default();
-        Ok((!files.contains_key("east.token"), files))
-    })
-    .with_context(|| waited_for("the emptied configuration", &operators))?;
+    let emptied = install.await_published(ACT, "the emptied configuration", |files| {
+        !files.contains_key("east.token")
+    })?;
     assert_eq!(emptied.keys().collect::<Vec<_>>(), ["config.yaml"]);
     volume.update(&as_files(&emptied))?;
-    eventually(ACT, || Ok((sidecar.kubectl(&team_config).is_err(), ()))).with_context(|| {
-        format!(
-            "the sidecar did not reload; its log:\n{}",
-            sidecar.mca.log()
-        )
-    })?;
+    eventually(ACT, || Ok((sidecar.kubectl(&team_config).is_err(), ())))
+        .with_context(sidecar_log)?;
     Ok(())
 }
