@@ -418,15 +418,23 @@ fn check_injection(local: &Cluster, webhook: &Process) -> anyhow::Result<Value> 
     Ok(spec.clone())
 }
 
-/// A Secret with east's credentials, a Cluster `east` naming it, a Cluster whose Secret is
-/// missing, and a Route sending `east-*` to east.
+/// A Secret with east's credentials labelled for MCA, a Cluster `east` naming it, a Cluster
+/// whose Secret is missing, one naming a Secret not labelled for MCA, and a Route sending
+/// `east-*` to east.
 fn routing_resources(east: &Cluster) -> anyhow::Result<Value> {
     let token = std::fs::read_to_string(east.dir().join("pki/admin.token"))?;
     let ca = std::fs::read_to_string(east.dir().join("pki/ca.crt"))?;
     Ok(json!({"apiVersion": "v1", "kind": "List", "items": [
         {"apiVersion": "v1", "kind": "Secret",
-         "metadata": {"name": "east-credentials", "namespace": TEAM},
+         "metadata": {"name": "east-credentials", "namespace": TEAM,
+                      "labels": {"mca.io/cluster-credentials": "true"}},
          "stringData": {"token": token.trim(), "ca.crt": ca}},
+        {"apiVersion": "v1", "kind": "Secret",
+         "metadata": {"name": "someone-elses", "namespace": TEAM},
+         "stringData": {"token": "not-for-mca"}},
+        {"apiVersion": "mca.io/v1alpha1", "kind": "Cluster",
+         "metadata": {"name": "exfiltrate", "namespace": TEAM},
+         "spec": {"server": "https://127.0.0.1:1", "credentialsSecret": "someone-elses"}},
         {"apiVersion": "mca.io/v1alpha1", "kind": "Cluster",
          "metadata": {"name": "east", "namespace": TEAM},
          "spec": {"server": east.server(), "credentialsSecret": "east-credentials"}},
@@ -518,6 +526,10 @@ fn the_chart_injects_pods_and_publishes_routing_a_sidecar_follows_across_a_leade
     assert!(config.contains("east"), "{config}");
     assert!(!config.contains(token), "no credential in the YAML");
     assert_eq!(published["east.token"], token.as_bytes());
+    assert!(
+        !published.contains_key("exfiltrate.token"),
+        "a Secret not labelled for MCA is not copied"
+    );
     let condition = |kind: &str, name: &str| {
         eventually(ACT, || {
             let ready = ready(&install.local, kind, name)?;
@@ -529,6 +541,12 @@ fn the_chart_injects_pods_and_publishes_routing_a_sidecar_follows_across_a_leade
     let (status, message) = condition("clusters.mca.io", "broken")?;
     assert_eq!(status, "False");
     assert!(message.contains("missing"), "{message}");
+    let (status, message) = condition("clusters.mca.io", "exfiltrate")?;
+    assert_eq!(status, "False");
+    assert!(
+        message.contains("not labelled mca.io/cluster-credentials=true"),
+        "{message}"
+    );
     assert_eq!(condition("routes.mca.io", "team-east")?.0, "True");
 
     // The kubelet writes the Secret into the volume; the sidecar applies it and reaches east

@@ -12,6 +12,11 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// The label a Secret must carry before a `Cluster` may use it: whoever may create a Cluster
+/// but not read the namespace's Secrets must not be able to send one of them (a
+/// ServiceAccount token, another application's credential) to a server of their choosing.
+pub const CREDENTIALS_LABEL: &str = "mca.io/cluster-credentials";
+
 /// A cluster the namespace's sidecars may send requests to.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
@@ -31,7 +36,7 @@ pub struct ClusterSpec {
     pub server: String,
     /// A Secret in the same namespace with the credentials: `token`, or `tls.crt` and
     /// `tls.key` (a client certificate); `ca.crt` for the API server's CA (without it the
-    /// system roots are trusted).
+    /// system roots are trusted). It must be labelled `mca.io/cluster-credentials=true`.
     pub credentials_secret: String,
     /// The name in the API server's certificate, when it is not the URL's host.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -12,7 +12,7 @@ use kube::{
 use serde_json::json;
 
 use super::{
-    crd::{Cluster, Condition, Route, Status},
+    crd::{CREDENTIALS_LABEL, Cluster, Condition, Route, Status},
     render::{self, Rendered},
 };
 
@@ -51,7 +51,7 @@ pub async fn namespace(
             publish(
                 &secrets,
                 published,
-                &render::render(&[], &[], &BTreeMap::new()),
+                &render::render(&[], &[], &render::Secrets::new()),
             )
             .await?;
             summary.published = true;
@@ -62,16 +62,10 @@ pub async fn namespace(
         .iter()
         .map(|c| c.spec.credentials_secret.as_str())
         .collect();
-    let mut data = BTreeMap::new();
+    let mut data = render::Secrets::new();
     for name in wanted {
         if let Some(secret) = secrets.get_opt(name).await? {
-            let files = secret
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(key, value)| (key, value.0))
-                .collect();
-            data.insert(name.to_owned(), files);
+            data.insert(name.to_owned(), credentials(name, secret));
         }
     }
     let rendered = render::render(&cluster_list, &route_list, &data);
@@ -90,6 +84,28 @@ pub async fn namespace(
         }
     }
     Ok(summary)
+}
+
+/// A credential Secret's data, if it is labelled for MCA's use ([`CREDENTIALS_LABEL`]).
+fn credentials(name: &str, secret: Secret) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let labelled = secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(CREDENTIALS_LABEL))
+        .is_some_and(|value| value == "true");
+    if !labelled {
+        return Err(format!(
+            "Secret {name} is not labelled {CREDENTIALS_LABEL}=true: only Secrets meant for \
+             MCA are sent to a Cluster's server"
+        ));
+    }
+    Ok(secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(key, value)| (key, value.0))
+        .collect())
 }
 
 /// Writes the configuration Secret.
@@ -226,7 +242,8 @@ mod tests {
         });
         let secret = json!({
             "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "east-creds", "namespace": "shop"},
+            "metadata": {"name": "east-creds", "namespace": "shop",
+                         "labels": {"mca.io/cluster-credentials": "true"}},
             // base64 of "east-token"
             "data": {"token": "ZWFzdC10b2tlbg=="},
         });
@@ -301,6 +318,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_secret_not_labelled_for_mca_is_not_copied_and_its_cluster_says_why() {
+        let mut objects = objects(Value::Null);
+        for (path, object) in &mut objects {
+            if path.ends_with("/secrets/east-creds") {
+                object["metadata"]["labels"] = json!({"mca.io/cluster-credentials": "yes"});
+            }
+        }
+        let (client, seen) = api(objects);
+        namespace(&client, "shop", "mca-routes").await.unwrap();
+        let seen = &seen.lock().unwrap().seen;
+        let body = |path: &str| {
+            seen.iter()
+                .find(|(m, uri, _)| *m == Method::PATCH && uri.contains(path))
+                .map(|(_, _, body)| body.clone())
+                .unwrap()
+        };
+        let published = body("/secrets/mca-routes");
+        assert!(
+            published["data"].get("east.token").is_none(),
+            "the token was not copied: {published}"
+        );
+        let condition = &body("/clusters/east/status")["status"]["conditions"][0];
+        assert_eq!(condition["status"], "False");
+        let message = condition["message"].as_str().unwrap();
+        assert!(
+            message.contains("east-creds is not labelled mca.io/cluster-credentials=true"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
     async fn an_unchanged_condition_is_not_written_again() {
         let ready = json!({"observedGeneration": 2, "conditions": [{"type": "Ready",
             "status": "True", "reason": "Published", "message": "",
@@ -338,7 +386,7 @@ mod tests {
         // server-side apply removes it.
         let keys: Vec<&String> = secret["data"].as_object().unwrap().keys().collect();
         assert_eq!(keys, ["config.yaml"]);
-        let yaml = render::render(&[], &[], &BTreeMap::new()).files["config.yaml"].clone();
+        let yaml = render::render(&[], &[], &render::Secrets::new()).files["config.yaml"].clone();
         let config = crate::config::Config::parse(
             &String::from_utf8(yaml).unwrap(),
             std::path::Path::new("/"),

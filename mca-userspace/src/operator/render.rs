@@ -36,12 +36,12 @@ pub struct Rendered {
     pub routes: BTreeMap<String, Result<(), String>>,
 }
 
-/// Renders `clusters` and `routes`; `secrets` are the namespace's Secrets' data by name.
-pub fn render(
-    clusters: &[Cluster],
-    routes: &[Route],
-    secrets: &BTreeMap<String, BTreeMap<String, Vec<u8>>>,
-) -> Rendered {
+/// The credential Secrets the namespace's Clusters name, by name: their data, or why it may
+/// not be used.
+pub type Secrets = BTreeMap<String, Result<BTreeMap<String, Vec<u8>>, String>>;
+
+/// Renders `clusters` and `routes` with the credentials in `secrets`.
+pub fn render(clusters: &[Cluster], routes: &[Route], secrets: &Secrets) -> Rendered {
     let mut rendered = Rendered {
         files: BTreeMap::new(),
         clusters: BTreeMap::new(),
@@ -124,7 +124,7 @@ pub fn render(
 #[allow(clippy::type_complexity)]
 fn cluster_entry(
     cluster: &Cluster,
-    secrets: &BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    secrets: &Secrets,
 ) -> Result<(Value, Vec<(String, Vec<u8>)>), String> {
     let name = cluster.name_any();
     if name == LOCAL {
@@ -136,7 +136,9 @@ fn cluster_entry(
     let secret_name = &spec.credentials_secret;
     let secret = secrets
         .get(secret_name)
-        .ok_or_else(|| format!("Secret {secret_name} not found"))?;
+        .ok_or_else(|| format!("Secret {secret_name} not found"))?
+        .as_ref()
+        .map_err(Clone::clone)?;
     let mut entry = json!({"name": name, "server": spec.server});
     let mut files = Vec::new();
     let mut file = |key: &str, field: &str, entry: &mut Value| -> bool {
@@ -244,12 +246,12 @@ mod tests {
         }
     }
 
-    fn secrets() -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {
+    fn secrets() -> Secrets {
         let data = |pairs: &[(&str, &str)]| {
-            pairs
+            Ok(pairs
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
-                .collect()
+                .collect())
         };
         [
             (
