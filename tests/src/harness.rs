@@ -220,6 +220,12 @@ impl Process {
         self.child.lock().unwrap().id()
     }
 
+    /// Sends it `signal` (SIGTERM to stop it as Kubernetes does, SIGKILL as a crash would).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid())?);
+        Ok(nix::sys::signal::kill(pid, signal)?)
+    }
+
     /// Whether the process has exited.
     pub fn exited(&self) -> bool {
         matches!(self.child.lock().unwrap().try_wait(), Ok(Some(_)))
@@ -423,12 +429,14 @@ impl Mca {
         Ok(std::fs::read_dir(format!("/proc/{}/fd", self.pid()))?.count())
     }
 
+    /// Sends MCA `signal`.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
+        self.process.signal(signal)
+    }
+
     /// Sends SIGTERM and waits for the exit.
     pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.pid() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )?;
+        self.signal(nix::sys::signal::Signal::SIGTERM)?;
         self.process.wait(timeout)
     }
 

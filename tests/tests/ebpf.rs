@@ -139,10 +139,7 @@ fn no_redirect_is_left_behind_when_mca_is_killed() -> anyhow::Result<()> {
     let output = env.raw_client("10.96.0.1", 443, "kubernetes.default.svc", APP_CA)?;
     assert!(output.status.success(), "{output:?}");
     // kill -9: no cleanup code runs in MCA.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(env.mca.pid() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )?;
+    env.mca.signal(nix::sys::signal::Signal::SIGKILL)?;
     while !env.mca.exited() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }

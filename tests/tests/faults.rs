@@ -182,10 +182,7 @@ async fn sigterm_ends_watches_and_tunnels_within_the_grace_period() -> anyhow::R
     let mut exec = exec_cat(&env.pod).await?;
 
     let start = Instant::now();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(env.mca.pid() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )?;
+    env.mca.signal(nix::sys::signal::Signal::SIGTERM)?;
     // Not ready from the first moment, so no new traffic is sent this way.
     loop {
         let (code, _) = env.admin_get("/readyz")?;

@@ -447,12 +447,6 @@ fn routing_resources(east: &Cluster) -> anyhow::Result<Value> {
     ]}))
 }
 
-/// Sends `signal` to `process`.
-fn signal(process: &Process, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(process.pid())?);
-    Ok(nix::sys::signal::kill(pid, signal)?)
-}
-
 #[test]
 fn the_chart_injects_pods_and_publishes_routing_a_sidecar_follows_across_a_leader_crash()
 -> anyhow::Result<()> {
@@ -569,7 +563,7 @@ fn the_chart_injects_pods_and_publishes_routing_a_sidecar_follows_across_a_leade
 
     // The leader crashes; the other replica takes over and publishes a new Route.
     let crashed = install.take_operator(&first);
-    signal(&crashed, SIGKILL)?;
+    crashed.signal(SIGKILL)?;
     let crash = Instant::now();
     let route = json!({"apiVersion": "mca.io/v1alpha1", "kind": "Route",
         "metadata": {"name": "team-configmaps", "namespace": TEAM},
@@ -602,7 +596,7 @@ fn the_chart_injects_pods_and_publishes_routing_a_sidecar_follows_across_a_leade
         .start_operator("operator-c")?
         .wait_for_line(|l| l.contains("waiting to lead"), ACT)?;
     let stopping = install.take_operator(&second);
-    signal(&stopping, SIGTERM)?;
+    stopping.signal(SIGTERM)?;
     let stop = Instant::now();
     assert!(stopping.wait(ACT)?.success(), "{}", stopping.output());
     install.await_leader(ACT, |holder| holder == "operator-c")?;

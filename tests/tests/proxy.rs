@@ -387,10 +387,7 @@ async fn health_endpoints_and_graceful_shutdown() -> anyhow::Result<()> {
         .await?;
     let mut body = response.into_body();
     next_chunk(&mut body, WAIT).await?.expect("initial event");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(env.mca.pid() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )?;
+    env.mca.signal(nix::sys::signal::Signal::SIGTERM)?;
     env.mca
         .wait_for_log(|l| l.contains("stopped accepting"), WAIT)?;
     assert_eq!(env.admin_get("/readyz")?.0, 503);
