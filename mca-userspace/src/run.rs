@@ -58,6 +58,25 @@ pub enum Error {
     /// No random bytes for the client token.
     #[error("generating the client token: {0}")]
     Random(rustls::Error),
+    /// `--kubeconfig` names the fake kubeconfig MCA writes for applications.
+    #[error(
+        "{0} is the fake kubeconfig MCA writes for applications: give MCA the real API \
+         server's kubeconfig with --kubeconfig"
+    )]
+    FakeKubeconfig(std::path::PathBuf),
+    /// A cluster's server is MCA's own listener.
+    #[error(
+        "cluster {cluster:?} has server {url}, which is MCA's own listener ({listen}): MCA \
+         would send every request to itself; give it the real API server's address"
+    )]
+    OwnListener {
+        /// The cluster.
+        cluster: String,
+        /// Its server.
+        url: String,
+        /// MCA's `--listen`.
+        listen: SocketAddr,
+    },
     /// `--intercept=ebpf` and eBPF interception could not be set up.
     #[error("eBPF interception failed (--intercept=ebpf): {0}")]
     Intercept(crate::intercept::Error),
@@ -142,6 +161,13 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     raise_open_file_limit();
     let service = ServiceEnv::from_env()?;
     let source = upstream_source(&args, &service);
+    if let Some(path) = args
+        .kubeconfig
+        .as_ref()
+        .filter(|p| sa::is_fake_kubeconfig(p))
+    {
+        return Err(Error::FakeKubeconfig(path.clone()));
+    }
     let settings = cluster::Settings {
         limits: Limits {
             max_connections: args.upstream_max_connections as usize,
@@ -167,6 +193,16 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         None => Config::local_only(),
     };
     let clusters = Arc::new(Registry::load(&config, &source, &settings, None).await?);
+    if let Some(own) = clusters
+        .iter()
+        .find(|c| is_own_listener(c.upstream().url(), args.listen))
+    {
+        return Err(Error::OwnListener {
+            cluster: own.name().to_string(),
+            url: own.upstream().url().to_string(),
+            listen: args.listen,
+        });
+    }
     // The local cluster never changes while MCA runs: its address and namespace are fixed.
     let upstream = clusters.local().upstream().clone();
     let live = Live::new(Routing {
@@ -438,17 +474,7 @@ fn destinations(
     endpoints: &[SocketAddr],
     extras: &[SocketAddr],
 ) -> Vec<SocketAddr> {
-    let upstream = upstream
-        .host()
-        .and_then(|host| host.trim_matches(['[', ']']).parse::<IpAddr>().ok())
-        .map(|ip| {
-            let default = if upstream.scheme_str() == Some("http") {
-                80
-            } else {
-                443
-            };
-            SocketAddr::new(ip, upstream.port_u16().unwrap_or(default))
-        });
+    let upstream = host_ip(upstream).map(|ip| SocketAddr::new(ip, port(upstream)));
     let mut all: Vec<SocketAddr> = Vec::new();
     for addr in service
         .into_iter()
@@ -461,6 +487,37 @@ fn destinations(
         }
     }
     all
+}
+
+/// Whether `url` reaches MCA's listener on `listen`: the same port on the same address, on
+/// loopback when MCA listens on loopback (its IPv6 twin included) or on every address.
+/// Names other than `localhost` are not resolved.
+fn is_own_listener(url: &http::Uri, listen: SocketAddr) -> bool {
+    let ip = match url.host() {
+        Some(host) if host.eq_ignore_ascii_case("localhost") => Some(Ipv4Addr::LOCALHOST.into()),
+        _ => host_ip(url),
+    };
+    let Some(ip) = ip else {
+        return false;
+    };
+    let ours = listen.ip();
+    let local = |ip: IpAddr| ip.is_loopback() || ip.is_unspecified();
+    port(url) == listen.port() && (ip == ours || local(ip) && local(ours))
+}
+
+/// The host of `url` if it is an IP address.
+fn host_ip(url: &http::Uri) -> Option<IpAddr> {
+    url.host()?.trim_matches(['[', ']']).parse().ok()
+}
+
+/// The port of `url`, or its scheme's.
+fn port(url: &http::Uri) -> u16 {
+    let default = if url.scheme_str() == Some("http") {
+        80
+    } else {
+        443
+    };
+    url.port_u16().unwrap_or(default)
 }
 
 /// Every watch an application holds over HTTP/1.1 is a socket in MCA: lift the soft limit on
@@ -527,6 +584,30 @@ mod tests {
             destinations(None, &"https://[fd00::9]:6443".parse().unwrap(), &[], &[]),
             addrs(&["[fd00::9]:6443"])
         );
+    }
+
+    #[test]
+    fn mca_own_listener_is_recognised_as_an_upstream() {
+        let own = |url: &str, listen: &str| {
+            is_own_listener(&url.parse().unwrap(), listen.parse().unwrap())
+        };
+        assert!(own("https://127.0.0.1:6443", "127.0.0.1:6443"));
+        assert!(own(
+            "https://localhost:6443/clusters/east",
+            "127.0.0.1:6443"
+        ));
+        assert!(own("https://[::1]:6443", "127.0.0.1:6443"));
+        assert!(own("https://127.0.0.1:6443", "0.0.0.0:6443"));
+        assert!(own("https://10.0.0.7:443", "10.0.0.7:443"));
+        assert!(own("https://10.0.0.7", "10.0.0.7:443"));
+        // Another port, another address, a name: someone else.
+        assert!(!own("https://127.0.0.1:7443", "127.0.0.1:6443"));
+        assert!(!own("https://10.96.0.1:6443", "127.0.0.1:6443"));
+        assert!(!own("https://127.0.0.1:6443", "10.0.0.7:6443"));
+        assert!(!own(
+            "https://kubernetes.default.svc:6443",
+            "127.0.0.1:6443"
+        ));
     }
 
     #[test]

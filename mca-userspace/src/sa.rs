@@ -13,6 +13,12 @@
 //!
 //! Every file is written to a temporary name and renamed into place, so a client never reads
 //! a half-written file even if it starts while MCA is (re)writing them.
+//!
+//! MCA only ever replaces files it wrote itself: the kubeconfig carries an extension naming
+//! MCA ([`KUBECONFIG_EXTENSION`]), the ServiceAccount directory a marker file
+//! ([`OWNED_MARKER`]). A path that holds anything else, such as the user's own kubeconfig
+//! (`--kubeconfig ./kubeconfig` with the default `--fake-kubeconfig` beside `./fake-sa`), is
+//! refused with an error naming the flag, never overwritten.
 
 use std::{
     io::Write,
@@ -23,6 +29,7 @@ use std::{
 use base64::Engine;
 use kube::config::{
     AuthInfo, Cluster, Context, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext,
+    NamedExtension,
 };
 
 /// The token written with `--client-auth=none`. It must not be empty: several client
@@ -30,23 +37,52 @@ use kube::config::{
 /// in-cluster config". MCA strips it from every request, so its value carries no authority.
 pub const PLACEHOLDER_TOKEN: &str = "mca-placeholder-token";
 
-/// Errors while provisioning the fake ServiceAccount.
+/// The kubeconfig extension that marks a kubeconfig as MCA's fake one: MCA replaces such a
+/// file, and refuses it as an upstream (it would send MCA's requests to MCA).
+pub const KUBECONFIG_EXTENSION: &str = "mca.io/fake-kubeconfig";
+/// The file that marks a directory as MCA's fake ServiceAccount.
+pub const OWNED_MARKER: &str = ".mca-fake-serviceaccount";
+
+/// Errors while provisioning the fake ServiceAccount or kubeconfig.
 #[derive(Debug, thiserror::Error)]
-#[error("writing {path}: {source}")]
-pub struct Error {
-    path: PathBuf,
-    source: std::io::Error,
+pub enum Error {
+    /// A file or directory could not be written.
+    #[error("writing {path}: {source}")]
+    Write {
+        /// What.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The path holds something MCA did not write.
+    #[error(
+        "{path} exists and was not written by MCA: refusing to overwrite it; give MCA a path \
+         of its own with {flag}"
+    )]
+    NotOurs {
+        /// The path.
+        path: PathBuf,
+        /// The flag that chooses it.
+        flag: &'static str,
+    },
+}
+
+impl Error {
+    fn write(path: &Path, source: std::io::Error) -> Self {
+        Self::Write {
+            path: path.to_owned(),
+            source,
+        }
+    }
 }
 
 /// Writes `ca.crt`, `token` and `namespace` into `dir`, creating it if needed.
 ///
 /// `ca.crt` is written last: clients that wait for it (as a sign the directory is complete)
-/// then find the other two already in place.
+/// then find the other two already in place. A directory that is neither empty nor marked
+/// as MCA's is refused.
 pub fn provision(dir: &Path, ca_pem: &str, token: &str, namespace: &str) -> Result<(), Error> {
-    std::fs::create_dir_all(dir).map_err(|source| Error {
-        path: dir.to_owned(),
-        source,
-    })?;
+    claim_directory(dir)?;
     write_atomically(&dir.join("namespace"), namespace.as_bytes(), 0o644)?;
     write_token(dir, token)?;
     write_atomically(&dir.join("ca.crt"), ca_pem.as_bytes(), 0o644)
@@ -70,15 +106,54 @@ pub fn write_kubeconfig(
     namespace: &str,
     clusters: &[&str],
 ) -> Result<(), Error> {
+    if path.exists() && !is_fake_kubeconfig(path) {
+        return Err(Error::NotOurs {
+            path: path.to_owned(),
+            flag: "--fake-kubeconfig",
+        });
+    }
     let kubeconfig = fake_kubeconfig(ca_pem, token, listen, namespace, clusters);
     let json = serde_json::to_vec_pretty(&kubeconfig).expect("a kubeconfig always serializes");
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| Error {
-            path: dir.to_owned(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::write(dir, e))?;
     }
     write_atomically(path, &json, 0o644)
+}
+
+/// Whether `path` is a kubeconfig MCA wrote (one carrying [`KUBECONFIG_EXTENSION`]).
+pub fn is_fake_kubeconfig(path: &Path) -> bool {
+    Kubeconfig::read_from(path).is_ok_and(|kubeconfig| {
+        kubeconfig
+            .extensions
+            .iter()
+            .flatten()
+            .any(|extension| extension.name == KUBECONFIG_EXTENSION)
+    })
+}
+
+/// Creates `dir` with MCA's marker in it, or checks that an existing one is MCA's (marked) or
+/// empty.
+fn claim_directory(dir: &Path) -> Result<(), Error> {
+    let marker = dir.join(OWNED_MARKER);
+    if marker.exists() {
+        return Ok(());
+    }
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(Error::NotOurs {
+                    path: dir.to_owned(),
+                    flag: "--fake-sa-dir",
+                });
+            }
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(|e| Error::write(dir, e))?;
+        }
+        Err(error) => return Err(Error::write(dir, error)),
+    }
+    let text = "This directory is MCA's fake ServiceAccount: MCA rewrites its files.\n";
+    write_atomically(&marker, text.as_bytes(), 0o644)
 }
 
 fn fake_kubeconfig(
@@ -137,6 +212,13 @@ fn fake_kubeconfig(
             ..NamedAuthInfo::default()
         }],
         current_context: Some(ROUTED_CONTEXT.to_owned()),
+        extensions: Some(vec![NamedExtension {
+            name: KUBECONFIG_EXTENSION.to_owned(),
+            extension: serde_json::json!({
+                "writtenBy": concat!("mca ", env!("CARGO_PKG_VERSION")),
+                "note": "fake credentials for the application; MCA rewrites this file",
+            }),
+        }]),
         api_version: Some("v1".to_owned()),
         kind: Some("Config".to_owned()),
         ..Kubeconfig::default()
@@ -146,10 +228,7 @@ fn fake_kubeconfig(
 fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
 
-    let err = |source| Error {
-        path: path.to_owned(),
-        source,
-    };
+    let err = |source| Error::write(path, source);
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = dir.join(format!(".{name}.mca-tmp"));
@@ -182,7 +261,55 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         names.sort();
-        assert_eq!(names, ["ca.crt", "namespace", "token"]);
+        assert_eq!(names, [OWNED_MARKER, "ca.crt", "namespace", "token"]);
+    }
+
+    #[test]
+    fn a_directory_mca_did_not_write_is_refused_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "the user's").unwrap();
+        let error = provision(dir.path(), "CA", "token", "ns").unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::NotOurs {
+                    flag: "--fake-sa-dir",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(error.to_string().contains("--fake-sa-dir"), "{error}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("token")).unwrap(),
+            "the user's"
+        );
+        // An empty directory (an emptyDir volume) is MCA's to fill.
+        let empty = tempfile::tempdir().unwrap();
+        provision(empty.path(), "CA", "token", "ns").unwrap();
+        assert!(empty.path().join(OWNED_MARKER).exists());
+    }
+
+    #[test]
+    fn a_kubeconfig_mca_did_not_write_is_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubeconfig");
+        let listen = "127.0.0.1:6443".parse().unwrap();
+        let users = "apiVersion: v1\nkind: Config\nclusters: []\n";
+        std::fs::write(&path, users).unwrap();
+        let error = write_kubeconfig(&path, "CA", "t", listen, "ns", &[]).unwrap_err();
+        assert!(error.to_string().contains("--fake-kubeconfig"), "{error}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), users);
+        assert!(!is_fake_kubeconfig(&path));
+        // Not even a file that is no kubeconfig at all.
+        std::fs::write(&path, "notes").unwrap();
+        assert!(write_kubeconfig(&path, "CA", "t", listen, "ns", &[]).is_err());
+        // MCA's own is rewritten.
+        std::fs::remove_file(&path).unwrap();
+        write_kubeconfig(&path, "CA", "t1", listen, "ns", &[]).unwrap();
+        assert!(is_fake_kubeconfig(&path));
+        write_kubeconfig(&path, "CA", "t2", listen, "ns", &[]).unwrap();
+        assert!(std::fs::read_to_string(&path).unwrap().contains("t2"));
     }
 
     #[test]

@@ -15,9 +15,29 @@ use serde_json::{Value, json};
 const NAMESPACE: &str = "from-context";
 
 /// Writes a kubeconfig whose context `good` uses `user` against `server`, plus a context `bad`
-/// pointing nowhere; `bad` is the current context unless `current` says otherwise.
+/// pointing nowhere; `bad` is the current context unless `current` says otherwise. It lives
+/// in a directory of its own: `kubeconfig` beside the fake ServiceAccount is where MCA writes
+/// the fake one by default.
 fn write_kubeconfig(
     pod: &Pod,
+    server: &ApiServer,
+    user: Value,
+    current: &str,
+) -> anyhow::Result<std::path::PathBuf> {
+    let dir = pod.dir().join("user");
+    std::fs::create_dir_all(&dir)?;
+    write_kubeconfig_at(
+        &dir.join("kubeconfig"),
+        &format!("https://{}", server.addr()),
+        server,
+        user,
+        current,
+    )
+}
+
+fn write_kubeconfig_at(
+    path: &std::path::Path,
+    url: &str,
     server: &ApiServer,
     user: Value,
     current: &str,
@@ -25,7 +45,7 @@ fn write_kubeconfig(
     let config = json!({
         "apiVersion": "v1", "kind": "Config", "current-context": current,
         "clusters": [
-            {"name": "test", "cluster": {"server": format!("https://{}", server.addr()),
+            {"name": "test", "cluster": {"server": url,
                                          "certificate-authority-data": encode(server.ca_pem())}},
             {"name": "nowhere", "cluster": {"server": "https://127.0.0.1:1"}}
         ],
@@ -35,9 +55,8 @@ fn write_kubeconfig(
             {"name": "bad", "context": {"cluster": "nowhere", "user": "mca"}}
         ]
     });
-    let path = pod.dir().join("kubeconfig");
-    std::fs::write(&path, config.to_string())?;
-    Ok(path)
+    std::fs::write(path, config.to_string())?;
+    Ok(path.to_owned())
 }
 
 /// kubeconfig `*-data` fields are base64.
@@ -132,5 +151,59 @@ async fn client_certificate() -> anyhow::Result<()> {
     assert!(seen.client_user.is_some());
     // The app's placeholder token is gone and no other replaced it.
     assert_eq!(seen.header("authorization"), None);
+    Ok(())
+}
+
+/// `mca run --kubeconfig ./kubeconfig --fake-sa-dir ./fake-sa`: the fake kubeconfig's default
+/// place is the user's kubeconfig. MCA refuses, naming the flag, and the file is untouched (it
+/// used to be replaced, and the next start proxied to itself).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_users_kubeconfig_is_never_overwritten() -> anyhow::Result<()> {
+    let (pod, server) = setup()?;
+    let path = pod.dir().join("kubeconfig");
+    let url = format!("https://{}", server.addr());
+    write_kubeconfig_at(&path, &url, &server, json!({"token": REAL_TOKEN}), "good")?;
+    let before = std::fs::read(&path)?;
+    let refused = Mca::start_with_kubeconfig(&pod, &path, &[])
+        .err()
+        .expect("MCA refused to start");
+    let message = format!("{refused:#}");
+    assert!(message.contains("refusing to overwrite"), "{message}");
+    assert!(message.contains("--fake-kubeconfig"), "{message}");
+    assert_eq!(
+        std::fs::read(&path)?,
+        before,
+        "the user's kubeconfig changed"
+    );
+
+    // Given a path of its own, MCA serves, and its fake kubeconfig is then refused as an
+    // upstream: it names MCA itself.
+    let fake = pod.dir().join("fake-kubeconfig");
+    let arg = format!("--fake-kubeconfig={}", fake.display());
+    drop(Mca::start_with_kubeconfig(&pod, &path, &[&arg])?);
+    let refused = Mca::start_with_kubeconfig(&pod, &fake, &["--fake-kubeconfig=/dev/null/x"])
+        .err()
+        .expect("MCA refused its own fake kubeconfig");
+    assert!(
+        format!("{refused:#}").contains("is the fake kubeconfig MCA writes"),
+        "{refused:#}"
+    );
+    Ok(())
+}
+
+/// A kubeconfig whose server is MCA's own listener would make MCA its own upstream.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_that_is_mca_itself_is_refused() -> anyhow::Result<()> {
+    let (pod, server) = setup()?;
+    let path = pod.dir().join("loop.kubeconfig");
+    let url = format!("https://localhost:{}", pod.mca_addr().port());
+    write_kubeconfig_at(&path, &url, &server, json!({"token": REAL_TOKEN}), "good")?;
+    let refused = Mca::start_with_kubeconfig(&pod, &path, &[])
+        .err()
+        .expect("MCA refused to start");
+    assert!(
+        format!("{refused:#}").contains("which is MCA's own listener"),
+        "{refused:#}"
+    );
     Ok(())
 }
