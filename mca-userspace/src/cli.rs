@@ -143,6 +143,12 @@ pub struct Injection {
         value_parser = clap::value_parser!(i64).range(600..)
     )]
     pub token_expiration_seconds: i64,
+
+    /// The port of the cluster's `kubernetes` Service: the kubelet names the service-link
+    /// variables after it (`KUBERNETES_PORT_443_TCP`), and env mode overrides them all. In a
+    /// pod (the webhook's), the kubelet's KUBERNETES_SERVICE_PORT.
+    #[arg(long, env = "KUBERNETES_SERVICE_PORT", default_value_t = 443)]
+    pub service_port: u16,
 }
 
 impl From<&Injection> for crate::inject::Settings {
@@ -152,6 +158,7 @@ impl From<&Injection> for crate::inject::Settings {
             mode: injection.mode,
             config_secret: injection.config_secret.clone(),
             token_expiration_seconds: injection.token_expiration_seconds,
+            service_port: injection.service_port,
         }
     }
 }

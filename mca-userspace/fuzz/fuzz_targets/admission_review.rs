@@ -1,6 +1,6 @@
 //! Fuzzes the webhook's review handling: any body must give an answer or an error, never a
 //! panic; an answer is an AdmissionReview that admits, and any patch it carries applies to
-//! the pod it was computed for.
+//! the pod it was computed for; injection never finds it would lose part of the pod.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -16,6 +16,7 @@ fuzz_target!(|body: &[u8]| {
         mode: Mode::Env,
         config_secret: None,
         token_expiration_seconds: 3607,
+        service_port: 443,
     };
     for scope in [Scope::Namespace, Scope::Annotated] {
         let Ok(review) = answer(body, scope, &settings) else {
@@ -23,6 +24,11 @@ fuzz_target!(|body: &[u8]| {
         };
         assert_eq!(review["kind"], "AdmissionReview");
         let response = &review["response"];
+        let warnings = response["warnings"].as_array().into_iter().flatten();
+        assert!(
+            !warnings.filter_map(|w| w.as_str()).any(|w| w.contains("MCA only adds")),
+            "{response}"
+        );
         let Some(patch) = response.get("patch") else {
             continue;
         };

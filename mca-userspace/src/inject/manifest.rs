@@ -3,9 +3,8 @@
 //! passes through unchanged.
 //!
 //! Objects are kept as generic JSON values, so fields MCA does not touch come out as they
-//! went in; only the pod spec is read as its Kubernetes type, changed, and written back.
+//! went in, and the pod template is edited in place ([`pod::inject`]).
 
-use k8s_openapi::{api::core::v1::PodSpec, apimachinery::pkg::apis::meta::v1::ObjectMeta};
 use serde_json::Value;
 
 use super::pod::{self, Outcome, Refusal, Settings};
@@ -17,14 +16,14 @@ pub enum Error {
     #[error("not YAML: {0}")]
     Yaml(String),
     /// A workload whose pod template is not a valid pod.
-    #[error("{object}: {path} is not a valid pod spec: {source}")]
+    #[error("{object}: {path} is not a valid pod spec: {reason}")]
     Invalid {
         /// `kind/name`.
         object: String,
         /// Where the pod spec is.
         path: &'static str,
         /// What was wrong.
-        source: serde_json::Error,
+        reason: String,
     },
     /// A workload MCA cannot be injected into safely.
     #[error("{object}: not injected: {refusal}")]
@@ -105,34 +104,22 @@ pub fn inject_object(
         });
         return Ok(());
     };
-    let invalid = |path, source| Error::Invalid {
-        object: label.clone(),
-        path,
-        source,
-    };
-    let read = |at: &'static str| object.pointer(at).cloned().unwrap_or(Value::Null);
-    let mut meta: ObjectMeta = match read(meta_at) {
-        Value::Null => ObjectMeta::default(),
-        value => serde_json::from_value(value).map_err(|e| invalid(meta_at, e))?,
-    };
-    let mut spec: PodSpec =
-        serde_json::from_value(read(spec_at)).map_err(|e| invalid(spec_at, e))?;
-    let outcome =
-        pod::inject(&mut meta, &mut spec, settings).map_err(|refusal| Error::Refused {
+    let mut meta = object.pointer(meta_at).cloned().unwrap_or(Value::Null);
+    let mut spec = object.pointer(spec_at).cloned().unwrap_or(Value::Null);
+    let outcome = pod::inject(&mut meta, &mut spec, settings).map_err(|refusal| match refusal {
+        Refusal::Invalid { what, reason } => Error::Invalid {
+            object: label.clone(),
+            path: if what == "spec" { spec_at } else { meta_at },
+            reason,
+        },
+        refusal => Error::Refused {
             object: label.clone(),
             refusal,
-        })?;
+        },
+    })?;
     if outcome == Outcome::Injected {
-        set(
-            object,
-            meta_at,
-            serde_json::to_value(&meta).expect("metadata serializes"),
-        );
-        set(
-            object,
-            spec_at,
-            serde_json::to_value(&spec).expect("a pod spec serializes"),
-        );
+        set(object, meta_at, meta);
+        set(object, spec_at, spec);
     }
     reports.push(Report {
         object: label,

@@ -1,8 +1,10 @@
 //! Putting MCA into pods: the mutation ([`pod`]) that `mca inject` applies to manifests
 //! ([`manifest`]) and `mca webhook` to pods at admission.
 
+pub mod lost;
 pub mod manifest;
 pub mod pod;
+pub mod sidecar;
 
 pub use self::pod::{Outcome, Refusal, Settings};
 

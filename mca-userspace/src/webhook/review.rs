@@ -9,7 +9,6 @@
 //! the client prints and an audit annotation. The webhook has no side effects, so dry-run
 //! requests are answered exactly like others.
 
-use k8s_openapi::{api::core::v1::PodSpec, apimachinery::pkg::apis::meta::v1::ObjectMeta};
 use kube::core::{
     DynamicObject,
     admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
@@ -18,7 +17,7 @@ use serde::Deserialize as _;
 use serde_json::Value;
 
 use crate::inject::{
-    Outcome, Settings,
+    Outcome, Refusal, Settings,
     pod::{self, INJECT},
 };
 
@@ -74,19 +73,11 @@ fn decide(
     let (true, Operation::Create, Some(original)) = (is_pod, &request.operation, object) else {
         return admitted;
     };
-    let metadata = original.get("metadata").cloned().unwrap_or(Value::Null);
-    let meta = match metadata {
-        Value::Null => Ok(ObjectMeta::default()),
-        metadata => serde_json::from_value::<ObjectMeta>(metadata),
-    };
-    let Ok(mut meta) = meta else {
-        return admitted.deny("the pod's metadata is not valid");
-    };
+    let mut meta = original.get("metadata").cloned().unwrap_or(Value::Null);
     let wanted = meta
-        .annotations
-        .as_ref()
+        .get("annotations")
         .and_then(|a| a.get(INJECT))
-        .map(String::as_str);
+        .and_then(Value::as_str);
     let inject = match scope {
         Scope::Namespace => wanted != Some("disabled"),
         Scope::Annotated => wanted == Some("enabled"),
@@ -94,19 +85,18 @@ fn decide(
     if !inject {
         return admitted;
     }
-    let spec = original.get("spec").cloned().unwrap_or(Value::Null);
-    let mut spec: PodSpec = match serde_json::from_value(spec) {
-        Ok(spec) => spec,
-        Err(error) => return admitted.deny(format!("the pod's spec is not valid: {error}")),
-    };
-    let name = meta
-        .name
-        .clone()
-        .or_else(|| meta.generate_name.clone())
-        .unwrap_or_default();
+    let mut spec = original.get("spec").cloned().unwrap_or(Value::Null);
+    let name = ["name", "generateName"]
+        .iter()
+        .find_map(|key| meta.get(key)?.as_str())
+        .unwrap_or_default()
+        .to_owned();
     match pod::inject(&mut meta, &mut spec, settings) {
         Ok(Outcome::Injected) => {}
         Ok(Outcome::AlreadyInjected | Outcome::OptedOut) => return admitted,
+        Err(Refusal::Invalid { what, reason }) => {
+            return admitted.deny(format!("the pod's {what} is not valid: {reason}"));
+        }
         Err(refusal) => {
             tracing::warn!(namespace = %request.namespace.as_deref().unwrap_or_default(), pod = %name, %refusal, "admitted without MCA");
             let mut response = admitted;
@@ -118,8 +108,8 @@ fn decide(
         }
     }
     let mut injected = original.clone();
-    injected["metadata"] = serde_json::to_value(&meta).expect("metadata serializes");
-    injected["spec"] = serde_json::to_value(&spec).expect("a pod spec serializes");
+    injected["metadata"] = meta;
+    injected["spec"] = spec;
     let patch = json_patch::diff(original, &injected);
     tracing::info!(namespace = %request.namespace.as_deref().unwrap_or_default(), pod = %name, dry_run = request.dry_run, "injected MCA");
     match admitted.with_patch(patch) {
@@ -130,14 +120,17 @@ fn decide(
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::core::v1::{
-        Container, Pod, PodSpec, ProjectedVolumeSource, ServiceAccountTokenProjection, Volume,
-        VolumeMount, VolumeProjection,
+    use k8s_openapi::{
+        api::core::v1::{
+            Container, Pod, PodSpec, ProjectedVolumeSource, ServiceAccountTokenProjection, Volume,
+            VolumeMount, VolumeProjection,
+        },
+        apimachinery::pkg::apis::meta::v1::ObjectMeta,
     };
     use serde_json::json;
 
     use super::*;
-    use crate::{inject::pod::SA_PATH, intercept::Mode};
+    use crate::{inject::sidecar::SA_PATH, intercept::Mode};
 
     fn settings() -> Settings {
         Settings {
@@ -145,6 +138,7 @@ mod tests {
             mode: Mode::Auto,
             config_secret: None,
             token_expiration_seconds: 3607,
+            service_port: 443,
         }
     }
 
@@ -198,6 +192,10 @@ mod tests {
     }
 
     fn review(pod: &Pod, operation: &str, dry_run: bool) -> Vec<u8> {
+        review_of(serde_json::to_value(pod).unwrap(), operation, dry_run)
+    }
+
+    fn review_of(object: Value, operation: &str, dry_run: bool) -> Vec<u8> {
         json!({
             "apiVersion": "admission.k8s.io/v1",
             "kind": "AdmissionReview",
@@ -208,7 +206,7 @@ mod tests {
                 "namespace": "shop",
                 "operation": operation,
                 "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
-                "object": serde_json::to_value(pod).unwrap(),
+                "object": object,
                 "oldObject": null,
                 "dryRun": dry_run,
             }
@@ -278,7 +276,14 @@ mod tests {
             env,
             [
                 ("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
-                ("KUBERNETES_SERVICE_PORT", "6443")
+                ("KUBERNETES_SERVICE_PORT", "6443"),
+                ("KUBERNETES_SERVICE_PORT_HTTPS", "6443"),
+                // The service-link variables the kubelet also sets point at MCA too.
+                ("KUBERNETES_PORT", "tcp://127.0.0.1:6443"),
+                ("KUBERNETES_PORT_443_TCP", "tcp://127.0.0.1:6443"),
+                ("KUBERNETES_PORT_443_TCP_PROTO", "tcp"),
+                ("KUBERNETES_PORT_443_TCP_PORT", "6443"),
+                ("KUBERNETES_PORT_443_TCP_ADDR", "127.0.0.1"),
             ]
         );
         // The real token reaches MCA only.
@@ -398,5 +403,60 @@ mod tests {
         ] {
             assert!(answer(bad, Scope::Namespace, &settings()).is_err());
         }
+    }
+
+    /// A pod with fields of Kubernetes 1.34 to 1.36 that k8s-openapi's 1.33 types do not
+    /// know, and fields of a Kubernetes yet to come.
+    fn newest_pod() -> Value {
+        let mut pod = serde_json::to_value(pod(&[])).unwrap();
+        pod["spec"]["hostnameOverride"] = json!("web-0.example");
+        pod["spec"]["containers"][0]["restartPolicy"] = json!("Never");
+        pod["spec"]["containers"][0]["restartPolicyRules"] =
+            json!([{"action": "Restart", "exitCodes": {"operator": "In", "values": [42]}}]);
+        pod["spec"]["containers"][0]["env"] = json!([{
+            "name": "CONFIG",
+            "valueFrom": {"fileKeyRef": {"volumeName": "config", "path": "app.env",
+                                          "key": "CONFIG", "optional": false}}
+        }]);
+        pod["spec"]["volumes"].as_array_mut().unwrap().push(
+            json!({"name": "identity", "projected": {"sources": [{
+                "podCertificate": {"signerName": "example.com/identity",
+                                   "keyType": "ED25519", "credentialBundlePath": "bundle.pem"}
+            }]}}),
+        );
+        pod["spec"]["futureField"] = json!({"nested": [1, {"deeper": true}]});
+        pod["spec"]["containers"][0]["futureContainerField"] = json!("kept");
+        pod["metadata"]["futureMetadata"] = json!({"a": "b"});
+        pod
+    }
+
+    #[test]
+    fn injection_only_adds_fields_newer_than_the_types_survive() {
+        let original = newest_pod();
+        let answer = answer(
+            &review_of(original.clone(), "CREATE", false),
+            Scope::Namespace,
+            &settings(),
+        )
+        .unwrap();
+        let bytes: Vec<u8> = serde_json::from_value(answer["response"]["patch"].clone()).unwrap();
+        let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+        let mut patched = original.clone();
+        json_patch::patch(&mut patched, &patch).unwrap();
+        // Everything but the automounted token MCA replaces is still there.
+        let mut expected = original;
+        expected["spec"]["volumes"]
+            .as_array_mut()
+            .unwrap()
+            .remove(0);
+        expected["spec"]["containers"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("volumeMounts");
+        if let Some(lost) = crate::inject::lost::first_lost(&expected, &patched) {
+            panic!("the injected pod lost {lost}:\n{patched:#}");
+        }
+        assert_eq!(patched["spec"]["hostnameOverride"], "web-0.example");
+        assert_eq!(patched["spec"]["initContainers"][0]["name"], "mca");
     }
 }
