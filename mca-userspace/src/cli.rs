@@ -250,6 +250,24 @@ pub struct RunArgs {
     #[arg(long, env = "MCA_CERT_VALIDITY", default_value = "24h", value_parser = parse_duration)]
     pub cert_validity: Duration,
 
+    /// Where MCA keeps what must survive its restart for the pod's life: its CAs (keys
+    /// included) and the client tokens, so a restarted MCA serves applications that loaded
+    /// the old ca.crt and token. Only MCA's container may mount it (injected pods: an
+    /// in-memory emptyDir). Without it, a restarted MCA has a new CA and token, and running
+    /// clients fail until they restart.
+    #[arg(long, env = "MCA_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Lifetime of MCA's CA. After two thirds of it the next CA is made and published in
+    /// ca.crt beside the current one; MCA serves with it --ca-overlap later.
+    #[arg(long, env = "MCA_CA_VALIDITY", default_value = "8760h", value_parser = parse_duration)]
+    pub ca_validity: Duration,
+
+    /// How long the next CA is in ca.crt before MCA serves certificates it signed, so that
+    /// clients reading ca.crt meanwhile trust both.
+    #[arg(long, env = "MCA_CA_OVERLAP", default_value = "24h", value_parser = parse_duration)]
+    pub ca_overlap: Duration,
+
     /// On SIGTERM, how long requests in flight (watches, exec sessions) may continue.
     #[arg(long, env = "MCA_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,

@@ -47,6 +47,20 @@ pub enum Refused {
     Wrong,
 }
 
+/// The client tokens as `--state-dir` keeps them: the current one, and the previous one with
+/// the Unix second until which it is accepted.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub struct SavedTokens {
+    current: String,
+    previous: Option<(String, u64)>,
+}
+
+impl std::fmt::Debug for SavedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SavedTokens(<redacted>)")
+    }
+}
+
 /// A secret that never shows in debug output.
 struct Secret(String);
 
@@ -89,6 +103,38 @@ impl ClientAuth {
     /// The current token, to write for the application.
     pub fn token(&self) -> String {
         self.tokens().current.0.clone()
+    }
+
+    /// The tokens a previous run saved (see [`crate::state`]): a restarted MCA accepts the
+    /// token the application holds.
+    pub fn restore(saved: &SavedTokens) -> Self {
+        let now = std::time::SystemTime::now();
+        let previous = saved.previous.as_ref().and_then(|(token, until)| {
+            let until = std::time::UNIX_EPOCH + Duration::from_secs(*until);
+            let left = until.duration_since(now).ok()?;
+            Some((Secret(token.clone()), Instant::now() + left))
+        });
+        Self {
+            tokens: RwLock::new(Tokens {
+                current: Secret(saved.current.clone()),
+                previous,
+            }),
+            rejected: AtomicU64::new(0),
+        }
+    }
+
+    /// What [`Self::restore`] needs.
+    pub fn save(&self) -> SavedTokens {
+        let tokens = self.tokens();
+        let now = std::time::SystemTime::now();
+        SavedTokens {
+            current: tokens.current.0.clone(),
+            previous: tokens.previous.as_ref().and_then(|(token, until)| {
+                let left = until.checked_duration_since(Instant::now())?;
+                let until = (now + left).duration_since(std::time::UNIX_EPOCH).ok()?;
+                Some((token.0.clone(), until.as_secs()))
+            }),
+        }
     }
 
     /// Replaces the token; the old one stays accepted for `grace`.
@@ -185,6 +231,28 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restored_run_accepts_the_tokens_the_previous_one_handed_out() {
+        let auth = ClientAuth::new().unwrap();
+        let first = auth.token();
+        auth.rotate(Duration::from_secs(600)).unwrap();
+        let second = auth.token();
+        let saved = serde_json::to_string(&auth.save()).unwrap();
+        let restored = ClientAuth::restore(&serde_json::from_str(&saved).unwrap());
+        assert_eq!(restored.token(), second);
+        let bearer = |token: &str| with("authorization", &format!("Bearer {token}"));
+        assert_eq!(restored.check(&bearer(&second)), Ok(()));
+        assert_eq!(restored.check(&bearer(&first)), Ok(()), "within its grace");
+        // A previous token whose grace is over is not restored.
+        let expired = SavedTokens {
+            current: second.clone(),
+            previous: Some((first.clone(), 1)),
+        };
+        let restored = ClientAuth::restore(&expired);
+        assert_eq!(restored.check(&bearer(&first)), Err(Refused::Wrong));
+        assert!(!format!("{expired:?}").contains(&first));
+    }
 
     fn with(name: &'static str, value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();

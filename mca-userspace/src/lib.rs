@@ -21,6 +21,7 @@ pub mod reqinfo;
 pub mod route;
 pub mod run;
 pub mod sa;
+pub mod state;
 pub mod status;
 pub mod telemetry;
 pub mod tls;

@@ -25,7 +25,8 @@ use crate::{
     proxy::Proxy,
     reload::{ConfigFile, Live, Routing},
     sa,
-    tls::{CertAuthority, ServingCert, SubjectNames},
+    state::{self, State, Store},
+    tls::{Authorities, CaPolicy, ServingCert, SubjectNames},
     upstream::{KeepAlive, Limits, Source, Upstream},
 };
 
@@ -52,6 +53,9 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// `--state-dir` could not be used.
+    #[error(transparent)]
+    State(#[from] state::Error),
     /// The fake ServiceAccount could not be written.
     #[error(transparent)]
     ServiceAccount(#[from] sa::Error),
@@ -216,15 +220,40 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         service.host.as_deref(),
         &args.extra_sans,
     )?;
+    let (store, saved) = match &args.state_dir {
+        Some(dir) => {
+            let (store, saved) = Store::open(dir)?;
+            (Some(store), saved)
+        }
+        None => (None, None),
+    };
+    let policy = CaPolicy {
+        validity: args.ca_validity,
+        overlap: args.ca_overlap,
+    };
+    let (saved_authorities, saved_tokens) = saved
+        .map(|saved| (saved.authorities, saved.tokens))
+        .unwrap_or_default();
+    let authorities = if saved_authorities.is_empty() {
+        Authorities::generate(policy)?
+    } else {
+        tracing::info!(
+            state_dir = ?args.state_dir,
+            "restored the CA and client token of the previous run"
+        );
+        Authorities::restore(&saved_authorities)?
+    };
     let serving = Arc::new(ServingCert::new(
-        CertAuthority::generate()?,
+        authorities,
+        policy,
         names,
         args.cert_validity,
     )?);
     let tls = TlsAcceptor::from(Arc::new(serving.server_config()));
-    let client_auth = match args.client_auth {
-        ClientAuthMode::Token => Some(Arc::new(ClientAuth::new().map_err(Error::Random)?)),
-        ClientAuthMode::None => None,
+    let client_auth = match (args.client_auth, saved_tokens) {
+        (ClientAuthMode::Token, Some(saved)) => Some(Arc::new(ClientAuth::restore(&saved))),
+        (ClientAuthMode::Token, None) => Some(Arc::new(ClientAuth::new().map_err(Error::Random)?)),
+        (ClientAuthMode::None, _) => None,
     };
 
     let bind = |addr| async move {
@@ -258,12 +287,14 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
                 .unwrap_or(std::path::Path::new("."));
             beside.join("kubeconfig")
         }),
-        ca_pem: serving.ca_pem().to_owned(),
+        serving: Arc::clone(&serving),
+        store,
         listen: args.listen,
         namespace: upstream.namespace().to_owned(),
         client_auth: client_auth.clone(),
     });
     fake.write_all(&live.load())?;
+    tokio::spawn(Arc::clone(&fake).maintain_authorities(Arc::clone(&live)));
     tokio::spawn(Arc::clone(&serving).renew_periodically({
         let (fake, live, grace) = (
             Arc::clone(&fake),
@@ -327,11 +358,15 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
 }
 
 /// What MCA writes for the application instead of real credentials: the fake ServiceAccount
-/// and the fake kubeconfig, both carrying the client token.
+/// and the fake kubeconfig, both carrying MCA's CAs and the client token; and, in
+/// `--state-dir`, what a restarted MCA needs to go on serving them. The state is always
+/// saved before the application's files change, so a crash in between leaves nothing the
+/// application holds unknown to the next run.
 struct FakeCredentials {
     sa_dir: std::path::PathBuf,
     kubeconfig: std::path::PathBuf,
-    ca_pem: String,
+    serving: Arc<ServingCert>,
+    store: Option<Store>,
     listen: SocketAddr,
     namespace: String,
     client_auth: Option<Arc<ClientAuth>>,
@@ -344,16 +379,28 @@ impl FakeCredentials {
             .map_or_else(|| sa::PLACEHOLDER_TOKEN.to_owned(), |auth| auth.token())
     }
 
-    fn write_all(&self, routing: &Routing) -> Result<(), sa::Error> {
-        sa::provision(&self.sa_dir, &self.ca_pem, &self.token(), &self.namespace)?;
-        self.write_kubeconfig(routing)
+    fn write_all(&self, routing: &Routing) -> Result<(), Error> {
+        self.save_state()?;
+        let ca = self.serving.ca_pem();
+        sa::provision(&self.sa_dir, &ca, &self.token(), &self.namespace)?;
+        Ok(self.write_kubeconfig(routing)?)
+    }
+
+    fn save_state(&self) -> Result<(), state::Error> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        store.save(&State {
+            authorities: self.serving.save_authorities(),
+            tokens: self.client_auth.as_ref().map(|auth| auth.save()),
+        })
     }
 
     fn write_kubeconfig(&self, routing: &Routing) -> Result<(), sa::Error> {
         let names: Vec<&str> = routing.clusters.iter().map(|c| &**c.name()).collect();
         sa::write_kubeconfig(
             &self.kubeconfig,
-            &self.ca_pem,
+            &self.serving.ca_pem(),
             &self.token(),
             self.listen,
             &self.namespace,
@@ -370,6 +417,7 @@ impl FakeCredentials {
             .rotate(grace)
             .map_err(|error| error.to_string())
             .and_then(|()| {
+                self.save_state().map_err(|e| e.to_string())?;
                 sa::write_token(&self.sa_dir, &auth.token()).map_err(|e| e.to_string())?;
                 self.write_kubeconfig(routing).map_err(|e| e.to_string())
             });
@@ -379,6 +427,39 @@ impl FakeCredentials {
                 "renewed the client token; the previous one is accepted for the grace period"
             ),
             Err(error) => tracing::error!(%error, "renewing the client token failed"),
+        }
+    }
+}
+
+impl FakeCredentials {
+    /// Keeps the CAs moving ([`ServingCert::maintain`]) for as long as MCA runs: a new set is
+    /// saved and published in `ca.crt` (and the kubeconfig) as soon as it is made, which is
+    /// `--ca-overlap` before MCA serves with it.
+    async fn maintain_authorities(self: Arc<Self>, live: Arc<Live>) {
+        loop {
+            let now = time::OffsetDateTime::now_utc();
+            let published = self
+                .serving
+                .maintain(now)
+                .map_err(Error::from)
+                .and_then(|done| {
+                    if done.authorities {
+                        self.write_all(&live.load())?;
+                    }
+                    Ok(done)
+                });
+            match published {
+                Ok(done) if done.authorities => tracing::info!(
+                    cas = self.serving.save_authorities().len(),
+                    "published MCA's CAs in ca.crt"
+                ),
+                Ok(_) => {}
+                Err(error) => tracing::error!(%error, "maintaining MCA's CAs failed; retrying"),
+            }
+            let wait = self
+                .serving
+                .next_maintenance(time::OffsetDateTime::now_utc());
+            tokio::time::sleep(wait.max(std::time::Duration::from_secs(1))).await;
         }
     }
 }

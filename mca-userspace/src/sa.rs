@@ -225,7 +225,8 @@ fn fake_kubeconfig(
     }
 }
 
-fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error> {
+/// Writes `contents` to a temporary name beside `path` and renames it into place.
+pub(crate) fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
 
     let err = |source| Error::write(path, source);

@@ -285,23 +285,50 @@ impl Mca {
     /// [`Mca::start_in_cluster`] with `command` ending in the sidecar to run: another build
     /// of MCA (`mca-otlp run`), or the sidecar behind a wrapper (`unshare ... mca-sidecar`).
     pub fn start_command(
-        mut command: Command,
+        command: Command,
         pod: &Pod,
         upstream: SocketAddr,
         upstream_ca: &str,
         token: &str,
         args: &[&str],
     ) -> anyhow::Result<Self> {
-        let sa = pod.real_sa_dir();
-        let volume = Projected::create(&sa, &real_sa_files(token, upstream_ca))?;
+        let volume = Projected::create(&pod.real_sa_dir(), &real_sa_files(token, upstream_ca))?;
+        Self::spawn_in_cluster(command, pod, upstream, volume, args)
+    }
+
+    fn spawn_in_cluster(
+        mut command: Command,
+        pod: &Pod,
+        upstream: SocketAddr,
+        volume: Projected,
+        args: &[&str],
+    ) -> anyhow::Result<Self> {
         command
             .env("KUBERNETES_SERVICE_HOST", upstream.ip().to_string())
             .env("KUBERNETES_SERVICE_PORT", upstream.port().to_string())
             .arg("--sa-dir")
-            .arg(&sa);
+            .arg(pod.real_sa_dir());
         let mut mca = Self::spawn(pod, command, args)?;
         mca.real_sa = Some(volume);
         Ok(mca)
+    }
+
+    /// Kills MCA as a crash does (SIGKILL, no drain) and starts it again with `args`, as the
+    /// kubelet restarts a sidecar: same pod, same volumes. Returns once it is ready.
+    pub fn crash_and_restart(
+        &mut self,
+        pod: &Pod,
+        upstream: SocketAddr,
+        args: &[&str],
+    ) -> anyhow::Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGKILL)?;
+        self.process.wait(Duration::from_secs(10))?;
+        let volume = self.real_sa.take().context("MCA runs in-cluster")?;
+        let argv = sidecar();
+        let mut command = pod.command(&argv[0]);
+        command.args(&argv[1..]);
+        *self = Self::spawn_in_cluster(command, pod, upstream, volume, args)?;
+        Ok(())
     }
 
     /// Rotates the real ServiceAccount token as the kubelet does: one atomic swap of the

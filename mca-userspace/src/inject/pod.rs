@@ -9,7 +9,8 @@
 //!   `kube-root-ca.crt`, the namespace) mounted only into MCA.
 //! - An in-memory `emptyDir` holds what MCA writes for the application: the fake
 //!   ServiceAccount (mounted at the standard path in every other container) and the fake
-//!   kubeconfig.
+//!   kubeconfig. Another, mounted into MCA alone, keeps its CA and client token across its
+//!   own restarts, so the application's loaded `ca.crt` and token stay good.
 //! - Env mode: every variable the kubelet derives from the `kubernetes` Service points at MCA
 //!   in every other container. eBPF mode: no override, MCA runs as root with `CAP_BPF` and
 //!   `CAP_NET_ADMIN` only, with the host's cgroup2 hierarchy mounted read-only so it can find

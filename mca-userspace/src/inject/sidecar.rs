@@ -27,14 +27,18 @@ pub const CONTAINER: &str = "mca";
 pub const REAL_SA_VOLUME: &str = "mca-real-sa";
 /// The `emptyDir` MCA writes the fake ServiceAccount and kubeconfig into.
 pub const FAKE_VOLUME: &str = "mca-fake";
+/// The in-memory `emptyDir` where MCA keeps its CA and client token across its own restarts
+/// (`--state-dir`), mounted into MCA alone.
+pub const STATE_VOLUME: &str = "mca-state";
 /// The routing configuration's Secret volume.
 pub const CONFIG_VOLUME: &str = "mca-config";
 /// The host's cgroup2 hierarchy (eBPF modes), where MCA finds the pod's cgroup.
 pub const HOST_CGROUP_VOLUME: &str = "mca-host-cgroup";
 /// Every volume MCA adds.
-pub const VOLUMES: [&str; 4] = [
+pub const VOLUMES: [&str; 5] = [
     REAL_SA_VOLUME,
     FAKE_VOLUME,
+    STATE_VOLUME,
     CONFIG_VOLUME,
     HOST_CGROUP_VOLUME,
 ];
@@ -42,6 +46,8 @@ pub const VOLUMES: [&str; 4] = [
 const HOST_CGROUP_DIR: &str = "/host/sys/fs/cgroup";
 /// Where the `emptyDir` is mounted.
 const FAKE_DIR: &str = "/var/run/mca";
+/// Where MCA's state volume is mounted.
+const STATE_DIR: &str = "/var/run/mca-state";
 /// Where the routing configuration is mounted in MCA.
 const CONFIG_DIR: &str = "/etc/mca";
 /// The admin port (probes, metrics).
@@ -55,16 +61,18 @@ pub const SIDECAR_PROGRAM: &str = "/usr/local/bin/mca-sidecar";
 
 /// The volumes MCA adds to the pod.
 pub fn volumes(settings: &Settings) -> Vec<Volume> {
+    let in_memory = |name: &str| Volume {
+        name: name.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: Some("Memory".to_owned()),
+            size_limit: Some(Quantity("1Mi".to_owned())),
+        }),
+        ..Volume::default()
+    };
     let mut volumes = vec![
         real_service_account(settings.token_expiration_seconds),
-        Volume {
-            name: FAKE_VOLUME.to_owned(),
-            empty_dir: Some(EmptyDirVolumeSource {
-                medium: Some("Memory".to_owned()),
-                size_limit: Some(Quantity("1Mi".to_owned())),
-            }),
-            ..Volume::default()
-        },
+        in_memory(FAKE_VOLUME),
+        in_memory(STATE_VOLUME),
     ];
     if settings.mode != Mode::Env {
         volumes.push(Volume {
@@ -161,6 +169,7 @@ pub fn container(settings: &Settings) -> Container {
     let mut args = vec![
         format!("--intercept={mode}"),
         format!("--fake-sa-dir={FAKE_DIR}/serviceaccount"),
+        format!("--state-dir={STATE_DIR}"),
     ];
     let mut mounts = vec![
         VolumeMount {
@@ -172,6 +181,11 @@ pub fn container(settings: &Settings) -> Container {
         VolumeMount {
             name: FAKE_VOLUME.to_owned(),
             mount_path: FAKE_DIR.to_owned(),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: STATE_VOLUME.to_owned(),
+            mount_path: STATE_DIR.to_owned(),
             ..VolumeMount::default()
         },
     ];

@@ -578,7 +578,11 @@ mod tests {
     #[test]
     fn in_cluster_reads_the_given_directory() {
         let dir = tempfile::tempdir().unwrap();
-        let ca = crate::tls::CertAuthority::generate().unwrap();
+        let ca = crate::tls::CertAuthority::generate(
+            std::time::Duration::from_secs(60),
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap();
         std::fs::write(dir.path().join("ca.crt"), ca.cert_pem()).unwrap();
         std::fs::write(dir.path().join("token"), "t").unwrap();
         std::fs::write(dir.path().join("namespace"), "team-a\n").unwrap();

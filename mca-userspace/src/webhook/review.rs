@@ -254,7 +254,10 @@ mod tests {
             .unwrap();
         assert_eq!(probe.path.as_deref(), Some("/readyz"));
         let volumes: Vec<_> = spec.volumes.unwrap().into_iter().map(|v| v.name).collect();
-        assert_eq!(volumes, ["mca-real-sa", "mca-fake", "mca-host-cgroup"]);
+        assert_eq!(
+            volumes,
+            ["mca-real-sa", "mca-fake", "mca-state", "mca-host-cgroup"]
+        );
         let app = &spec.containers[0];
         let mounts: Vec<_> = app
             .volume_mounts
@@ -294,6 +297,16 @@ mod tests {
             .map(|m| (m.name.as_str(), m.mount_path.as_str()))
             .collect();
         assert!(mca_mounts.contains(&("mca-real-sa", SA_PATH)));
+        // So does MCA's state (its CA key), which survives MCA's restarts.
+        assert!(mca_mounts.contains(&("mca-state", "/var/run/mca-state")));
+        assert!(spec.containers.iter().all(|c| {
+            c.volume_mounts
+                .iter()
+                .flatten()
+                .all(|m| m.name != "mca-state")
+        }));
+        let args = init[0].args.as_ref().unwrap();
+        assert!(args.contains(&"--state-dir=/var/run/mca-state".to_owned()));
     }
 
     #[test]

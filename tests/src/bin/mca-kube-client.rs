@@ -3,7 +3,11 @@
 //! exactly as in a real pod.
 //!
 //! Usage: `mca-kube-client [--http2 | --context NAME] list NS | get NS NAME | create NS NAME |
-//! watch NS NAME | watch-many NS NAME COUNT | delete NS NAME`
+//! watch NS NAME | watch-many NS NAME COUNT | delete NS NAME | poll NS COUNT MILLIS`
+//!
+//! `poll` is a long-lived client: one `Client` (the CA and token loaded once, as controllers
+//! do) lists the namespace COUNT times, MILLIS apart, printing `ok N` or `error N: why` each
+//! time.
 //!
 //! kube-rs's own connector speaks only HTTP/1.1; `--http2` builds the same client over a hyper
 //! client that negotiates HTTP/2, so every request shares one connection. `--context NAME`
@@ -38,6 +42,17 @@ async fn main() -> anyhow::Result<()> {
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(client, arg(1));
     match arg(0) {
+        "poll" => {
+            let count: u32 = arg(2).parse()?;
+            let pause = std::time::Duration::from_millis(arg(3).parse()?);
+            for n in 0..count {
+                match pods.list(&Default::default()).await {
+                    Ok(_) => println!("ok {n}"),
+                    Err(error) => println!("error {n}: {error:?}"),
+                }
+                tokio::time::sleep(pause).await;
+            }
+        }
         "list" => {
             for pod in pods.list(&Default::default()).await? {
                 println!("{}", pod.metadata.name.unwrap_or_default());
