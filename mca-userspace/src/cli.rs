@@ -110,6 +110,18 @@ pub struct InjectArgs {
     /// them; `-` or nothing reads stdin.
     pub paths: Vec<PathBuf>,
 
+    /// The PodSecurity level the manifests' namespace enforces (its
+    /// pod-security.kubernetes.io/enforce label). Above `privileged`, MCA is injected in env
+    /// mode (with a warning): eBPF mode needs capabilities and a hostPath that `baseline`
+    /// forbids, and the API server would refuse the pods.
+    #[arg(
+        long,
+        env = "MCA_POD_SECURITY",
+        value_enum,
+        default_value = "privileged"
+    )]
+    pub pod_security: crate::inject::pod_security::Level,
+
     /// How to inject.
     #[command(flatten)]
     pub injection: Injection,

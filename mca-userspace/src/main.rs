@@ -9,19 +9,27 @@ fn main() -> std::process::ExitCode {
     let runtime = || mca::run::runtime(1).expect("starting the tokio runtime");
     match cli.command {
         Command::Run(args) => mca::run::main(*args),
-        Command::Inject(args) => match mca::inject::run(&args.paths, &(&args.injection).into()) {
-            Ok((manifests, report)) => {
-                print!("{manifests}");
-                for line in report {
-                    eprintln!("{line}");
+        Command::Inject(args) => {
+            let asked = (&args.injection).into();
+            let (settings, warning) =
+                mca::inject::pod_security::admitted(&asked, args.pod_security);
+            if let Some(warning) = warning {
+                eprintln!("mca inject: {warning}");
+            }
+            match mca::inject::run(&args.paths, &settings) {
+                Ok((manifests, report)) => {
+                    print!("{manifests}");
+                    for line in report {
+                        eprintln!("{line}");
+                    }
+                    std::process::ExitCode::SUCCESS
                 }
-                std::process::ExitCode::SUCCESS
+                Err(error) => {
+                    eprintln!("mca inject: {error}");
+                    std::process::ExitCode::FAILURE
+                }
             }
-            Err(error) => {
-                eprintln!("mca inject: {error}");
-                std::process::ExitCode::FAILURE
-            }
-        },
+        }
         Command::Webhook(args) => {
             let _telemetry = mca::telemetry::init_logs(args.log_format);
             let options = mca::webhook::Options {

@@ -37,7 +37,12 @@ fn settings(input: &str) -> Settings {
         .expect("a case starts with `# mca inject [flags]`");
     let cli = Cli::try_parse_from(words.split_whitespace()).expect("the case's flags parse");
     match cli.command {
-        Command::Inject(args) => (&args.injection).into(),
+        Command::Inject(args) => {
+            let asked = (&args.injection).into();
+            mca::inject::pod_security::admitted(&asked, args.pod_security)
+                .0
+                .into_owned()
+        }
         other => panic!("not an inject command: {other:?}"),
     }
 }

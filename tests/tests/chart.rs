@@ -4,6 +4,8 @@
 //! so a typo in a template cannot hide. Then what the objects say is checked where it
 //! matters: the webhook entries, the operator's RBAC, the images and arguments.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::{
     api::{
         admissionregistration::v1::MutatingWebhookConfiguration,
@@ -13,6 +15,7 @@ use k8s_openapi::{
         rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    apimachinery::pkg::apis::meta::v1::LabelSelector,
     serde::{Serialize, de::DeserializeOwned},
 };
 use mca_tests::{
@@ -101,7 +104,7 @@ fn the_webhook_configuration_says_what_the_readme_says() -> anyhow::Result<()> {
         "mca-injector",
     ))?;
     let webhooks = configuration.webhooks.unwrap();
-    assert_eq!(webhooks.len(), 2);
+    assert_eq!(webhooks.len(), 6, "two scopes by three PodSecurity cases");
     for webhook in &webhooks {
         assert_eq!(webhook.side_effects, "None");
         assert_eq!(webhook.admission_review_versions, ["v1"]);
@@ -139,15 +142,96 @@ fn the_webhook_configuration_says_what_the_readme_says() -> anyhow::Result<()> {
                 .contains(&"mca-system".to_owned())
         );
     }
-    let policy = |path: &str| {
-        webhooks
+    // Every namespace is sent to exactly one entry, whose path names its scope and the
+    // PodSecurity level the webhook must inject for (the API server enforces an unknown
+    // level as restricted).
+    let cases = [
+        (
+            Some("enabled"),
+            None,
+            "/inject/namespace/privileged",
+            "Fail",
+        ),
+        (
+            Some("enabled"),
+            Some("privileged"),
+            "/inject/namespace/privileged",
+            "Fail",
+        ),
+        (
+            Some("enabled"),
+            Some("baseline"),
+            "/inject/namespace/restricted",
+            "Fail",
+        ),
+        (
+            Some("enabled"),
+            Some("restricted"),
+            "/inject/namespace/restricted",
+            "Fail",
+        ),
+        (
+            Some("enabled"),
+            Some("Baseline"),
+            "/inject/namespace/restricted",
+            "Fail",
+        ),
+        (None, None, "/inject/annotated/privileged", "Ignore"),
+        (
+            None,
+            Some("baseline"),
+            "/inject/annotated/restricted",
+            "Ignore",
+        ),
+        (
+            None,
+            Some("restricted"),
+            "/inject/annotated/restricted",
+            "Ignore",
+        ),
+    ];
+    for (inject, enforce, path, policy) in cases {
+        let mut labels =
+            BTreeMap::from([("kubernetes.io/metadata.name".to_owned(), "shop".to_owned())]);
+        labels.extend(inject.map(|v| ("mca.io/inject".to_owned(), v.to_owned())));
+        labels.extend(enforce.map(|v| {
+            (
+                "pod-security.kubernetes.io/enforce".to_owned(),
+                v.to_owned(),
+            )
+        }));
+        let matching: Vec<_> = webhooks
             .iter()
-            .find(|w| w.client_config.service.as_ref().unwrap().path.as_deref() == Some(path))
-            .and_then(|w| w.failure_policy.clone())
-    };
-    assert_eq!(policy("/inject/namespace").as_deref(), Some("Fail"));
-    assert_eq!(policy("/inject/annotated").as_deref(), Some("Ignore"));
+            .filter(|w| selects(w.namespace_selector.as_ref().unwrap(), &labels))
+            .collect();
+        assert_eq!(matching.len(), 1, "{labels:?}");
+        let service = matching[0].client_config.service.as_ref().unwrap();
+        assert_eq!(service.path.as_deref(), Some(path), "{labels:?}");
+        assert_eq!(matching[0].failure_policy.as_deref(), Some(policy));
+    }
+    let opted_out = BTreeMap::from([("mca.io/inject".to_owned(), "disabled".to_owned())]);
+    assert!(
+        !webhooks
+            .iter()
+            .any(|w| selects(w.namespace_selector.as_ref().unwrap(), &opted_out))
+    );
     Ok(())
+}
+
+/// Whether a label selector (its `matchExpressions`, all the chart uses) selects `labels`.
+fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    assert!(selector.match_labels.is_none());
+    selector.match_expressions.iter().flatten().all(|e| {
+        let value = labels.get(&e.key);
+        let values = e.values.clone().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            other => panic!("operator {other}"),
+        }
+    })
 }
 
 #[test]

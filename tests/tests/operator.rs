@@ -281,9 +281,13 @@ impl Installed {
                 .flatten()
                 .filter_map(|w| w["clientConfig"]["caBundle"].as_str())
                 .collect();
-            Ok((bundles == [expected.as_str(), expected.as_str()], ()))
+            // Two scopes, each split three ways by PodSecurity level.
+            Ok((
+                bundles.len() == 6 && bundles.iter().all(|b| *b == expected),
+                (),
+            ))
         })
-        .with_context(|| self.waited_for("the caBundle on both webhook entries"))?;
+        .with_context(|| self.waited_for("the caBundle on every webhook entry"))?;
         Ok(tls)
     }
 
@@ -415,7 +419,48 @@ fn check_injection(local: &Cluster, webhook: &Process) -> anyhow::Result<Value> 
             .any(|l| l.contains("injected MCA") && l.contains("\"dry_run\":true")),
         "{log}"
     );
+    check_pod_security(local)?;
     Ok(spec.clone())
+}
+
+/// Namespaces enforcing PodSecurity `baseline` and `restricted`: the API server's own
+/// PodSecurity admission judges the injected pod (which it used to refuse: the sidecar had
+/// no seccomp profile), and the webhook was called on the path for that level.
+fn check_pod_security(local: &Cluster) -> anyhow::Result<()> {
+    for level in ["restricted", "baseline"] {
+        let namespace = format!("psa-{level}");
+        local.kubectl(&["create", "namespace", &namespace])?;
+        let enforce = format!("pod-security.kubernetes.io/enforce={level}");
+        local.kubectl(&[
+            "label",
+            "namespace",
+            &namespace,
+            "mca.io/inject=enabled",
+            &enforce,
+        ])?;
+        local.kubectl(&["create", "serviceaccount", "default", "-n", &namespace])?;
+        // An application that meets `restricted` itself.
+        let mut app = pod(&namespace, "app", json!({}));
+        app["spec"]["containers"][0]["securityContext"] = json!({
+            "runAsNonRoot": true, "runAsUser": 1000, "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}
+        });
+        let created = create_pod(local, &app, &[])?;
+        assert!(injected(&created), "{created:#}");
+        let mca = &created["spec"]["initContainers"][0];
+        assert_eq!(
+            mca["securityContext"]["seccompProfile"]["type"],
+            "RuntimeDefault"
+        );
+        let args: Vec<&str> = mca["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(args.contains(&"--intercept=env"), "{args:?}");
+    }
+    Ok(())
 }
 
 /// A Secret with east's credentials labelled for MCA, a Cluster `east` naming it, a Cluster

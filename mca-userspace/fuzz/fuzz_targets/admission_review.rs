@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use mca::{
-    inject::Settings,
+    inject::{Settings, pod_security::Level},
     intercept::Mode,
     webhook::review::{Scope, answer},
 };
@@ -18,8 +18,12 @@ fuzz_target!(|body: &[u8]| {
         token_expiration_seconds: 3607,
         service_port: 443,
     };
-    for scope in [Scope::Namespace, Scope::Annotated] {
-        let Ok(review) = answer(body, scope, &settings) else {
+    let cases = [
+        (Scope::Namespace, Level::Privileged),
+        (Scope::Annotated, Level::Restricted),
+    ];
+    for (scope, level) in cases {
+        let Ok(review) = answer(body, scope, level, &settings) else {
             continue;
         };
         assert_eq!(review["kind"], "AdmissionReview");

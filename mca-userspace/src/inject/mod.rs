@@ -4,6 +4,7 @@
 pub mod lost;
 pub mod manifest;
 pub mod pod;
+pub mod pod_security;
 pub mod sidecar;
 
 pub use self::pod::{Outcome, Refusal, Settings};

@@ -10,8 +10,8 @@ use k8s_openapi::{
         Capabilities, ConfigMapProjection, Container, ContainerPort, DownwardAPIProjection,
         DownwardAPIVolumeFile, EmptyDirVolumeSource, EnvVar, HTTPGetAction, HostPathVolumeSource,
         KeyToPath, ObjectFieldSelector, Probe, ProjectedVolumeSource, ResourceRequirements,
-        SecretVolumeSource, SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount,
-        VolumeProjection,
+        SeccompProfile, SecretVolumeSource, SecurityContext, ServiceAccountTokenProjection, Volume,
+        VolumeMount, VolumeProjection,
     },
     apimachinery::pkg::{api::resource::Quantity, util::intstr::IntOrString},
 };
@@ -255,9 +255,17 @@ pub fn container(settings: &Settings) -> Container {
 
 /// Env mode needs no privilege at all; eBPF needs root (added capabilities reach only root
 /// processes) with `CAP_BPF` and `CAP_NET_ADMIN`, and nothing else.
+///
+/// Env mode meets PodSecurity `restricted`, which also asks for a seccomp profile: the
+/// runtime's default. eBPF mode sets none, since runtimes' default profiles differ in whether
+/// they let `bpf(2)` through; it is admitted only where `privileged` is enforced anyway.
 fn security_context(mode: Mode) -> SecurityContext {
     let ebpf = mode != Mode::Env;
     SecurityContext {
+        seccomp_profile: (!ebpf).then(|| SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            ..SeccompProfile::default()
+        }),
         allow_privilege_escalation: Some(false),
         read_only_root_filesystem: Some(true),
         run_as_non_root: Some(!ebpf),
@@ -313,5 +321,82 @@ fn real_service_account(expiration_seconds: i64) -> Volume {
             ..ProjectedVolumeSource::default()
         }),
         ..Volume::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The checks of the Pod Security Standards `restricted` profile that apply to what MCA
+    /// adds (container fields and volume types), as the API server's PodSecurity admission
+    /// makes them; the names of the failed ones.
+    fn restricted_violations(container: &Container, volumes: &[Volume]) -> Vec<&'static str> {
+        let context = container.security_context.clone().unwrap_or_default();
+        let capabilities = context.capabilities.clone().unwrap_or_default();
+        let mut failed = Vec::new();
+        if context.allow_privilege_escalation != Some(false) {
+            failed.push("allowPrivilegeEscalation != false");
+        }
+        if context.run_as_non_root != Some(true) || context.run_as_user == Some(0) {
+            failed.push("runAsNonRoot != true");
+        }
+        if !capabilities.drop.iter().flatten().any(|c| c == "ALL") {
+            failed.push("capabilities.drop lacks ALL");
+        }
+        if capabilities
+            .add
+            .iter()
+            .flatten()
+            .any(|c| c != "NET_BIND_SERVICE")
+        {
+            failed.push("capabilities.add beyond NET_BIND_SERVICE");
+        }
+        let seccomp = context.seccomp_profile.as_ref().map(|p| p.type_.as_str());
+        if !matches!(seccomp, Some("RuntimeDefault" | "Localhost")) {
+            failed.push("seccompProfile");
+        }
+        if context.privileged == Some(true) {
+            failed.push("privileged");
+        }
+        let allowed_volume = |v: &Volume| {
+            v.empty_dir.is_some()
+                || v.projected.is_some()
+                || v.secret.is_some()
+                || v.config_map.is_some()
+                || v.downward_api.is_some()
+        };
+        if !volumes.iter().all(allowed_volume) {
+            failed.push("volume types (hostPath)");
+        }
+        failed
+    }
+
+    fn settings(mode: Mode) -> Settings {
+        Settings {
+            image: "mca:test".to_owned(),
+            mode,
+            config_secret: Some("routes".to_owned()),
+            token_expiration_seconds: 3607,
+            service_port: 443,
+        }
+    }
+
+    #[test]
+    fn the_env_mode_sidecar_meets_pod_security_restricted() {
+        let env = settings(Mode::Env);
+        assert_eq!(
+            restricted_violations(&container(&env), &volumes(&env)),
+            Vec::<&str>::new()
+        );
+        // eBPF needs what baseline already forbids: that is why such namespaces get env mode
+        // (see `pod_security`).
+        let ebpf = settings(Mode::Ebpf);
+        let failed = restricted_violations(&container(&ebpf), &volumes(&ebpf));
+        assert!(
+            failed.contains(&"capabilities.add beyond NET_BIND_SERVICE"),
+            "{failed:?}"
+        );
+        assert!(failed.contains(&"volume types (hostPath)"), "{failed:?}");
     }
 }

@@ -2,7 +2,8 @@
 //! created, with the mutation `mca inject` applies to manifests.
 //!
 //! HTTPS (rustls; HTTP/2 and HTTP/1.1) on `--listen`, serving `POST /inject/namespace` and
-//! `POST /inject/annotated` (see [`review::Scope`]), plus `/livez` and `/readyz` for the
+//! `POST /inject/annotated` (see [`review::Scope`]), each with an optional PodSecurity level
+//! (`/inject/namespace/restricted`, see [`review::route`]), plus `/livez` and `/readyz` for the
 //! kubelet. The serving certificate comes from files the operator keeps current
 //! ([`certificate`]).
 
@@ -20,7 +21,6 @@ use hyper_util::{
     server::conn::auto,
 };
 
-use self::review::Scope;
 use crate::{
     inject::Settings,
     status::{Reason, Status},
@@ -116,15 +116,18 @@ pub async fn run(options: Options, settings: Settings) -> Result<(), Error> {
 
 /// One request.
 async fn handle(request: Request<Incoming>, settings: &Settings) -> Response<Full<Bytes>> {
-    let scope = match (request.method(), request.uri().path()) {
-        (&Method::GET, "/livez" | "/readyz") => return text(StatusCode::OK, "ok"),
-        (&Method::POST, "/inject/namespace") => Scope::Namespace,
-        (&Method::POST, "/inject/annotated") => Scope::Annotated,
-        (_, path) => {
-            let message =
-                format!("{path}: not served (POST /inject/namespace or /inject/annotated)");
-            return Status::new(StatusCode::NOT_FOUND, Reason::NotFound, message).into_response();
-        }
+    if request.method() == Method::GET && matches!(request.uri().path(), "/livez" | "/readyz") {
+        return text(StatusCode::OK, "ok");
+    }
+    let Some((scope, level)) = (request.method() == Method::POST)
+        .then(|| review::route(request.uri().path()))
+        .flatten()
+    else {
+        let message = format!(
+            "{}: not served (POST /inject/{{namespace,annotated}}[/{{privileged,baseline,restricted}}])",
+            request.uri().path()
+        );
+        return Status::new(StatusCode::NOT_FOUND, Reason::NotFound, message).into_response();
     };
     let body = match Limited::new(request.into_body(), MAX_REVIEW)
         .collect()
@@ -137,7 +140,7 @@ async fn handle(request: Request<Incoming>, settings: &Settings) -> Response<Ful
                 .into_response();
         }
     };
-    match review::answer(&body, scope, settings) {
+    match review::answer(&body, scope, level, settings) {
         Ok(review) => {
             let mut response = Response::new(Full::new(Bytes::from(review.to_string())));
             response.headers_mut().insert(

@@ -19,6 +19,7 @@ use serde_json::Value;
 use crate::inject::{
     Outcome, Refusal, Settings,
     pod::{self, INJECT},
+    pod_security::{self, Level},
 };
 
 /// Which pods a request path is for.
@@ -36,8 +37,31 @@ pub enum Scope {
 #[error("not an admission.k8s.io/v1 AdmissionReview with a request: {0}")]
 pub struct Malformed(String);
 
-/// The answer to the review `body`, for pods of `scope`.
-pub fn answer(body: &[u8], scope: Scope, settings: &Settings) -> Result<Value, Malformed> {
+/// The scope and PodSecurity level a request path names: `/inject/<scope>[/<level>]`; without
+/// a level (configurations written before levels were told apart), `privileged`.
+pub fn route(path: &str) -> Option<(Scope, Level)> {
+    let mut parts = path.strip_prefix("/inject/")?.split('/');
+    let scope = match parts.next()? {
+        "namespace" => Scope::Namespace,
+        "annotated" => Scope::Annotated,
+        _ => return None,
+    };
+    let level = match parts.next() {
+        None | Some("privileged") => Level::Privileged,
+        Some("baseline") => Level::Baseline,
+        Some("restricted") => Level::Restricted,
+        Some(_) => return None,
+    };
+    parts.next().is_none().then_some((scope, level))
+}
+
+/// The answer to the review `body`, for pods of `scope` in a namespace enforcing `level`.
+pub fn answer(
+    body: &[u8],
+    scope: Scope,
+    level: Level,
+    settings: &Settings,
+) -> Result<Value, Malformed> {
     // Parsed once; the typed review is read from that, and the patch is computed against the
     // object exactly as the API server sent it (a typed round trip could add or drop fields
     // the patch's paths then miss).
@@ -58,7 +82,11 @@ pub fn answer(body: &[u8], scope: Scope, settings: &Settings) -> Result<Value, M
     let request: AdmissionRequest<DynamicObject> =
         review.try_into().map_err(|e| Malformed(format!("{e}")))?;
     let object = raw.pointer("/request/object").filter(|o| o.is_object());
-    let response = decide(&request, object, scope, settings);
+    let (settings, adjusted) = pod_security::admitted(settings, level);
+    let mut response = decide(&request, object, scope, &settings);
+    if let (Some(warning), Some(_)) = (adjusted, &response.patch) {
+        response.warnings.get_or_insert_with(Vec::new).push(warning);
+    }
     Ok(serde_json::to_value(response.into_review()).expect("a review serializes"))
 }
 
@@ -217,7 +245,13 @@ mod tests {
 
     /// The response, and the pod with its patch applied (if any).
     fn admit(pod: &Pod, scope: Scope) -> (Value, Option<Pod>) {
-        let answer = answer(&review(pod, "CREATE", false), scope, &settings()).unwrap();
+        let answer = answer(
+            &review(pod, "CREATE", false),
+            scope,
+            Level::Privileged,
+            &settings(),
+        )
+        .unwrap();
         let response = answer["response"].clone();
         assert_eq!(answer["kind"], "AdmissionReview");
         assert_eq!(response["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
@@ -310,6 +344,69 @@ mod tests {
     }
 
     #[test]
+    fn paths_name_the_scope_and_the_pod_security_level() {
+        assert_eq!(
+            route("/inject/namespace"),
+            Some((Scope::Namespace, Level::Privileged))
+        );
+        assert_eq!(
+            route("/inject/annotated/restricted"),
+            Some((Scope::Annotated, Level::Restricted))
+        );
+        assert_eq!(
+            route("/inject/namespace/baseline"),
+            Some((Scope::Namespace, Level::Baseline))
+        );
+        for bad in [
+            "/inject",
+            "/inject/other",
+            "/inject/namespace/x",
+            "/inject/namespace/baseline/x",
+        ] {
+            assert_eq!(route(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_namespace_enforcing_baseline_or_restricted_gets_env_mode_with_a_warning() {
+        for level in [Level::Baseline, Level::Restricted] {
+            let body = review(&pod(&[]), "CREATE", false);
+            let answer = answer(&body, Scope::Namespace, level, &settings()).unwrap();
+            let response = &answer["response"];
+            let warning = response["warnings"][0].as_str().unwrap();
+            assert!(
+                warning.contains("env mode") && warning.contains(level.name()),
+                "{warning}"
+            );
+            let bytes: Vec<u8> = serde_json::from_value(response["patch"].clone()).unwrap();
+            let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+            let mut pod = serde_json::to_value(pod(&[])).unwrap();
+            json_patch::patch(&mut pod, &patch).unwrap();
+            let mca = &pod["spec"]["initContainers"][0];
+            assert!(
+                mca["args"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!("--intercept=env"))
+            );
+            assert_eq!(
+                mca["securityContext"]["seccompProfile"]["type"],
+                "RuntimeDefault"
+            );
+            assert!(mca["securityContext"]["capabilities"].get("add").is_none());
+            let volumes = pod["spec"]["volumes"].as_array().unwrap();
+            assert!(
+                volumes.iter().all(|v| v.get("hostPath").is_none()),
+                "{volumes:?}"
+            );
+        }
+        // Nothing to warn about where nothing is injected.
+        let body = review(&pod(&[(INJECT, "disabled")]), "CREATE", false);
+        let answer = answer(&body, Scope::Namespace, Level::Restricted, &settings()).unwrap();
+        assert!(answer["response"].get("warnings").is_none());
+    }
+
+    #[test]
     fn annotations_opt_in_and_out() {
         assert!(admit(&pod(&[]), Scope::Annotated).1.is_none());
         assert!(
@@ -359,9 +456,15 @@ mod tests {
         let real = answer(
             &review(&pod, "CREATE", false),
             Scope::Namespace,
+            Level::Privileged,
             &settings(),
         );
-        let dry = answer(&review(&pod, "CREATE", true), Scope::Namespace, &settings());
+        let dry = answer(
+            &review(&pod, "CREATE", true),
+            Scope::Namespace,
+            Level::Privileged,
+            &settings(),
+        );
         assert_eq!(
             real.unwrap()["response"]["patch"],
             dry.unwrap()["response"]["patch"]
@@ -384,6 +487,7 @@ mod tests {
         let update = answer(
             &review(&pod(&[]), "UPDATE", false),
             Scope::Namespace,
+            Level::Privileged,
             &settings(),
         );
         let update = update.unwrap();
@@ -396,6 +500,7 @@ mod tests {
         let deployment = answer(
             deployment.to_string().as_bytes(),
             Scope::Namespace,
+            Level::Privileged,
             &settings(),
         );
         assert!(deployment.unwrap()["response"].get("patch").is_none());
@@ -405,6 +510,7 @@ mod tests {
         let refused = answer(
             other_version.to_string().as_bytes(),
             Scope::Namespace,
+            Level::Privileged,
             &settings(),
         );
         assert!(refused.unwrap_err().to_string().contains("v1beta1"));
@@ -414,7 +520,7 @@ mod tests {
             br#"{"request": 7}"#,
             b"",
         ] {
-            assert!(answer(bad, Scope::Namespace, &settings()).is_err());
+            assert!(answer(bad, Scope::Namespace, Level::Privileged, &settings()).is_err());
         }
     }
 
@@ -449,6 +555,7 @@ mod tests {
         let answer = answer(
             &review_of(original.clone(), "CREATE", false),
             Scope::Namespace,
+            Level::Privileged,
             &settings(),
         )
         .unwrap();
