@@ -32,12 +32,16 @@ async fn fake_service_account_and_serving_certificate() -> anyhow::Result<()> {
     assert_eq!(std::fs::read_to_string(sa.join("namespace"))?, NAMESPACE);
     let ca = std::fs::read_to_string(sa.join("ca.crt"))?;
     assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
-    // Only the three files; MCA's CA key is nowhere on disk.
+    // Only the three files and MCA's marker; without --state-dir MCA's CA key is nowhere on
+    // disk.
     let mut files: Vec<String> = std::fs::read_dir(&sa)?
         .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
         .collect::<Result<_, _>>()?;
     files.sort();
-    assert_eq!(files, ["ca.crt", "namespace", "token"]);
+    assert_eq!(
+        files,
+        [".mca-fake-serviceaccount", "ca.crt", "namespace", "token"]
+    );
 
     for name in [
         "localhost",
