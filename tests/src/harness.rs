@@ -516,8 +516,13 @@ impl Env {
     /// [`SERVICE_V4`] in it, and MCA attached to the pod's cgroup (found by default: the
     /// parent of its own), its own cgroup exempt.
     pub fn start_ebpf(args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_ebpf_with(Options::default(), args)
+    }
+
+    /// [`Env::start_ebpf`] with a test API server set up as `options` say.
+    pub fn start_ebpf_with(options: Options, args: &[&str]) -> anyhow::Result<Self> {
         let pod = Pod::with_service()?;
-        let apiserver = ApiServer::start(pod.listen(SERVICE_V4)?, REAL_TOKEN, &[])?;
+        let apiserver = ApiServer::start_with(pod.listen(SERVICE_V4)?, REAL_TOKEN, &[], options)?;
         apiserver.state().pods.insert(NAMESPACE, "web");
         let mut all = vec!["--intercept", "ebpf"];
         all.extend_from_slice(args);

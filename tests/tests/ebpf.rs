@@ -9,7 +9,7 @@
 use std::{path::Path, process::Command};
 
 use mca_tests::{
-    apiserver::{API_ENDPOINT_IP, API_ENDPOINT_PORT, ApiServer},
+    apiserver::{API_ENDPOINT_IP, API_ENDPOINT_PORT, ApiServer, Options},
     harness::{Env, Mca, NAMESPACE, REAL_TOKEN, sidecar},
     sandbox::{Pod, SERVICE_V4, SERVICE_V6},
 };
@@ -94,6 +94,61 @@ fn unmodified_clients_dialling_the_service_are_served_by_mca() -> anyhow::Result
     assert!(redirected >= counter(&report, "redirected_v4") as f64);
     // MCA's own connection to the Service address was exempt, not looped back to itself.
     assert!(counter(&report, "exempted_v4") >= 1, "{report}");
+    Ok(())
+}
+
+/// A ServiceAccount that may not list the API server's EndpointSlices (a 403, as for most
+/// applications' ServiceAccounts): MCA says once what is not intercepted and exactly what
+/// would fix it, and an endpoint named with --intercept-address is caught anyway.
+#[test]
+fn without_the_right_to_list_endpoints_mca_says_what_is_needed() -> anyhow::Result<()> {
+    let options = Options {
+        forbid_endpoint_slices: true,
+        ..Options::default()
+    };
+    let env = Env::start_ebpf_with(options, &[])?;
+    let log = env.mca.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("only the kubernetes Service's address is intercepted"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    for needed in [
+        "`list` on `endpointslices`",
+        "discovery.k8s.io",
+        "`default`",
+        "--intercept-address",
+    ] {
+        assert!(warnings[0].contains(needed), "{needed}: {}", warnings[0]);
+    }
+    assert!(
+        warnings[0].contains("\"level\":\"WARN\""),
+        "{}",
+        warnings[0]
+    );
+    // The endpoint is not intercepted: the pod has no route there.
+    let output = env.raw_client(
+        API_ENDPOINT_IP,
+        API_ENDPOINT_PORT,
+        "kubernetes.default.svc",
+        APP_CA,
+    )?;
+    assert!(!output.status.success(), "{output:?}");
+    drop(env);
+    // Named explicitly, it is.
+    let options = Options {
+        forbid_endpoint_slices: true,
+        ..Options::default()
+    };
+    let endpoint = format!("{API_ENDPOINT_IP}:{API_ENDPOINT_PORT}");
+    let env = Env::start_ebpf_with(options, &["--intercept-address", &endpoint])?;
+    let output = env.raw_client(
+        API_ENDPOINT_IP,
+        API_ENDPOINT_PORT,
+        "kubernetes.default.svc",
+        APP_CA,
+    )?;
+    assert!(output.status.success(), "{output:?}");
     Ok(())
 }
 

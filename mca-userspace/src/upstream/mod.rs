@@ -266,6 +266,11 @@ impl Upstream {
     /// which clients may dial directly. Best effort: MCA's ServiceAccount may not be allowed to
     /// read them, and then only the Service address is intercepted.
     pub async fn api_endpoints(&self) -> Vec<std::net::SocketAddr> {
+        /// The API server's answer when the ServiceAccount may not list them.
+        #[derive(Debug, thiserror::Error)]
+        #[error("403 Forbidden")]
+        struct NotAllowed;
+
         const PATH: &str = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices\
                             ?labelSelector=kubernetes.io%2Fservice-name%3Dkubernetes";
         let request = Request::get(PATH)
@@ -274,6 +279,9 @@ impl Upstream {
             .expect("a valid request");
         let fetched = async {
             let response = self.send(request, RequestClass::Short).await?;
+            if response.status() == http::StatusCode::FORBIDDEN {
+                return Err(NotAllowed.into());
+            }
             if !response.status().is_success() {
                 return Err(format!("{}", response.status()).into());
             }
@@ -285,6 +293,17 @@ impl Upstream {
         };
         match tokio::time::timeout(Duration::from_secs(5), fetched).await {
             Ok(Ok(list)) => endpoint_addresses(&list),
+            Ok(Err(error)) if error.is::<NotAllowed>() => {
+                tracing::warn!(
+                    "only the kubernetes Service's address is intercepted: MCA's ServiceAccount \
+                     may not list the API server's EndpointSlices (403), so a client that dials \
+                     an endpoint IP directly bypasses MCA and fails to verify its certificate; \
+                     to intercept those too, allow `list` on `endpointslices` (API group \
+                     discovery.k8s.io) in namespace `default` to the pod's ServiceAccount, or \
+                     name the addresses with --intercept-address"
+                );
+                Vec::new()
+            }
             Ok(Err(error)) => {
                 let error = error_chain(error.as_ref());
                 tracing::info!(%error, "could not list the API server's EndpointSlices");

@@ -52,6 +52,9 @@ pub struct Options {
     pub max_concurrent_streams: Option<u32>,
     /// Serve only the legacy discovery documents, as API servers before aggregated discovery.
     pub legacy_discovery: bool,
+    /// Answer `403` to lists of EndpointSlices, as an API server does to a ServiceAccount
+    /// without that permission.
+    pub forbid_endpoint_slices: bool,
 }
 
 /// One request as the server received it.
@@ -421,6 +424,22 @@ async fn handle(
         ),
         // The `kubernetes` Service's endpoints, which MCA intercepts too: an address with no
         // route in the pod, so only a redirect reaches anything.
+        (
+            &Method::GET,
+            [
+                "apis",
+                "discovery.k8s.io",
+                "v1",
+                "namespaces",
+                "default",
+                "endpointslices",
+            ],
+        ) if state.options.forbid_endpoint_slices => json_response(
+            StatusCode::FORBIDDEN,
+            &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "reason": "Forbidden", "code": 403,
+                    "message": "endpointslices.discovery.k8s.io is forbidden"}),
+        ),
         (
             &Method::GET,
             [
