@@ -429,9 +429,7 @@ impl FakeCredentials {
             Err(error) => tracing::error!(%error, "renewing the client token failed"),
         }
     }
-}
 
-impl FakeCredentials {
     /// Keeps the CAs moving ([`ServingCert::maintain`]) for as long as MCA runs: a new set is
     /// saved and published in `ca.crt` (and the kubeconfig) as soon as it is made, which is
     /// `--ca-overlap` before MCA serves with it.
@@ -449,10 +447,7 @@ impl FakeCredentials {
                     Ok(done)
                 });
             match published {
-                Ok(done) if done.authorities => tracing::info!(
-                    cas = self.serving.save_authorities().len(),
-                    "published MCA's CAs in ca.crt"
-                ),
+                Ok(done) if done.authorities => tracing::info!("published MCA's CAs in ca.crt"),
                 Ok(_) => {}
                 Err(error) => tracing::error!(%error, "maintaining MCA's CAs failed; retrying"),
             }

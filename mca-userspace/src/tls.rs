@@ -174,8 +174,7 @@ impl CertAuthority {
         let common_name = format!("mca-ca-{}", now.unix_timestamp_nanos() / 1_000_000);
         let params = ca_params(&common_name);
         let mut signed = params.clone();
-        signed.not_before = now - CLOCK_SKEW;
-        signed.not_after = now + validity;
+        set_validity(&mut signed, validity, now);
         let cert = signed.self_signed(&key)?;
         Ok(Self {
             cert_pem: cert.pem(),
@@ -229,7 +228,7 @@ impl CertAuthority {
         ];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
-        set_validity(&mut params, validity);
+        set_validity(&mut params, validity, OffsetDateTime::now_utc());
         params.not_after = params.not_after.min(self.not_after);
         let cert = params.signed_by(&key, &self.issuer)?;
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
@@ -326,8 +325,8 @@ fn distinguished_name(common_name: &str) -> DistinguishedName {
     dn
 }
 
-fn set_validity(params: &mut CertificateParams, validity: Duration) {
-    let now = OffsetDateTime::now_utc();
+/// Valid for `validity` from `now`, and a little before it (see [`CLOCK_SKEW`]).
+fn set_validity(params: &mut CertificateParams, validity: Duration, now: OffsetDateTime) {
     params.not_before = now - CLOCK_SKEW;
     params.not_after = now + validity;
 }

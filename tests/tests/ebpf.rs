@@ -102,11 +102,11 @@ fn unmodified_clients_dialling_the_service_are_served_by_mca() -> anyhow::Result
 /// would fix it, and an endpoint named with --intercept-address is caught anyway.
 #[test]
 fn without_the_right_to_list_endpoints_mca_says_what_is_needed() -> anyhow::Result<()> {
-    let options = Options {
+    let forbidding = || Options {
         forbid_endpoint_slices: true,
         ..Options::default()
     };
-    let env = Env::start_ebpf_with(options, &[])?;
+    let env = Env::start_ebpf_with(forbidding(), &[])?;
     let log = env.mca.log();
     let warnings: Vec<&str> = log
         .lines()
@@ -136,12 +136,8 @@ fn without_the_right_to_list_endpoints_mca_says_what_is_needed() -> anyhow::Resu
     assert!(!output.status.success(), "{output:?}");
     drop(env);
     // Named explicitly, it is.
-    let options = Options {
-        forbid_endpoint_slices: true,
-        ..Options::default()
-    };
     let endpoint = format!("{API_ENDPOINT_IP}:{API_ENDPOINT_PORT}");
-    let env = Env::start_ebpf_with(options, &["--intercept-address", &endpoint])?;
+    let env = Env::start_ebpf_with(forbidding(), &["--intercept-address", &endpoint])?;
     let output = env.raw_client(
         API_ENDPOINT_IP,
         API_ENDPOINT_PORT,

@@ -423,7 +423,8 @@ async fn handle(
                     "platform": "linux/amd64"}),
         ),
         // The `kubernetes` Service's endpoints, which MCA intercepts too: an address with no
-        // route in the pod, so only a redirect reaches anything.
+        // route in the pod, so only a redirect reaches anything. Or a 403, as most
+        // ServiceAccounts get.
         (
             &Method::GET,
             [
@@ -434,30 +435,23 @@ async fn handle(
                 "default",
                 "endpointslices",
             ],
-        ) if state.options.forbid_endpoint_slices => json_response(
-            StatusCode::FORBIDDEN,
-            &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                    "reason": "Forbidden", "code": 403,
-                    "message": "endpointslices.discovery.k8s.io is forbidden"}),
-        ),
-        (
-            &Method::GET,
-            [
-                "apis",
-                "discovery.k8s.io",
-                "v1",
-                "namespaces",
-                "default",
-                "endpointslices",
-            ],
-        ) => json_response(
-            StatusCode::OK,
-            &json!({"kind": "EndpointSliceList", "apiVersion": "discovery.k8s.io/v1",
+        ) => {
+            if state.options.forbid_endpoint_slices {
+                return status(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    "endpointslices.discovery.k8s.io is forbidden",
+                );
+            }
+            json_response(
+                StatusCode::OK,
+                &json!({"kind": "EndpointSliceList", "apiVersion": "discovery.k8s.io/v1",
                         "items": [{"metadata": {"name": "kubernetes"}, "addressType": "IPv4",
                                    "endpoints": [{"addresses": [API_ENDPOINT_IP]}],
                                    "ports": [{"name": "https", "port": API_ENDPOINT_PORT,
                                               "protocol": "TCP"}]}]}),
-        ),
+            )
+        }
         (_, ["api", "v1", "namespaces", namespace, "pods", rest @ ..]) => {
             let (namespace, rest) = (namespace.to_string(), rest.join("/"));
             pods::route(state, request, &namespace, &rest).await
