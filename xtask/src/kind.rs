@@ -1,5 +1,5 @@
 //! `cargo xtask run --kind`: MCA on a kind cluster, the way a user installs it. Create the
-//! cluster, build the image and load it, install the chart, deploy a demo application that
+//! cluster, build the image as an OCI archive (no container engine) and load it, install the chart, deploy a demo application that
 //! lists pods with in-cluster config into a namespace labelled for injection, and check
 //! through MCA's own log and metrics that the application's requests went through MCA.
 //! `--dry-run` prints every step instead (a golden file keeps the plan honest).
@@ -7,6 +7,9 @@
 use std::{path::Path, process::Command};
 
 use anyhow::{Context, bail};
+
+/// Where the flow writes the image archive it loads (relative to the workspace root).
+const IMAGE_ARCHIVE: &str = "target/mca-image.tar";
 
 /// The cluster, image and namespaces the flow uses.
 #[derive(Debug, Clone)]
@@ -107,20 +110,28 @@ pub fn plan(options: &Options, helm: &str) -> Vec<Step> {
             ],
         ),
         step(
-            "the image (static mca, eBPF programs embedded)",
+            "the image (static mca, eBPF programs embedded) as an OCI archive",
             &[
-                "docker",
-                "build",
-                "-f",
-                "deploy/Dockerfile",
-                "-t",
+                "cargo",
+                "xtask",
+                "image",
+                "--release",
+                "--tag",
                 image,
-                ".",
+                "--out",
+                IMAGE_ARCHIVE,
             ],
         ),
         step(
             "the image, into the cluster's nodes",
-            &["kind", "load", "docker-image", image, "--name", cluster],
+            &[
+                "kind",
+                "load",
+                "image-archive",
+                IMAGE_ARCHIVE,
+                "--name",
+                cluster,
+            ],
         ),
         step(
             "the chart: CRDs, operator, webhook",

