@@ -6,7 +6,9 @@
 //! MCA restores both from here, so the application never notices. The directory must be a
 //! volume only MCA's container mounts (injection adds an in-memory `emptyDir`, `mca-state`):
 //! it holds what mints certificates the application trusts. The directory is made `0700`,
-//! the file `0600`.
+//! the file `0600`. A directory MCA does not own (an `emptyDir`'s root is the kubelet's,
+//! mode `0777`, and MCA runs as a non-root user in env mode, so it may not change it) gets a
+//! private subdirectory, `mca/`, owned by MCA and `0700`, where the file is kept.
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +16,8 @@ use crate::{client_auth::SavedTokens, sa, tls::SavedAuthority};
 
 /// The file in the state directory.
 const FILE: &str = "state.json";
+/// The private subdirectory used when the state directory is not MCA's own.
+const PRIVATE: &str = "mca";
 
 /// Why the state could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -62,17 +66,7 @@ impl Store {
     /// Opens `dir` (made if missing, `0700`) and reads what a previous run saved there, if
     /// anything.
     pub fn open(dir: &Path) -> Result<(Self, Option<State>), Error> {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        let io = |source| Error::Io {
-            path: dir.to_owned(),
-            source,
-        };
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        let dir = private_dir(dir)?;
         let file = dir.join(FILE);
         let state = match std::fs::read(&file) {
             Ok(bytes) => Some(
@@ -99,6 +93,43 @@ impl Store {
     }
 }
 
+/// `dir` made private (`0700`, made if missing) when MCA owns it, else its subdirectory
+/// [`PRIVATE`], which must be MCA's (made if missing).
+fn private_dir(dir: &Path) -> Result<PathBuf, Error> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let me = nix::unistd::geteuid().as_raw();
+    let private = |dir: &Path| -> Result<bool, Error> {
+        let io = |source| Error::Io {
+            path: dir.to_owned(),
+            source,
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
+        if std::fs::metadata(dir).map_err(io)?.uid() != me {
+            return Ok(false);
+        }
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        Ok(true)
+    };
+    if private(dir)? {
+        return Ok(dir.to_owned());
+    }
+    let sub = dir.join(PRIVATE);
+    if private(&sub)? {
+        return Ok(sub);
+    }
+    Err(Error::Io {
+        path: sub,
+        source: std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("owned by another user than MCA's ({me})"),
+        ),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +152,41 @@ mod tests {
         assert_eq!(mode(&state_dir.join(FILE)), 0o600);
         let (_, again) = Store::open(&state_dir).unwrap();
         assert!(again.unwrap().authorities.is_empty());
+    }
+
+    /// As an `emptyDir`'s root, owned by root with mode 0777, is to MCA running as 65532 (the
+    /// test runs as root, so the directory is given to someone else instead).
+    #[test]
+    fn a_directory_owned_by_someone_else_keeps_the_state_in_a_private_subdirectory() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let volume = dir.path().join("volume");
+        std::fs::create_dir(&volume).unwrap();
+        std::fs::set_permissions(&volume, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let other = nix::unistd::geteuid().as_raw() + 4242;
+        std::os::unix::fs::chown(&volume, Some(other), Some(other)).unwrap();
+        let (store, _) = Store::open(&volume).unwrap();
+        store
+            .save(&State {
+                authorities: Vec::new(),
+                tokens: None,
+            })
+            .unwrap();
+        let sub = volume.join(PRIVATE);
+        let meta = std::fs::metadata(&sub).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+        assert_eq!(meta.uid(), nix::unistd::geteuid().as_raw());
+        assert!(sub.join(FILE).exists());
+        // The volume itself is left as it was, and the next run finds the state again.
+        assert_eq!(
+            std::fs::metadata(&volume).unwrap().permissions().mode() & 0o777,
+            0o777
+        );
+        assert!(Store::open(&volume).unwrap().1.is_some());
+        // A subdirectory someone else made is not trusted.
+        std::os::unix::fs::chown(&sub, Some(other), Some(other)).unwrap();
+        let error = Store::open(&volume).unwrap_err();
+        assert!(error.to_string().contains("owned by another user"), "{error}");
     }
 
     #[test]
