@@ -186,7 +186,10 @@ mod tests {
         // A subdirectory someone else made is not trusted.
         std::os::unix::fs::chown(&sub, Some(other), Some(other)).unwrap();
         let error = Store::open(&volume).unwrap_err();
-        assert!(error.to_string().contains("owned by another user"), "{error}");
+        assert!(
+            error.to_string().contains("owned by another user"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -2,17 +2,32 @@
 //! built from source by `../shared/k8s/build.sh` and started by its `cluster.sh` on loopback.
 //! Such tests run when `K8S_BIN` names the binaries and say that they were skipped otherwise.
 
-use std::{collections::BTreeMap, net::TcpListener, path::PathBuf, process::Command};
+use std::{
+    collections::BTreeMap,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Context, bail};
 
 use crate::harness::{output_with_input, workspace_root};
 
-/// A running kube-apiserver with its etcd, stopped when dropped.
+/// A running kube-apiserver with its etcd, stopped when dropped. Dereferences to its
+/// [`Admin`], so `cluster.kubectl(...)` runs kubectl as the cluster's admin.
 pub struct Cluster {
     dir: tempfile::TempDir,
     bin: PathBuf,
     ports: [(&'static str, u16); 2],
+    admin: Admin,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = Admin;
+
+    fn deref(&self) -> &Admin {
+        &self.admin
+    }
 }
 
 impl Cluster {
@@ -26,8 +41,10 @@ impl Cluster {
             );
             return Ok(None);
         };
+        let dir = tempfile::tempdir()?;
         let cluster = Self {
-            dir: tempfile::tempdir()?,
+            admin: Admin::new(&bin, dir.path().join("admin.kubeconfig")),
+            dir,
             bin,
             ports: [
                 ("K8S_PORT", free_port(1)?),
@@ -62,16 +79,59 @@ impl Cluster {
 
     /// The audit log's entries so far (one JSON object each).
     pub fn audit(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.dir.path().join("audit.log"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .collect()
+        audit_log(&self.dir.path().join("audit.log"))
+    }
+
+    fn script(&self, verb: &str, ports: &[(&str, u16)], keep_data: bool) -> anyhow::Result<()> {
+        let script = cluster_script();
+        let mut command = Command::new("bash");
+        if keep_data {
+            command.env("K8S_KEEP_DATA", "1");
+        }
+        let output = command
+            .arg(&script)
+            .arg(verb)
+            .arg(self.dir.path())
+            .env("K8S_BIN", &self.bin)
+            .envs(ports.iter().map(|(name, port)| (name, port.to_string())))
+            .output()
+            .with_context(|| format!("running {}", script.display()))?;
+        if !output.status.success() {
+            bail!(
+                "{} {verb} failed: {}{}",
+                script.display(),
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// kubectl as a cluster's admin.
+pub struct Admin {
+    kubectl: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl Admin {
+    /// The `kubectl` in `bin`, with `kubeconfig`.
+    pub fn new(bin: &Path, kubeconfig: PathBuf) -> Self {
+        Self {
+            kubectl: bin.join("kubectl"),
+            kubeconfig,
+        }
     }
 
     /// The admin kubeconfig (a `system:masters` token).
     pub fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("admin.kubeconfig")
+        self.kubeconfig.clone()
     }
 
     /// Runs kubectl as the cluster admin; returns stdout.
@@ -82,9 +142,9 @@ impl Cluster {
     /// Runs kubectl as the cluster admin with `input` on its stdin (`-f -`); returns stdout.
     pub fn kubectl_with_input(&self, args: &[&str], input: &[u8]) -> anyhow::Result<String> {
         let output = output_with_input(
-            Command::new(self.bin.join("kubectl"))
+            Command::new(&self.kubectl)
                 .arg("--kubeconfig")
-                .arg(self.kubeconfig())
+                .arg(&self.kubeconfig)
                 .args(args),
             input,
         )?;
@@ -128,37 +188,15 @@ impl Cluster {
         }
         Ok(Some(files))
     }
-
-    fn script(&self, verb: &str, ports: &[(&str, u16)], keep_data: bool) -> anyhow::Result<()> {
-        let script = cluster_script();
-        let mut command = Command::new("bash");
-        if keep_data {
-            command.env("K8S_KEEP_DATA", "1");
-        }
-        let output = command
-            .arg(&script)
-            .arg(verb)
-            .arg(self.dir.path())
-            .env("K8S_BIN", &self.bin)
-            .envs(ports.iter().map(|(name, port)| (name, port.to_string())))
-            .output()
-            .with_context(|| format!("running {}", script.display()))?;
-        if !output.status.success() {
-            bail!(
-                "{} {verb} failed: {}{}",
-                script.display(),
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        Ok(())
-    }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.stop();
-    }
+/// An API server's audit log (one JSON object per line), as far as it is written.
+pub fn audit_log(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
 }
 
 /// `cluster.sh`: `K8S_CLUSTER_SH`, or the one beside the workspace in `../shared/k8s/`.

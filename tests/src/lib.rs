@@ -8,6 +8,7 @@ pub mod harness;
 pub mod helm;
 pub mod k8s;
 pub mod metrics;
+pub mod node;
 pub mod otlp;
 pub mod projected;
 pub mod rawh2;

@@ -302,6 +302,7 @@ fn main() -> anyhow::Result<()> {
                      (../shared/k8s/build.sh builds one) pass without running."
                 );
             }
+            setup_node()?;
             test_workspace(&root)?;
             // The image's binary: static, and it runs (no container engine needed).
             build_static(&root, false)?;
@@ -344,6 +345,52 @@ fn main() -> anyhow::Result<()> {
             dev,
         } => fuzz::run(&root, &targets, seconds, dev),
     }
+}
+
+/// Debian packages the real-node tier's node runs on (containerd, runc, CNI plugins, iptables)
+/// and builds its application image from (a static busybox), by a file that shows each is
+/// there.
+const NODE_PACKAGES: &[(&str, &str)] = &[
+    ("/usr/bin/containerd", "containerd"),
+    ("/usr/sbin/runc", "runc"),
+    ("/usr/lib/cni/bridge", "containernetworking-plugins"),
+    ("/usr/sbin/iptables", "iptables"),
+    ("/bin/busybox", "busybox-static"),
+];
+
+/// The real-node tier (`tests/tests/node.rs`) runs where `../shared/k8s/build.sh` left a
+/// kubelet (`K8S_BIN`, or its default `~/.cache/mca-k8s/bin`): there, installs the node's
+/// Debian packages; elsewhere, says that the tier passes without running.
+fn setup_node() -> anyhow::Result<()> {
+    let bin = std::env::var_os("K8S_BIN").map(PathBuf::from).or_else(|| {
+        std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/mca-k8s/bin"))
+    });
+    let Some(bin) = bin.filter(|bin| bin.join("kubelet").is_file()) else {
+        println!(
+            "xtask: no kubelet in K8S_BIN or ~/.cache/mca-k8s/bin, so the real-node tier \
+             (tests/tests/node.rs; ../shared/k8s/build.sh builds the node's parts) passes \
+             without running."
+        );
+        return Ok(());
+    };
+    println!(
+        "xtask: the node's parts are in {}: the real-node tier runs",
+        bin.display()
+    );
+    let missing: Vec<&str> = NODE_PACKAGES
+        .iter()
+        .filter(|(file, _)| !Path::new(file).exists())
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!("xtask: installing {}", missing.join(" "));
+    run(Command::new("apt-get").arg("update"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
 /// Builds `mca` with the `otlp` feature as `target/debug/mca-otlp`, for the test that
