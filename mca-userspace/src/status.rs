@@ -29,6 +29,8 @@ pub enum Reason {
     Timeout,
     /// MCA has no capacity for the request now; retry after a moment (429).
     TooManyRequests,
+    /// A watch cannot go on from where it is: list again (410, as a watch `ERROR` event).
+    Expired,
 }
 
 /// An error MCA answers with, rendered as a Kubernetes `Status`.

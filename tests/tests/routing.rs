@@ -665,6 +665,128 @@ async fn a_merged_watch_survives_a_cluster_going_away_and_coming_back() -> anyho
     Ok(())
 }
 
+/// `kubectl get -w` (a Table watch, resumed from its list's version) through a member that
+/// restarts having lost its history while something changed there: MCA lists that member
+/// again and sends the difference, so the open watch shows the deletion and the creation
+/// made while it was away and then what is created after, with no ERROR, and the expired
+/// version is asked for once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_merged_watch_repairs_a_member_that_lost_its_history() -> anyhow::Result<()> {
+    use mca_tests::harness::Process;
+    let fleet = fan_out_fleet()?;
+    let watcher = Process::spawn(
+        "kubectl get -w",
+        fleet
+            .env
+            .pod
+            .app(venv_program("kubectl"))
+            .args(["get", "pods", "-A", "--watch", "--output-watch-events"])
+            .args(["--request-timeout", "0"]),
+    )?;
+    let seen = |event: &'static str, name: &'static str| {
+        watcher.wait_for_line(
+            move |l| {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                words.first() == Some(&event) && words.get(2) == Some(&name)
+            },
+            std::time::Duration::from_secs(20),
+        )
+    };
+    for name in ["web", "e1", "e2", "w1"] {
+        seen("ADDED", name)?;
+    }
+    let watching = || Fleet::received(&fleet.east, EAST_TOKEN, "watch=").len();
+    mca_tests::harness::eventually(std::time::Duration::from_secs(10), || {
+        Ok((watching() == 1, ()))
+    })?;
+
+    fleet.east.state().pods.restart(|pods| {
+        pods.remove(NAMESPACE, "e1");
+        pods.insert(NAMESPACE, "e-while-away");
+    });
+    let deleted = seen("DELETED", "e1")?;
+    assert!(deleted.ends_with("east"), "{deleted}");
+    seen("ADDED", "e-while-away")?;
+    fleet.east.state().pods.insert(NAMESPACE, "e-after");
+    seen("ADDED", "e-after")?;
+
+    assert!(!watcher.exited(), "kubectl is still watching");
+    let output = watcher.output();
+    assert!(
+        !output.contains("ERROR") && !output.contains("rror"),
+        "{output}"
+    );
+    let east = Fleet::received(&fleet.east, EAST_TOKEN, "/pods");
+    let watches: Vec<&String> = east.iter().filter(|r| r.contains("watch=")).collect();
+    assert_eq!(
+        watches.len(),
+        3,
+        "the first, the expired resume, the one after the relist: {east:#?}"
+    );
+    assert_ne!(
+        watches[1], watches[2],
+        "the expired version is not asked for again"
+    );
+    assert_eq!(
+        east.iter().filter(|r| *r == "GET /api/v1/pods").count(),
+        1,
+        "MCA lists the member again once (kubectl's own list is paged): {east:#?}"
+    );
+    Ok(())
+}
+
+/// A watch from a composite version MCA has no record of (here, of another list) cannot be
+/// repaired when a member loses its history: it ends with exactly one `410 Expired` ERROR,
+/// which tells the client to list again.
+#[test]
+fn a_watch_mca_cannot_repair_ends_with_one_expired_error() -> anyhow::Result<()> {
+    use mca_tests::harness::Process;
+    let fleet = fan_out_fleet()?;
+    let list = fleet.kubectl(&["get", "--raw", "/api/v1/pods"])?;
+    let version = serde_json::from_str::<serde_json::Value>(&list)?["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("a composite version")
+        .to_owned();
+    let path = format!("/api/v1/namespaces/{NAMESPACE}/pods?watch=1&resourceVersion={version}");
+    let watcher = Process::spawn(
+        "kubectl get --raw (watch)",
+        fleet.env.pod.app(venv_program("kubectl")).args([
+            "get",
+            "--raw",
+            &path,
+            "--request-timeout",
+            "0",
+        ]),
+    )?;
+    mca_tests::harness::eventually(std::time::Duration::from_secs(10), || {
+        Ok((
+            Fleet::received(&fleet.east, EAST_TOKEN, "watch=").len() == 1,
+            (),
+        ))
+    })?;
+    fleet.east.state().pods.restart(|pods| {
+        pods.insert(NAMESPACE, "e-while-away");
+    });
+    let status = watcher.wait(std::time::Duration::from_secs(20))?;
+    assert!(status.success(), "{}", watcher.output());
+    let errors: Vec<serde_json::Value> = watcher
+        .lines()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["type"] == "ERROR")
+        .collect();
+    assert_eq!(errors.len(), 1, "{}", watcher.output());
+    assert_eq!(errors[0]["object"]["code"], 410);
+    assert_eq!(errors[0]["object"]["reason"], "Expired");
+    let east = Fleet::received(&fleet.east, EAST_TOKEN, "watch=");
+    assert_eq!(
+        east.len(),
+        2,
+        "the expired version is never retried: {east:#?}"
+    );
+    Ok(())
+}
+
 #[test]
 fn an_optional_config_published_later_is_applied_when_it_appears() -> anyhow::Result<()> {
     let (fleet, text) = Fleet::start_before_config(ROUTES)?;

@@ -96,19 +96,14 @@ pub enum Event {
 /// The annotation a bookmark carries at the end of a watch's initial events.
 const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
 
-/// Rewrites one watch event line from `cluster`: its object is annotated (a Table's rows get
+/// Rewrites one watch event from `cluster` (never an `ERROR`: the cluster's watch handles
+/// those): its object is annotated (a Table's rows get
 /// the `Cluster` cell) and its `resourceVersion` becomes the composite of every cluster's
 /// latest, updated with this one's, so a client can resume the merged watch from any event.
-pub fn event(line: &[u8], cluster: &str, versions: &mut Versions) -> Event {
-    let Ok(mut event) = serde_json::from_slice::<Value>(line) else {
-        return Event::Garbage;
-    };
+pub fn event(mut event: Value, cluster: &str, versions: &mut Versions) -> Event {
     let kind = event["type"].as_str().unwrap_or_default().to_owned();
     if kind.is_empty() {
         return Event::Garbage;
-    }
-    if kind == "ERROR" {
-        return Event::Send(to_line(&event));
     }
     let object = &mut event["object"];
     let table = object["kind"] == "Table";
@@ -269,7 +264,8 @@ mod tests {
     fn events_carry_the_composite_version_and_their_cluster() {
         let mut seen = versions(&[("east", "10"), ("west", "7")]);
         let line = br#"{"type":"ADDED","object":{"metadata":{"name":"a","resourceVersion":"12"}}}"#;
-        let Event::Send(sent) = event(line, "east", &mut seen) else {
+        let parse = |line: &[u8]| serde_json::from_slice::<Value>(line).unwrap();
+        let Event::Send(sent) = event(parse(line), "east", &mut seen) else {
             panic!("an event");
         };
         let sent: Value = serde_json::from_slice(&sent).unwrap();
@@ -282,7 +278,7 @@ mod tests {
 
         let table = br#"{"type":"MODIFIED","object":{"kind":"Table","columnDefinitions":[],
             "rows":[{"cells":["a"],"object":{"metadata":{"name":"a","resourceVersion":"8"}}}]}}"#;
-        let Event::Send(sent) = event(table, "west", &mut seen) else {
+        let Event::Send(sent) = event(parse(table), "west", &mut seen) else {
             panic!("an event");
         };
         let sent: Value = serde_json::from_slice(&sent).unwrap();
@@ -292,14 +288,13 @@ mod tests {
 
         let bookmark = br#"{"type":"BOOKMARK","object":{"metadata":{"resourceVersion":"20",
             "annotations":{"k8s.io/initial-events-end":"true"}}}}"#;
-        assert_eq!(event(bookmark, "west", &mut seen), Event::InitialEventsEnd);
+        assert_eq!(
+            event(parse(bookmark), "west", &mut seen),
+            Event::InitialEventsEnd
+        );
         assert_eq!(seen.0["west"], "20");
         let end: Value = serde_json::from_slice(&initial_events_end(&seen)).unwrap();
         assert_eq!(end["object"]["metadata"]["resourceVersion"], seen.encode());
-
-        let error = br#"{"type":"ERROR","object":{"kind":"Status","code":410}}"#;
-        assert!(matches!(event(error, "east", &mut seen), Event::Send(_)));
-        assert_eq!(event(b"not json", "east", &mut seen), Event::Garbage);
-        assert_eq!(event(b"{}", "east", &mut seen), Event::Garbage);
+        assert_eq!(event(parse(b"{}"), "east", &mut seen), Event::Garbage);
     }
 }

@@ -15,11 +15,12 @@
 //! MCA reads the clusters' answers, so it asks them for JSON; a client that accepts only
 //! protobuf gets 406.
 
+pub mod held;
 pub mod merge;
 pub mod token;
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{Arc, LazyLock, Mutex},
     time::Duration,
 };
 
@@ -32,6 +33,7 @@ use serde_json::Value;
 use tokio::{sync::mpsc, task::JoinSet};
 
 use self::{
+    held::{Held, ListKey, Snapshots},
     merge::{Event, Page},
     token::{Continue, Versions},
 };
@@ -59,16 +61,16 @@ pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, tower::BoxErro
 /// Serves `head` (a request on a fan-out route named `route`) from `clusters`, in order.
 pub async fn serve(
     registry: &Arc<Registry>,
-    clusters: &[ClusterId],
+    ids: &[ClusterId],
     route: &str,
     info: &RequestInfo,
     head: http::request::Parts,
 ) -> Result<Response<Body>, Refusal> {
     let accept = json_accept(&head)?;
-    let clusters: Vec<&Cluster> = clusters.iter().map(|&id| registry.get(id)).collect();
+    let clusters: Vec<&Cluster> = ids.iter().map(|&id| registry.get(id)).collect();
     match info.verb.as_str() {
         "list" => list(&clusters, head, &accept).await,
-        "watch" => watch(&clusters, head, &accept).await,
+        "watch" => watch(registry, ids, head, &accept).await,
         "get" => first_found(&clusters, head, &accept).await,
         verb => Err(Status::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -281,6 +283,10 @@ async fn list(
             .filter_map(|p| Some((p.cluster.clone(), p.version()?.to_owned())))
             .collect(),
     );
+    let key = list_key(&head, accept, versions.encode());
+    for (index, page) in pages.iter().enumerate() {
+        SNAPSHOTS.record(&key, &page.cluster, &page.list, index + 1 == pages.len());
+    }
     Ok(respond(&merge::lists(pages, &versions, None), &missing))
 }
 
@@ -362,6 +368,8 @@ async fn page(
                         cluster: cluster.name().to_string(),
                         list: empty,
                     };
+                    let key = list_key(head, accept, versions.encode());
+                    SNAPSHOTS.record(&key, &page.cluster, &page.list, true);
                     return Ok(respond(
                         &merge::lists(vec![page], &versions, None),
                         &missing,
@@ -388,6 +396,8 @@ async fn page(
             .unwrap_or_default()
             .to_owned(),
     );
+    let key = list_key(head, accept, versions.encode());
+    SNAPSHOTS.record(&key, &page.cluster, &page.list, next.is_none());
     let next = next.map(|(cluster, token)| {
         Continue {
             cluster,
@@ -428,15 +438,42 @@ async fn first_found(
     }
 }
 
-/// The merged watch's shared state: every cluster's latest version, and which clusters have
-/// finished their initial events.
+/// The merged watch's shared state: every cluster's latest version, which clusters have
+/// finished their initial events, and what the client holds from each.
 struct Watching {
     versions: Versions,
     initial_done: Vec<String>,
+    held: Held,
+}
+
+/// What the clusters' watches send the client's stream.
+enum Out {
+    /// An event line.
+    Line(Bytes),
+    /// The merged watch ends here (after its one ERROR).
+    End,
+}
+
+/// The recent merged lists, for the watches that resume from their versions.
+static SNAPSHOTS: LazyLock<Snapshots> = LazyLock::new(Snapshots::default);
+
+/// Which merged list (or the watch that follows it) `head` is: its path and selectors, its
+/// form, and the composite `version`.
+fn list_key(head: &http::request::Parts, accept: &str, version: String) -> ListKey {
+    let selectors: Vec<String> = ["labelSelector", "fieldSelector"]
+        .iter()
+        .filter_map(|key| query_value(head, key).map(|value| format!("{key}={value}")))
+        .collect();
+    ListKey {
+        what: format!("{}?{}", head.uri.path(), selectors.join("&")),
+        table: accept.contains("as=Table"),
+        version,
+    }
 }
 
 async fn watch(
-    clusters: &[&Cluster],
+    registry: &Arc<Registry>,
+    ids: &[ClusterId],
     head: http::request::Parts,
     accept: &str,
 ) -> Result<Response<Body>, Refusal> {
@@ -444,19 +481,24 @@ async fn watch(
     let deadline = query_value(&head, "timeoutSeconds")
         .and_then(|t| t.parse::<u64>().ok())
         .map(|seconds| tokio::time::Instant::now() + Duration::from_secs(seconds));
+    let names: Vec<String> = ids
+        .iter()
+        .map(|&id| registry.get(id).name().to_string())
+        .collect();
+    let held = held_at_start(&head, accept, composite.as_ref(), plain.as_deref(), &names);
     let state = Arc::new(Mutex::new(Watching {
         versions: composite.clone().unwrap_or_default(),
         initial_done: Vec::new(),
+        held,
     }));
-    let (events, received) = mpsc::channel::<Bytes>(256);
-    let names: Vec<String> = clusters.iter().map(|c| c.name().to_string()).collect();
+    let (events, received) = mpsc::channel::<Out>(256);
     let mut tasks = JoinSet::new();
-    for cluster in clusters {
-        let first =
-            version_for(cluster.name(), composite.as_ref(), plain.as_deref()).map(str::to_owned);
+    for (&id, name) in ids.iter().zip(&names) {
+        let first = version_for(name, composite.as_ref(), plain.as_deref()).map(str::to_owned);
         let stream = ClusterWatch {
-            cluster: cluster.name().to_string(),
-            upstream: cluster.upstream().clone(),
+            registry: Arc::clone(registry),
+            id,
+            cluster: name.clone(),
             head: upstream::copy_head(&head),
             accept: accept.to_owned(),
             version: first,
@@ -480,24 +522,83 @@ async fn watch(
     Ok(response)
 }
 
-/// One cluster's part of a merged watch, restarted from its last version when it fails.
+/// What the client holds from each cluster as the watch starts: nothing from a cluster
+/// whose watch sends every object first (no version for it, `0`, or `sendInitialEvents`),
+/// the list it just read when it resumes from a merged list's version MCA recorded, and
+/// otherwise nothing MCA knows (such a cluster's lost history ends the watch with a 410).
+fn held_at_start(
+    head: &http::request::Parts,
+    accept: &str,
+    composite: Option<&Versions>,
+    plain: Option<&str>,
+    names: &[String],
+) -> Held {
+    let mut held = Held::default();
+    let initial_events = query_value(head, "sendInitialEvents").is_some_and(|v| v == "true");
+    if let (Some(versions), false) = (composite, initial_events) {
+        let key = list_key(head, accept, versions.encode());
+        if SNAPSHOTS.resume(&key, names, &mut held) {
+            return held;
+        }
+    }
+    for name in names {
+        let version = version_for(name, composite, plain);
+        if initial_events || version.is_none_or(|v| v.is_empty() || v == "0") {
+            held.start_empty(name);
+        }
+    }
+    held
+}
+
+/// How one attempt at a cluster's watch ended.
+enum Ended {
+    /// The stream ended (a timeout, a closed connection): resume from the last version.
+    Resumable,
+    /// The cluster no longer has the version to resume from (`410`).
+    Expired,
+    /// The client is gone.
+    ClientGone,
+}
+
+/// One cluster's part of a merged watch, restarted from its last version when it fails,
+/// and brought up to date by a fresh list when its history is lost.
 struct ClusterWatch {
+    registry: Arc<Registry>,
+    id: ClusterId,
     cluster: String,
-    upstream: upstream::Upstream,
     head: http::request::Parts,
     accept: String,
     version: Option<String>,
     state: Arc<Mutex<Watching>>,
     all: Vec<String>,
-    events: mpsc::Sender<Bytes>,
+    events: mpsc::Sender<Out>,
 }
 
 impl ClusterWatch {
     async fn run(mut self) {
         let mut backoff = BACKOFF.0;
+        let mut expired = false;
         loop {
-            match self.stream().await {
-                Ok(()) => backoff = BACKOFF.0,
+            let attempt = if expired {
+                self.resync().await.map(|()| {
+                    expired = false;
+                    Ended::Resumable
+                })
+            } else {
+                self.stream().await
+            };
+            match attempt {
+                Ok(Ended::Resumable) => backoff = BACKOFF.0,
+                Ok(Ended::Expired) => {
+                    expired = true;
+                    if !self.lock().held.complete(&self.cluster) {
+                        self.expire().await;
+                        return;
+                    }
+                    tracing::info!(cluster = %self.cluster, version = ?self.version, "a merged watch's cluster lost the history to resume from; listing it again");
+                    continue;
+                }
+                Ok(Ended::ClientGone) => return,
                 Err(why) => {
                     tracing::debug!(cluster = %self.cluster, %why, ?backoff, "a merged watch's cluster stream failed; retrying");
                 }
@@ -510,8 +611,12 @@ impl ClusterWatch {
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Watching> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Watches until the stream ends; every event goes to the merged stream.
-    async fn stream(&mut self) -> Result<(), String> {
+    async fn stream(&mut self) -> Result<Ended, String> {
         let request = cluster_request(
             &self.head,
             &self.accept,
@@ -519,15 +624,16 @@ impl ClusterWatch {
             None,
             false,
         );
-        let response = tokio::time::timeout(
-            TIMEOUT,
-            self.upstream.send(request, RequestClass::LongRunning),
-        )
-        .await
-        .map_err(|_| "no answer".to_owned())?
-        .map_err(|error| upstream::failure_status(&error).message)?;
-        if response.status() != StatusCode::OK {
-            return Err(format!("answered {}", response.status()));
+        let upstream = self.registry.get(self.id).upstream().clone();
+        let response =
+            tokio::time::timeout(TIMEOUT, upstream.send(request, RequestClass::LongRunning))
+                .await
+                .map_err(|_| "no answer".to_owned())?
+                .map_err(|error| upstream::failure_status(&error).message)?;
+        match response.status() {
+            StatusCode::OK => {}
+            StatusCode::GONE => return Ok(Ended::Expired),
+            status => return Err(format!("answered {status}")),
         }
         let mut body = response.into_body();
         let mut buffer = Vec::new();
@@ -539,22 +645,83 @@ impl ClusterWatch {
             buffer.extend_from_slice(&data);
             while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = buffer.drain(..=end).collect();
-                if !self.forward(&line[..line.len() - 1]).await {
-                    return Ok(());
+                let Ok(event) = serde_json::from_slice::<Value>(&line) else {
+                    continue;
+                };
+                if event["type"] == "ERROR" {
+                    // Never the client's to see: a lost history is repaired, anything else
+                    // retried from the last version.
+                    if event["object"]["code"] == 410 {
+                        return Ok(Ended::Expired);
+                    }
+                    return Err(format!("sent an ERROR: {}", event["object"]["message"]));
+                }
+                if !self.forward(event).await {
+                    return Ok(Ended::ClientGone);
                 }
             }
         }
+        Ok(Ended::Resumable)
+    }
+
+    /// Lists the cluster again and sends the client what changed there since what it holds;
+    /// the watch then resumes from the list's version.
+    async fn resync(&mut self) -> Result<(), String> {
+        let cluster = self.registry.get(self.id);
+        let list = read(
+            cluster,
+            cluster_request(&relist_head(&self.head), &self.accept, None, None, false),
+        )
+        .await
+        .map_err(|(_, why)| why)?;
+        let version = list["metadata"]["resourceVersion"]
+            .as_str()
+            .ok_or("the list has no resourceVersion")?
+            .to_owned();
+        let events = self.lock().held.resync(&self.cluster, &list);
+        tracing::info!(cluster = %self.cluster, %version, events = events.len(), "a merged watch's cluster is listed again; its changes are sent as events");
+        for event in events {
+            if !self.forward(event).await {
+                return Ok(());
+            }
+        }
+        self.lock()
+            .versions
+            .0
+            .insert(self.cluster.clone(), version.clone());
+        self.version = Some(version);
         Ok(())
     }
 
-    /// Sends one event on; false once the client is gone.
-    async fn forward(&mut self, line: &[u8]) -> bool {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            return true;
-        }
+    /// Ends the merged watch with one `410 Expired`: the client must list again, because MCA
+    /// does not know what it holds from this cluster to repair the lost history.
+    async fn expire(&self) {
+        let status = Status::new(
+            StatusCode::GONE,
+            Reason::Expired,
+            format!(
+                "cluster {} of this merged watch lost the history to resume from, and MCA \
+                 does not know what this watch holds from it: list again",
+                self.cluster
+            ),
+        );
+        let object: Value = serde_json::from_slice(&status.to_json()).expect("a Status is JSON");
+        let mut line = serde_json::to_vec(&serde_json::json!({"type": "ERROR", "object": object}))
+            .expect("JSON serializes");
+        line.push(b'\n');
+        let _ = self.events.send(Out::Line(Bytes::from(line))).await;
+        let _ = self.events.send(Out::End).await;
+    }
+
+    /// Sends one event on (recording what the client will hold); false once the client is
+    /// gone.
+    async fn forward(&mut self, event: Value) -> bool {
         let out = {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            let outcome = merge::event(line, &self.cluster, &mut state.versions);
+            if let Some(kind) = event["type"].as_str() {
+                state.held.observe(&self.cluster, kind, &event["object"]);
+            }
+            let outcome = merge::event(event, &self.cluster, &mut state.versions);
             self.version = state.versions.0.get(&self.cluster).cloned();
             match outcome {
                 Event::Send(line) => Some(line),
@@ -569,15 +736,42 @@ impl ClusterWatch {
             }
         };
         match out {
-            Some(line) => self.events.send(Bytes::from(line)).await.is_ok(),
+            Some(line) => self.events.send(Out::Line(Bytes::from(line))).await.is_ok(),
             None => true,
         }
     }
 }
 
+/// The list request for a watch's `head`: the same path and selectors, without what makes it
+/// a watch or says where to start.
+fn relist_head(head: &http::request::Parts) -> http::request::Parts {
+    const WATCH_ONLY: [&str; 6] = [
+        "watch",
+        "allowWatchBookmarks",
+        "sendInitialEvents",
+        "timeoutSeconds",
+        "limit",
+        "resourceVersionMatch",
+    ];
+    let query = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(
+            form_urlencoded::parse(head.uri.query().unwrap_or("").as_bytes())
+                .filter(|(key, _)| !WATCH_ONLY.contains(&key.as_ref())),
+        )
+        .finish();
+    let mut relist = upstream::copy_head(head);
+    let target = if query.is_empty() {
+        head.uri.path().to_owned()
+    } else {
+        format!("{}?{query}", head.uri.path())
+    };
+    relist.uri = target.parse().expect("a path and an encoded query");
+    relist
+}
+
 /// The merged stream the client reads; its cluster watches end when it is dropped.
 struct MergedWatch {
-    received: mpsc::Receiver<Bytes>,
+    received: mpsc::Receiver<Out>,
     deadline: Option<tokio::time::Instant>,
     _tasks: JoinSet<()>,
 }
@@ -592,7 +786,10 @@ impl MergedWatch {
                     .flatten(),
                 None => watch.received.recv().await,
             };
-            next.map(|event| (Ok::<_, tower::BoxError>(Frame::data(event)), watch))
+            match next? {
+                Out::Line(event) => Some((Ok::<_, tower::BoxError>(Frame::data(event)), watch)),
+                Out::End => None,
+            }
         });
         StreamBody::new(stream).boxed_unsync()
     }

@@ -41,6 +41,8 @@ struct Pods {
 pub struct PodStore {
     inner: Mutex<Pods>,
     events: broadcast::Sender<Event>,
+    /// Bumped by [`PodStore::restart`]: every watch opened before ends.
+    generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for PodStore {
@@ -48,6 +50,7 @@ impl Default for PodStore {
         Self {
             inner: Mutex::default(),
             events: broadcast::channel(256).0,
+            generation: tokio::sync::watch::channel(0).0,
         }
     }
 }
@@ -70,6 +73,16 @@ impl PodStore {
                    "spec": {"containers": [{"name": "app", "image": "busybox"}]}}),
         )
         .expect("inserting a new pod")
+    }
+
+    /// Restarts as kube-apiserver does with its etcd kept while something else changed: every
+    /// open watch ends, `while_away` changes the pods (no watch sees it happen), and the
+    /// history starts over, so a watch resuming from any earlier version gets `410 Expired`
+    /// ("too old resource version") while the versions themselves go on.
+    pub fn restart(&self, while_away: impl FnOnce(&Self)) {
+        self.generation.send_modify(|generation| *generation += 1);
+        while_away(self);
+        self.inner.lock().unwrap().history.clear();
     }
 
     /// Deletes a pod, as a `DELETE` would; whether it was there.
@@ -379,6 +392,8 @@ fn watch(state: &State, namespace: &str, query: &BTreeMap<String, String>) -> Re
     );
     let namespace = namespace.to_owned();
     let (tx, body) = channel_body();
+    let mut generation = state.pods.generation.subscribe();
+    let started = *generation.borrow_and_update();
     tokio::spawn(async move {
         let line = |kind: &str, object: &Value| {
             Bytes::from(format!("{}\n", json!({"type": kind, "object": object})))
@@ -396,7 +411,10 @@ fn watch(state: &State, namespace: &str, query: &BTreeMap<String, String>) -> Re
         loop {
             tokio::select! {
                 () = &mut deadline => return,
+                _ = generation.changed() => return,
                 event = events.recv() => match event {
+                    // A change made while the server restarts: this watch is already over.
+                    Ok(_) if *generation.borrow() != started => return,
                     Ok(event) if namespace.is_empty() || event.namespace == namespace => {
                         if tx.send(line(event.kind, &event.object)).await.is_err() {
                             return;
