@@ -457,15 +457,16 @@ fn outlive_token(node: &Node, namespace: &str) -> anyhow::Result<(usize, usize)>
         .context("a start time")?
         .to_owned();
     let user = format!("system:serviceaccount:{namespace}:app");
+    // The sidecar-kill step's gap is before this step: only later failures count.
+    let since = unix_now();
     let deadline = Instant::now() + Duration::from_secs(TOKEN_SECONDS + 90);
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_secs(30));
-        let failed: Vec<_> = app_lines(node, namespace)?
-            .into_iter()
-            .filter(|(_, ok, way)| !ok && !way.starts_with("service-ip"))
-            .collect();
-        // The sidecar-kill step's gap is before this step: only later failures count.
-        if let Some(failure) = failed.iter().find(|(at, ..)| *at > unix_now() - 35) {
+        let lines = app_lines(node, namespace)?;
+        let failure = lines
+            .iter()
+            .find(|(at, ok, way)| *at >= since && !ok && !way.starts_with("service-ip"));
+        if let Some(failure) = failure {
             bail!("a request failed at {failure:?} (pod started {started})");
         }
     }
@@ -479,7 +480,10 @@ fn outlive_token(node: &Node, namespace: &str) -> anyhow::Result<(usize, usize)>
                 .map(str::to_owned)
         })
         .collect();
-    let requests = app_lines(node, namespace)?.len();
+    let requests = app_lines(node, namespace)?
+        .iter()
+        .filter(|(at, ..)| *at >= since)
+        .count();
     ensure!(
         tokens.len() >= 2,
         "one token in {TOKEN_SECONDS} s + 90 s: {tokens:?}"
