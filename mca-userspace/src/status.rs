@@ -15,6 +15,8 @@ pub enum Reason {
     BadRequest,
     /// The client did not present MCA's token (401).
     Unauthorized,
+    /// The client may not do this (403), as a cluster answered.
+    Forbidden,
     /// It names something MCA does not have, such as a cluster (404).
     NotFound,
     /// The route does not allow the verb, such as a write to a fan-out view (405).
@@ -31,6 +33,8 @@ pub enum Reason {
     TooManyRequests,
     /// A watch cannot go on from where it is: list again (410, as a watch `ERROR` event).
     Expired,
+    /// The request is not valid, as a cluster answered (422).
+    Invalid,
 }
 
 /// An error MCA answers with, rendered as a Kubernetes `Status`.

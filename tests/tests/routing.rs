@@ -787,6 +787,123 @@ fn a_watch_mca_cannot_repair_ends_with_one_expired_error() -> anyhow::Result<()>
     Ok(())
 }
 
+/// A member that is down when a merged watch starts costs one `Warning` header and nothing
+/// else, and its objects arrive as ADDED events when it comes back; the same for a WatchList
+/// (`sendInitialEvents=true`, what client-go's informers send from 1.35), whose initial events
+/// end with exactly one `k8s.io/initial-events-end` bookmark without waiting for the missing
+/// member, and which does not send a member's objects again when it resumes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_down_at_the_start_costs_one_warning_and_joins_when_back() -> anyhow::Result<()> {
+    use mca_tests::harness::Process;
+    for query in [
+        "watch=1",
+        "watch=1&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan",
+    ] {
+        let watch_list = query.contains("sendInitialEvents");
+        let mut fleet = fan_out_fleet()?;
+        fleet.west.stop();
+        let path = format!("/api/v1/pods?{query}");
+        let watcher = Process::spawn(
+            "kubectl get --raw (watch)",
+            fleet.env.pod.app(venv_program("kubectl")).args([
+                "get",
+                "--raw",
+                &path,
+                "--request-timeout",
+                "0",
+            ]),
+        )?;
+        let event = |kind: &'static str, name: &'static str| {
+            watcher.wait_for_line(
+                move |l| {
+                    serde_json::from_str::<serde_json::Value>(l)
+                        .is_ok_and(|e| e["type"] == kind && e["object"]["metadata"]["name"] == name)
+                },
+                std::time::Duration::from_secs(20),
+            )
+        };
+        for name in ["web", "e1", "e2"] {
+            event("ADDED", name)?;
+        }
+        let ends = || {
+            watcher
+                .lines()
+                .iter()
+                .filter(|l| l.contains("k8s.io/initial-events-end"))
+                .count()
+        };
+        if watch_list {
+            mca_tests::harness::eventually(std::time::Duration::from_secs(10), || {
+                Ok((ends() == 1, ()))
+            })
+            .map_err(|e| {
+                e.context(format!(
+                    "one end bookmark without west: {}",
+                    watcher.output()
+                ))
+            })?;
+        }
+        resume(&fleet.env.pod, &mut fleet.west).await?;
+        event("ADDED", "w1")?;
+        // East's stream ends and resumes: its objects are not sent again.
+        fleet.east.state().pods.restart(|_| {});
+        mca_tests::harness::eventually(std::time::Duration::from_secs(10), || {
+            Ok((
+                Fleet::received(&fleet.east, EAST_TOKEN, "watch=").len() >= 2,
+                (),
+            ))
+        })?;
+        fleet.east.state().pods.insert(NAMESPACE, "e-after");
+        event("ADDED", "e-after")?;
+        let output = watcher.output();
+        let added_e1 = watcher
+            .lines()
+            .iter()
+            .filter(|l| l.contains(r#""name":"e1""#))
+            .count();
+        assert_eq!(added_e1, 1, "{query}: e1 sent once: {output}");
+        assert_eq!(ends(), usize::from(watch_list), "{query}: {output}");
+        assert!(!output.contains("ERROR"), "{query}: {output}");
+        let warnings = output
+            .matches("cluster west is missing from this merged view")
+            .count();
+        assert_eq!(warnings, 1, "{query}: one Warning: {output}");
+        if watch_list {
+            let east = Fleet::received(&fleet.east, EAST_TOKEN, "watch=");
+            assert!(
+                !east[1].contains("sendInitialEvents"),
+                "a resumed member is not asked for its initial events again: {east:#?}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A watch every member refuses (here `resourceVersionMatch` without `sendInitialEvents`,
+/// which kube-apiserver answers with 422) gets that refusal at once, never a silent stream.
+#[test]
+fn a_watch_the_members_refuse_gets_their_error() -> anyhow::Result<()> {
+    use mca_tests::harness::Process;
+    let fleet = fan_out_fleet()?;
+    let watcher = Process::spawn(
+        "kubectl get --raw (watch)",
+        fleet.env.pod.app(venv_program("kubectl")).args([
+            "get",
+            "--raw",
+            "/api/v1/pods?watch=1&resourceVersionMatch=NotOlderThan",
+        ]),
+    )?;
+    let status = watcher.wait(std::time::Duration::from_secs(20))?;
+    let output = watcher.output();
+    assert!(!status.success(), "{output}");
+    assert!(
+        output.contains("refused this watch")
+            && output.contains("resourceVersionMatch is forbidden"),
+        "{output}"
+    );
+    Ok(())
+}
+
 #[test]
 fn an_optional_config_published_later_is_applied_when_it_appears() -> anyhow::Result<()> {
     let (fleet, text) = Fleet::start_before_config(ROUTES)?;

@@ -438,13 +438,48 @@ async fn first_found(
     }
 }
 
-/// The merged watch's shared state: every cluster's latest version, which clusters have
-/// finished their initial events, and what the client holds from each.
+/// The merged watch's shared state: every cluster's latest version, what the client holds
+/// from each, and where the initial events of a WatchList (`sendInitialEvents=true`) are.
 struct Watching {
     versions: Versions,
-    initial_done: Vec<String>,
     held: Held,
+    /// Clusters whose initial events are all sent (their end bookmark came).
+    initial_done: Vec<String>,
+    /// Clusters that were down when the watch started: the initial events end without them
+    /// (their objects arrive as ADDED events when they come back).
+    missing_at_start: Vec<String>,
+    /// Whether the one merged `k8s.io/initial-events-end` bookmark was sent.
+    initial_end_sent: bool,
 }
+
+impl Watching {
+    /// The merged initial-events-end bookmark, once: when every cluster of `all` has ended
+    /// its initial events or was missing at the start.
+    fn initial_end_due(&mut self, all: &[String]) -> Option<Vec<u8>> {
+        let due = !self.initial_end_sent
+            && all
+                .iter()
+                .all(|c| self.initial_done.contains(c) || self.missing_at_start.contains(c));
+        self.initial_end_sent |= due;
+        due.then(|| merge::initial_events_end(&self.versions))
+    }
+}
+
+/// How a cluster's first attempt at its part of a merged watch went: the merged watch
+/// answers once every cluster has said (or [`START_WAIT`] passed).
+#[derive(Debug)]
+enum Start {
+    /// It streams (or will repair a lost history).
+    Watching,
+    /// It could not be reached or failed: left out with a `Warning`, retried.
+    Missing(String),
+    /// It refused the request itself (a 4xx): the client's error, answered as such.
+    Refused(StatusCode, String),
+}
+
+/// How long a merged watch waits for its clusters' first answers before answering the
+/// client (those still silent are left out with a `Warning`, and retried).
+const START_WAIT: Duration = Duration::from_secs(10);
 
 /// What the clusters' watches send the client's stream.
 enum Out {
@@ -488,13 +523,17 @@ async fn watch(
     let held = held_at_start(&head, accept, composite.as_ref(), plain.as_deref(), &names);
     let state = Arc::new(Mutex::new(Watching {
         versions: composite.clone().unwrap_or_default(),
-        initial_done: Vec::new(),
         held,
+        initial_done: Vec::new(),
+        missing_at_start: Vec::new(),
+        initial_end_sent: false,
     }));
     let (events, received) = mpsc::channel::<Out>(256);
     let mut tasks = JoinSet::new();
+    let mut starts = Vec::new();
     for (&id, name) in ids.iter().zip(&names) {
         let first = version_for(name, composite.as_ref(), plain.as_deref()).map(str::to_owned);
+        let (started, start) = tokio::sync::oneshot::channel();
         let stream = ClusterWatch {
             registry: Arc::clone(registry),
             id,
@@ -505,10 +544,34 @@ async fn watch(
             state: Arc::clone(&state),
             all: names.clone(),
             events: events.clone(),
+            started: Some(started),
         };
         tasks.spawn(stream.run());
+        starts.push(start);
     }
     drop(events);
+    let until = tokio::time::Instant::now() + START_WAIT;
+    let starts = join_all(starts.into_iter().map(|start| async move {
+        match tokio::time::timeout_at(until, start).await {
+            Ok(Ok(start)) => start,
+            Ok(Err(_)) => Start::Missing("its watch ended".to_owned()),
+            Err(_) => Start::Missing(format!("no answer within {START_WAIT:?}")),
+        }
+    }))
+    .await;
+    let mut missing = Vec::new();
+    for (name, start) in names.iter().zip(starts) {
+        match start {
+            Start::Watching => {}
+            Start::Missing(why) => {
+                missing.push((name.clone(), (StatusCode::SERVICE_UNAVAILABLE, why)));
+            }
+            Start::Refused(code, why) => return Err(refused(code, name, &why)),
+        }
+    }
+    if missing.len() == names.len() {
+        return Err(none_answered(&missing));
+    }
     let body = MergedWatch {
         received,
         deadline,
@@ -519,7 +582,24 @@ async fn watch(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    warn_missing(response.headers_mut(), &missing);
     Ok(response)
+}
+
+/// A cluster's refusal of the client's request (a 4xx), as the client's error.
+fn refused(code: StatusCode, cluster: &str, why: &str) -> Status {
+    let reason = match code {
+        StatusCode::FORBIDDEN => Reason::Forbidden,
+        StatusCode::NOT_FOUND => Reason::NotFound,
+        StatusCode::UNPROCESSABLE_ENTITY => Reason::Invalid,
+        StatusCode::GONE => Reason::Expired,
+        _ => Reason::BadRequest,
+    };
+    Status::new(
+        code,
+        reason,
+        format!("cluster {cluster} refused this watch: {why}"),
+    )
 }
 
 /// What the client holds from each cluster as the watch starts: nothing from a cluster
@@ -558,6 +638,8 @@ enum Ended {
     Expired,
     /// The client is gone.
     ClientGone,
+    /// The first attempt was refused: the merged watch answers with the refusal.
+    Refused,
 }
 
 /// One cluster's part of a merged watch, restarted from its last version when it fails,
@@ -572,6 +654,8 @@ struct ClusterWatch {
     state: Arc<Mutex<Watching>>,
     all: Vec<String>,
     events: mpsc::Sender<Out>,
+    /// Told how the first attempt went, then `None`.
+    started: Option<tokio::sync::oneshot::Sender<Start>>,
 }
 
 impl ClusterWatch {
@@ -598,7 +682,7 @@ impl ClusterWatch {
                     tracing::info!(cluster = %self.cluster, version = ?self.version, "a merged watch's cluster lost the history to resume from; listing it again");
                     continue;
                 }
-                Ok(Ended::ClientGone) => return,
+                Ok(Ended::ClientGone | Ended::Refused) => return,
                 Err(why) => {
                     tracing::debug!(cluster = %self.cluster, %why, ?backoff, "a merged watch's cluster stream failed; retrying");
                 }
@@ -617,23 +701,51 @@ impl ClusterWatch {
 
     /// Watches until the stream ends; every event goes to the merged stream.
     async fn stream(&mut self) -> Result<Ended, String> {
-        let request = cluster_request(
-            &self.head,
-            &self.accept,
-            self.version.as_deref(),
-            None,
-            false,
-        );
+        // Once this cluster's initial events are sent, a resumed watch must not ask for them
+        // again (a WatchList from a version sends them all anew).
+        let resumed = self.lock().initial_done.contains(&self.cluster);
+        let head = if resumed {
+            without(&self.head, &["sendInitialEvents", "resourceVersionMatch"])
+        } else {
+            upstream::copy_head(&self.head)
+        };
+        let request = cluster_request(&head, &self.accept, self.version.as_deref(), None, false);
         let upstream = self.registry.get(self.id).upstream().clone();
-        let response =
-            tokio::time::timeout(TIMEOUT, upstream.send(request, RequestClass::LongRunning))
-                .await
-                .map_err(|_| "no answer".to_owned())?
-                .map_err(|error| upstream::failure_status(&error).message)?;
+        let sent = tokio::time::timeout(TIMEOUT, upstream.send(request, RequestClass::LongRunning))
+            .await
+            .map_err(|_| "no answer".to_owned())
+            .and_then(|sent| sent.map_err(|error| upstream::failure_status(&error).message));
+        let response = match sent {
+            Ok(response) => response,
+            Err(why) => {
+                self.report(Start::Missing(why.clone()));
+                return Err(why);
+            }
+        };
         match response.status() {
-            StatusCode::OK => {}
-            StatusCode::GONE => return Ok(Ended::Expired),
-            status => return Err(format!("answered {status}")),
+            StatusCode::OK => {
+                self.report(Start::Watching);
+            }
+            StatusCode::GONE => {
+                self.report(Start::Watching);
+                return Ok(Ended::Expired);
+            }
+            status
+                if status.is_client_error()
+                    && status != StatusCode::TOO_MANY_REQUESTS
+                    && status != StatusCode::REQUEST_TIMEOUT =>
+            {
+                let why = status_message(response.into_body()).await;
+                if self.report(Start::Refused(status, why.clone())) {
+                    return Ok(Ended::Refused);
+                }
+                return Err(format!("answered {status}: {why}"));
+            }
+            status => {
+                let why = format!("answered {status}");
+                self.report(Start::Missing(why.clone()));
+                return Err(why);
+            }
         }
         let mut body = response.into_body();
         let mut buffer = Vec::new();
@@ -693,6 +805,27 @@ impl ClusterWatch {
         Ok(())
     }
 
+    /// Tells the merged watch how the first attempt went (later attempts tell no one; a
+    /// cluster missing at the start counts as done with its initial events). Whether this
+    /// was the first attempt.
+    fn report(&mut self, start: Start) -> bool {
+        let Some(started) = self.started.take() else {
+            return false;
+        };
+        if matches!(start, Start::Missing(_)) {
+            let end = {
+                let mut state = self.lock();
+                state.missing_at_start.push(self.cluster.clone());
+                state.initial_end_due(&self.all)
+            };
+            if let Some(line) = end {
+                let _ = self.events.try_send(Out::Line(Bytes::from(line)));
+            }
+        }
+        let _ = started.send(start);
+        true
+    }
+
     /// Ends the merged watch with one `410 Expired`: the client must list again, because MCA
     /// does not know what it holds from this cluster to repair the lost history.
     async fn expire(&self) {
@@ -730,8 +863,7 @@ impl ClusterWatch {
                     if !state.initial_done.contains(&self.cluster) {
                         state.initial_done.push(self.cluster.clone());
                     }
-                    let all_done = self.all.iter().all(|c| state.initial_done.contains(c));
-                    all_done.then(|| merge::initial_events_end(&state.versions))
+                    state.initial_end_due(&self.all)
                 }
             }
         };
@@ -745,28 +877,49 @@ impl ClusterWatch {
 /// The list request for a watch's `head`: the same path and selectors, without what makes it
 /// a watch or says where to start.
 fn relist_head(head: &http::request::Parts) -> http::request::Parts {
-    const WATCH_ONLY: [&str; 6] = [
-        "watch",
-        "allowWatchBookmarks",
-        "sendInitialEvents",
-        "timeoutSeconds",
-        "limit",
-        "resourceVersionMatch",
-    ];
+    without(
+        head,
+        &[
+            "watch",
+            "allowWatchBookmarks",
+            "sendInitialEvents",
+            "timeoutSeconds",
+            "limit",
+            "resourceVersionMatch",
+        ],
+    )
+}
+
+/// `head` without the query parameters `keys`.
+fn without(head: &http::request::Parts, keys: &[&str]) -> http::request::Parts {
     let query = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(
             form_urlencoded::parse(head.uri.query().unwrap_or("").as_bytes())
-                .filter(|(key, _)| !WATCH_ONLY.contains(&key.as_ref())),
+                .filter(|(key, _)| !keys.contains(&key.as_ref())),
         )
         .finish();
-    let mut relist = upstream::copy_head(head);
+    let mut trimmed = upstream::copy_head(head);
     let target = if query.is_empty() {
         head.uri.path().to_owned()
     } else {
         format!("{}?{query}", head.uri.path())
     };
-    relist.uri = target.parse().expect("a path and an encoded query");
-    relist
+    trimmed.uri = target.parse().expect("a path and an encoded query");
+    trimmed
+}
+
+/// The `message` of the Status a cluster refused with (its first 64 KiB), else its text.
+async fn status_message(body: upstream::Body) -> String {
+    let Ok(body) = http_body_util::Limited::new(body, 64 << 10).collect().await else {
+        return "(no readable answer)".to_owned();
+    };
+    let body = body.to_bytes();
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(status) if status["message"].is_string() => {
+            status["message"].as_str().unwrap_or_default().to_owned()
+        }
+        _ => String::from_utf8_lossy(&body).into_owned(),
+    }
 }
 
 /// The merged stream the client reads; its cluster watches end when it is dropped.

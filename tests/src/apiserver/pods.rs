@@ -184,10 +184,15 @@ impl PodStore {
             .cloned()
     }
 
-    /// The pods of `namespace` (every namespace's for `""`) and a feed of the changes after.
-    fn current(&self, namespace: &str) -> (Vec<Value>, broadcast::Receiver<Event>) {
+    /// The pods of `namespace` (every namespace's for `""`), the version they are at, and a
+    /// feed of the changes after.
+    fn current(&self, namespace: &str) -> (Vec<Value>, u64, broadcast::Receiver<Event>) {
         let inner = self.inner.lock().unwrap();
-        (Self::select(&inner, namespace), self.events.subscribe())
+        (
+            Self::select(&inner, namespace),
+            inner.resource_version,
+            self.events.subscribe(),
+        )
     }
 
     /// The pods of `namespace` (every namespace's for `""`) and the latest resource version.
@@ -353,19 +358,37 @@ fn channel_body() -> (mpsc::Sender<Bytes>, Body) {
 }
 
 /// A watch: from `resourceVersion` (the changes since, then live ones), or with the current
-/// pods as `ADDED` events first when it is absent or `0`; a version older than the history
-/// gets an `ERROR` event with a `410 Expired` Status, as kube-apiserver sends.
+/// pods as `ADDED` events first when it is absent or `0`, or with `sendInitialEvents=true`
+/// (then a `k8s.io/initial-events-end` bookmark); a version older than the history gets an
+/// `ERROR` event with a `410 Expired` Status, as kube-apiserver sends. As there,
+/// `resourceVersionMatch` without `sendInitialEvents` is refused (422).
 fn watch(state: &State, namespace: &str, query: &BTreeMap<String, String>) -> Response<Body> {
     let from: u64 = query
         .get("resourceVersion")
         .and_then(|rv| rv.parse().ok())
         .unwrap_or(0);
-    let (initial, events): (Vec<(&str, Value)>, _) = if from == 0 {
-        let (pods, events) = state.pods.current(namespace);
-        (
-            pods.into_iter().map(|pod| ("ADDED", pod)).collect(),
-            Some(events),
-        )
+    let initial_events = query.get("sendInitialEvents").is_some_and(|v| v == "true");
+    if query.contains_key("resourceVersionMatch") && !initial_events {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+        );
+    }
+    let (initial, events): (Vec<(&str, Value)>, _) = if from == 0 || initial_events {
+        // A WatchList (sendInitialEvents=true): the current pods, then a bookmark saying
+        // they are all there.
+        let (pods, version, events) = state.pods.current(namespace);
+        let mut initial: Vec<(&str, Value)> = pods.into_iter().map(|pod| ("ADDED", pod)).collect();
+        if initial_events {
+            initial.push((
+                "BOOKMARK",
+                json!({"kind": "Pod", "apiVersion": "v1", "metadata": {
+                    "resourceVersion": version.to_string(),
+                    "annotations": {"k8s.io/initial-events-end": "true"}}}),
+            ));
+        }
+        (initial, Some(events))
     } else {
         match state.pods.changes_since(from) {
             Some((past, events)) => {
