@@ -264,3 +264,91 @@ fn real_clusters_merged_watch_survives_an_api_server_restart() -> anyhow::Result
     );
     Ok(())
 }
+
+/// What the issue saw break, on real API servers: a member restarted (etcd kept) after
+/// something else changed there, so resuming it answers `410 "too old resource version"`.
+/// MCA lists it again: the open `kubectl get -w` shows an object deleted and one created
+/// there once it was back, and never an ERROR; an informer (kube-runtime's `watcher` and
+/// reflector store) stays in sync through it.
+#[test]
+fn real_clusters_merged_watch_repairs_a_member_that_lost_its_history() -> anyhow::Result<()> {
+    let Some(fleet) =
+        RealFleet::start("real_clusters_merged_watch_repairs_a_member_that_lost_its_history")?
+    else {
+        return Ok(());
+    };
+    fleet
+        .west
+        .kubectl(&["create", "configmap", "doomed", "-n", "team-a"])?;
+    let table = Process::spawn(
+        "kubectl get configmaps -w",
+        fleet
+            .env
+            .pod
+            .app(venv_program("kubectl"))
+            .args([
+                "get",
+                "configmaps",
+                "-n",
+                "team-a",
+                "--watch",
+                "--output-watch-events",
+            ])
+            .args(["--request-timeout", "0"]),
+    )?;
+    let informer = Process::spawn(
+        "kube-rs reflector",
+        fleet
+            .env
+            .pod
+            .app(mca_tests::harness::tests_binary("mca-kube-client"))
+            .args(["reflect-configmaps", "team-a"]),
+    )?;
+    let event = |kind: &'static str, name: &'static str| {
+        table.wait_for_line(
+            move |l| {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                words.first() == Some(&kind) && words.get(1) == Some(&name) && l.ends_with("west")
+            },
+            Duration::from_secs(60),
+        )
+    };
+    let store = |names: &'static str| {
+        let wanted = format!("store {names}");
+        informer.wait_for_line(move |l| l == wanted, Duration::from_secs(60))
+    };
+    event("ADDED", "doomed")?;
+    store("cm-east,cm-local,cm-west,doomed")?;
+
+    // Something else changes on west (as Leases do on a real cluster), then its API server
+    // and etcd die and come back with their data: its watch cache begins after the version
+    // MCA resumes from.
+    fleet.west.kubectl(&["create", "namespace", "elsewhere"])?;
+    fleet
+        .west
+        .kubectl(&["create", "configmap", "unrelated", "-n", "elsewhere"])?;
+    fleet.west.stop()?;
+    fleet.west.restart()?;
+    fleet
+        .west
+        .kubectl(&["delete", "configmap", "doomed", "-n", "team-a"])?;
+    fleet
+        .west
+        .kubectl(&["create", "configmap", "after-restart", "-n", "team-a"])?;
+    event("DELETED", "doomed")?;
+    event("ADDED", "after-restart")?;
+    store("after-restart,cm-east,cm-local,cm-west")?;
+    fleet.env.mca.wait_for_log(
+        |l| l.contains("lost the history to resume from"),
+        Duration::from_secs(5),
+    )?;
+    assert!(!table.exited(), "kubectl is still watching");
+    let output = table.output();
+    assert!(
+        !output.contains("ERROR") && !output.contains("Expired"),
+        "{output}"
+    );
+    let informed = informer.output();
+    assert!(!informed.contains("error"), "{informed}");
+    Ok(())
+}

@@ -3,11 +3,16 @@
 //! exactly as in a real pod.
 //!
 //! Usage: `mca-kube-client [--http2 | --context NAME] list NS | get NS NAME | create NS NAME |
-//! watch NS NAME | watch-many NS NAME COUNT | delete NS NAME | poll NS COUNT MILLIS`
+//! watch NS NAME | watch-many NS NAME COUNT | delete NS NAME | poll NS COUNT MILLIS |
+//! reflect-configmaps NS`
 //!
 //! `poll` is a long-lived client: one `Client` (the CA and token loaded once, as controllers
 //! do) lists the namespace COUNT times, MILLIS apart, printing `ok N` or `error N: why` each
 //! time.
+//!
+//! `reflect-configmaps` is an informer: kube-runtime's `watcher` (list, then watch from the
+//! list's version, relisting when told to) feeding a reflector store, printing the store's
+//! sorted names (`store a,b`) after every event, until it is killed.
 //!
 //! kube-rs's own connector speaks only HTTP/1.1; `--http2` builds the same client over a hyper
 //! client that negotiates HTTP/2, so every request shares one connection. `--context NAME`
@@ -94,6 +99,28 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         "watch-many" => watch_many(&pods, arg(2), arg(3).parse()?).await?,
+        "reflect-configmaps" => {
+            use k8s_openapi::api::core::v1::ConfigMap;
+            use kube::runtime::{WatchStreamExt, reflector, watcher};
+            let configmaps: Api<ConfigMap> = Api::namespaced(pods.into_client(), arg(1));
+            let (store, writer) = reflector::store();
+            let mut events = reflector(writer, watcher(configmaps, watcher::Config::default()))
+                .default_backoff()
+                .boxed();
+            while let Some(event) = events.next().await {
+                if let Err(error) = event {
+                    println!("error {error}");
+                    continue;
+                }
+                let mut names: Vec<String> = store
+                    .state()
+                    .iter()
+                    .filter_map(|cm| cm.metadata.name.clone())
+                    .collect();
+                names.sort();
+                println!("store {}", names.join(","));
+            }
+        }
         "delete" => {
             pods.delete(arg(2), &Default::default()).await?;
             println!("deleted {}", arg(2));
