@@ -904,6 +904,44 @@ fn a_watch_the_members_refuse_gets_their_error() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A merged LIST streams each cluster's items as they arrive, so a cluster whose list breaks
+/// after its answer began cannot be left out any more: the response is aborted, and the
+/// client sees a failed request rather than a list quietly missing some of that cluster's
+/// objects.
+#[test]
+fn a_merged_list_whose_cluster_breaks_midway_fails_instead_of_being_partial() -> anyhow::Result<()>
+{
+    let fleet = Fleet::start(
+        FANOUT_ROUTES,
+        "",
+        Options {
+            truncate_lists: true,
+            ..Options::default()
+        },
+    )?;
+    fleet.west.state().pods.insert(NAMESPACE, "w1");
+    fleet.west.state().pods.insert(NAMESPACE, "w2");
+    let output = fleet.env.app_output(
+        venv_program("kubectl"),
+        &[
+            "get",
+            "--raw",
+            &format!("/api/v1/namespaces/{NAMESPACE}/pods"),
+        ],
+    )?;
+    assert!(!output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        !stdout.contains(r#""resourceVersion":"mca."#),
+        "no complete list: {stdout}"
+    );
+    fleet.env.mca.wait_for_log(
+        |l| l.contains("a merged list failed while streaming"),
+        std::time::Duration::from_secs(5),
+    )?;
+    Ok(())
+}
+
 #[test]
 fn an_optional_config_published_later_is_applied_when_it_appears() -> anyhow::Result<()> {
     let (fleet, text) = Fleet::start_before_config(ROUTES)?;

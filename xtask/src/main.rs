@@ -16,7 +16,7 @@
 //!   proxy` (requests, watches, exec; installs Debian's nginx and wrk), writing
 //!   `target/bench/compare.{md,png}`; connect() throughput with and without the eBPF
 //!   programs; MCA's memory per open watch over HTTP/2 and HTTP/1.1; the cost of a routing
-//!   decision.
+//!   decision; MCA's peak memory while it merges three 64 MiB lists.
 //! - `soak`: a bounded soak through MCA (watches, GETs, LISTs), sampled every second.
 //! - `fuzz`: run the cargo-fuzz targets, each for a bounded time (`--all --time SECONDS`).
 
@@ -256,6 +256,7 @@ fn main() -> anyhow::Result<()> {
             run(Command::new(&bench)
                 .arg("watches")
                 .arg(format!("--count={watches}")))?;
+            run(Command::new(&bench).arg("lists"))?;
             run(Command::new(&bench).arg("route"))
         }
         Task::Test => {

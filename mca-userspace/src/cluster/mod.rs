@@ -134,18 +134,7 @@ impl Cluster {
         timeout: Duration,
     ) -> Result<(String, serde_json::Value), (StatusCode, String)> {
         let asked = async {
-            let response = self
-                .send(request, RequestClass::Short)
-                .await
-                .map_err(|error| {
-                    let status = upstream::failure_status(&error);
-                    if upstream::is_connect_failure(&error) {
-                        self.record(Err(&status.message));
-                    }
-                    (status.code, status.message)
-                })?;
-            self.record(Ok(()));
-            let status = response.status();
+            let response = self.open_read(request).await?;
             let content_type = response
                 .headers()
                 .get(http::header::CONTENT_TYPE)
@@ -159,12 +148,7 @@ impl Cluster {
                 .to_bytes();
             let value: serde_json::Value = serde_json::from_slice(&body)
                 .map_err(|error| (StatusCode::BAD_GATEWAY, format!("not JSON: {error}")))?;
-            if status.is_success() {
-                Ok((content_type, value))
-            } else {
-                let message = value["message"].as_str().unwrap_or_default();
-                Err((status, format!("answered {status}: {message}")))
-            }
+            Ok((content_type, value))
         };
         tokio::time::timeout(timeout, asked)
             .await
@@ -174,6 +158,32 @@ impl Cluster {
                     format!("no answer within {timeout:?}"),
                 ))
             })
+    }
+
+    /// Sends a read and returns its successful answer, its body still to be read, and
+    /// records whether the cluster could be reached. A non-2xx answer is an error with the
+    /// API server's message (from the first 64 KiB of its Status).
+    pub async fn open_read(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> Result<http::Response<upstream::Body>, (StatusCode, String)> {
+        let response = self
+            .send(request, RequestClass::Short)
+            .await
+            .map_err(|error| {
+                let status = upstream::failure_status(&error);
+                if upstream::is_connect_failure(&error) {
+                    self.record(Err(&status.message));
+                }
+                (status.code, status.message)
+            })?;
+        self.record(Ok(()));
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let message = upstream::error_message(response.into_body()).await;
+        Err((status, format!("answered {status}: {message}")))
     }
 
     fn log(&self, transition: &Transition) {

@@ -196,6 +196,32 @@ fn entry(object: &Value, row: Option<&Value>) -> Option<(Box<str>, Entry)> {
     ))
 }
 
+/// One object of a list, as a snapshot keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kept(Box<str>, Entry);
+
+/// The objects of one cluster's list (or Table) `page`, as a snapshot keeps them.
+pub fn kept(page: &Value) -> Vec<Kept> {
+    let table = page["kind"] == "Table";
+    let field = if table { "rows" } else { "items" };
+    page[field]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| entry_of(item, table))
+        .collect()
+}
+
+/// One item of a list (an object, or a Table's row), as a snapshot keeps it.
+pub fn entry_of(item: &Value, table: bool) -> Option<Kept> {
+    let (key, entry) = if table {
+        entry(&item["object"], Some(item))?
+    } else {
+        entry(item, None)?
+    };
+    Some(Kept(key, entry))
+}
+
 /// Which merged list a snapshot is of: the request's path and selectors, whether it was a
 /// Table, and the composite version the list answered with (what the watch resumes from).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -230,23 +256,9 @@ struct Recent {
 }
 
 impl Snapshots {
-    /// Records one cluster's `page` (list or Table) of the merged list `key`; `last`: the
-    /// merged list is complete with it.
-    pub fn record(&self, key: &ListKey, cluster: &str, page: &Value, last: bool) {
-        let table = page["kind"] == "Table";
-        let field = if table { "rows" } else { "items" };
-        let objects: Vec<(Box<str>, Entry)> = page[field]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|item| {
-                if table {
-                    entry(&item["object"], Some(item))
-                } else {
-                    entry(item, None)
-                }
-            })
-            .collect();
+    /// Records what one cluster's part of the merged list `key` showed (its [`kept`]);
+    /// `last`: the merged list is complete with it.
+    pub fn record(&self, key: &ListKey, cluster: &str, objects: Vec<Kept>, last: bool) {
         let mut recent = self.0.lock().unwrap_or_else(|p| p.into_inner());
         recent.expire(Instant::now());
         let position = recent.lists.iter().position(|s| s.key == *key);
@@ -270,7 +282,7 @@ impl Snapshots {
             .clusters
             .entry(cluster.to_owned())
             .or_default()
-            .extend(objects);
+            .extend(objects.into_iter().map(|Kept(key, entry)| (key, entry)));
         recent.size += added;
         while recent.size > MAX_SNAPSHOTS {
             let Some(oldest) = recent.lists.pop_front() else {
@@ -420,14 +432,14 @@ mod tests {
             table: false,
             version: "mca.x".into(),
         };
-        snapshots.record(&key, "east", &list("5", &[pod("a", "5")]), false);
+        snapshots.record(&key, "east", kept(&list("5", &[pod("a", "5")])), false);
         let mut held = Held::default();
         let clusters = ["east".to_owned(), "west".to_owned()];
         assert!(
             !snapshots.resume(&key, &clusters, &mut held),
             "not finished"
         );
-        snapshots.record(&key, "west", &list("9", &[pod("b", "9")]), true);
+        snapshots.record(&key, "west", kept(&list("9", &[pod("b", "9")])), true);
         assert!(snapshots.resume(&key, &clusters, &mut held));
         assert!(held.complete("east") && held.complete("west"));
         let events = held.resync("east", &list("6", &[]));

@@ -176,14 +176,15 @@ pub fn annotate(object: &mut Value, cluster: &str) {
 }
 
 /// A Table row: its object annotated, and the cluster as its last cell.
-fn mark_row(row: &mut Value, cluster: &str) {
+pub fn mark_row(row: &mut Value, cluster: &str) {
     annotate(&mut row["object"], cluster);
     if let Some(cells) = row["cells"].as_array_mut() {
         cells.push(json!(cluster));
     }
 }
 
-fn add_cluster_column(table: &mut Value) {
+/// Adds the `Cluster` column to a Table's `columnDefinitions`.
+pub fn add_cluster_column(table: &mut Value) {
     if let Some(columns) = table["columnDefinitions"].as_array_mut() {
         columns.push(json!({"name": "Cluster", "type": "string", "format": "",
                             "description": "The cluster MCA read the object from.",

@@ -17,6 +17,8 @@
 
 pub mod held;
 pub mod merge;
+pub mod scan;
+mod stream;
 pub mod token;
 
 use std::{
@@ -255,39 +257,14 @@ async fn list(
         )
         .await;
     }
-    let asks = clusters.iter().map(|cluster| {
-        let version = version_for(cluster.name(), composite.as_ref(), plain.as_deref());
-        read(
-            cluster,
-            cluster_request(&head, accept, version, None, false),
-        )
-    });
-    let answers = join_all(asks).await;
-    let mut pages = Vec::new();
-    let mut missing = Vec::new();
-    for (cluster, answer) in clusters.iter().zip(answers) {
-        match answer {
-            Ok(list) => pages.push(Page {
-                cluster: cluster.name().to_string(),
-                list,
-            }),
-            Err(why) => missing.push((cluster.name().to_string(), why)),
-        }
-    }
-    if pages.is_empty() {
-        return Err(none_answered(&missing));
-    }
-    let versions = Versions(
-        pages
-            .iter()
-            .filter_map(|p| Some((p.cluster.clone(), p.version()?.to_owned())))
-            .collect(),
-    );
-    let key = list_key(&head, accept, versions.encode());
-    for (index, page) in pages.iter().enumerate() {
-        SNAPSHOTS.record(&key, &page.cluster, &page.list, index + 1 == pages.len());
-    }
-    Ok(respond(&merge::lists(pages, &versions, None), &missing))
+    stream::list(
+        clusters,
+        &head,
+        accept,
+        composite.as_ref(),
+        plain.as_deref(),
+    )
+    .await
 }
 
 /// One page of a paginated merged list: the clusters are paged one after the other. The first
@@ -369,7 +346,7 @@ async fn page(
                         list: empty,
                     };
                     let key = list_key(head, accept, versions.encode());
-                    SNAPSHOTS.record(&key, &page.cluster, &page.list, true);
+                    SNAPSHOTS.record(&key, &page.cluster, held::kept(&page.list), true);
                     return Ok(respond(
                         &merge::lists(vec![page], &versions, None),
                         &missing,
@@ -397,7 +374,7 @@ async fn page(
             .to_owned(),
     );
     let key = list_key(head, accept, versions.encode());
-    SNAPSHOTS.record(&key, &page.cluster, &page.list, next.is_none());
+    SNAPSHOTS.record(&key, &page.cluster, held::kept(&page.list), next.is_none());
     let next = next.map(|(cluster, token)| {
         Continue {
             cluster,
@@ -735,7 +712,7 @@ impl ClusterWatch {
                     && status != StatusCode::TOO_MANY_REQUESTS
                     && status != StatusCode::REQUEST_TIMEOUT =>
             {
-                let why = status_message(response.into_body()).await;
+                let why = upstream::error_message(response.into_body()).await;
                 if self.report(Start::Refused(status, why.clone())) {
                     return Ok(Ended::Refused);
                 }
@@ -906,20 +883,6 @@ fn without(head: &http::request::Parts, keys: &[&str]) -> http::request::Parts {
     };
     trimmed.uri = target.parse().expect("a path and an encoded query");
     trimmed
-}
-
-/// The `message` of the Status a cluster refused with (its first 64 KiB), else its text.
-async fn status_message(body: upstream::Body) -> String {
-    let Ok(body) = http_body_util::Limited::new(body, 64 << 10).collect().await else {
-        return "(no readable answer)".to_owned();
-    };
-    let body = body.to_bytes();
-    match serde_json::from_slice::<Value>(&body) {
-        Ok(status) if status["message"].is_string() => {
-            status["message"].as_str().unwrap_or_default().to_owned()
-        }
-        _ => String::from_utf8_lossy(&body).into_owned(),
-    }
 }
 
 /// The merged stream the client reads; its cluster watches end when it is dropped.

@@ -396,6 +396,22 @@ pub fn failure_status(error: &BoxError) -> Status {
     }
 }
 
+/// The `message` of the Status an API server answered an error with (from the first
+/// 64 KiB of `body`), else the body as text.
+pub async fn error_message(body: Body) -> String {
+    let body = http_body_util::Limited::new(body, 64 << 10);
+    let Ok(body) = http_body_util::BodyExt::collect(body).await else {
+        return "(no readable answer)".to_owned();
+    };
+    let body = body.to_bytes();
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(status) if status["message"].is_string() => {
+            status["message"].as_str().unwrap_or_default().to_owned()
+        }
+        _ => String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
 /// Whether a request failed because no connection to the API server could be made (as
 /// opposed to MCA's own limits, or a failure after connecting): what health checking counts.
 pub fn is_connect_failure(error: &BoxError) -> bool {

@@ -55,6 +55,9 @@ pub struct Options {
     /// Answer `403` to lists of EndpointSlices, as an API server does to a ServiceAccount
     /// without that permission.
     pub forbid_endpoint_slices: bool,
+    /// Answer lists of pods with `200` and only the first half of their JSON, as a server
+    /// whose stream broke would.
+    pub truncate_lists: bool,
 }
 
 /// One request as the server received it.

@@ -85,6 +85,16 @@ impl PodStore {
         self.inner.lock().unwrap().history.clear();
     }
 
+    /// Adds a pod `name` carrying `padding` bytes in an annotation, for lists of a given size.
+    pub fn insert_padded(&self, namespace: &str, name: &str, padding: usize) -> Value {
+        self.create(
+            namespace,
+            json!({"metadata": {"name": name, "annotations": {"padding": "x".repeat(padding)}},
+                   "spec": {"containers": [{"name": "app", "image": "busybox"}]}}),
+        )
+        .expect("inserting a new pod")
+    }
+
     /// Deletes a pod, as a `DELETE` would; whether it was there.
     pub fn remove(&self, namespace: &str, name: &str) -> bool {
         self.delete(namespace, name).is_some()
@@ -286,6 +296,11 @@ fn list(
     } else {
         json!({"apiVersion": "v1", "kind": "PodList", "metadata": metadata, "items": page})
     };
+    if state.options.truncate_lists {
+        let text = body.to_string();
+        let half = Bytes::copy_from_slice(&text.as_bytes()[..text.len() / 2]);
+        return bytes_response(StatusCode::OK, "application/json", half);
+    }
     let mut response = json_response(StatusCode::OK, &body);
     if header_str(request, header::ACCEPT_ENCODING).contains("gzip") {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

@@ -5,6 +5,7 @@
 //!   proxy` on the same workloads (see [`compare`]);
 //! - `connect`: what eBPF interception costs `connect()`;
 //! - `watches`: MCA's memory per open watch, over HTTP/2 and over HTTP/1.1;
+//! - `lists`: MCA's peak memory while it merges three large lists;
 //! - `route`: what a routing decision costs with 100 routes;
 //! - `get`: GET requests per second and latency through MCA (`MCA_BIN` picks the build);
 //! - `soak`: a bounded soak with open watches and steady GETs and LISTs (`cargo xtask soak`).
@@ -12,6 +13,7 @@
 mod compare;
 mod connect;
 mod get;
+mod lists;
 mod route;
 mod watches;
 
@@ -50,6 +52,12 @@ enum Bench {
         /// Watches to hold open over each protocol.
         #[arg(long, default_value_t = 1000)]
         count: usize,
+    },
+    /// MCA's peak memory growth while a fan-out route merges three large lists.
+    Lists {
+        /// The size of each cluster's list, in MiB.
+        #[arg(long, default_value_t = 64)]
+        size_mib: usize,
     },
     /// Time and allocations of a routing decision with 100 routes.
     Route {
@@ -98,6 +106,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Connect { connects, rounds } => connect::run(connects, rounds),
         Bench::Watches { count } => watches::run(count),
         Bench::Route { decisions } => route::run(decisions),
+        Bench::Lists { size_mib } => lists::run(size_mib),
         Bench::Get { seconds } => get::run(seconds),
         Bench::Soak {
             time,
