@@ -249,6 +249,22 @@ fn app_lines(node: &Node, namespace: &str) -> anyhow::Result<Vec<(u64, bool, Str
         .collect())
 }
 
+/// The application's last `lines` lines, for an error message.
+fn app_log_tail(node: &Node, namespace: &str, lines: usize) -> String {
+    let lines = lines.to_string();
+    node.kubectl(&[
+        "logs",
+        "-n",
+        namespace,
+        "deployment/app",
+        "-c",
+        "app",
+        "--tail",
+        &lines,
+    ])
+    .unwrap_or_default()
+}
+
 /// Waits until each way the application reaches the API server has answered `expect` (by
 /// way) at least three times; returns the lines.
 fn wait_for_app(
@@ -268,18 +284,7 @@ fn wait_for_app(
         Ok((seen, lines))
     })
     .with_context(|| {
-        let log = node
-            .kubectl(&[
-                "logs",
-                "-n",
-                namespace,
-                "deployment/app",
-                "-c",
-                "app",
-                "--tail",
-                "12",
-            ])
-            .unwrap_or_default();
+        let log = app_log_tail(node, namespace, 12);
         format!("{namespace}: the application did not see {expect:?}; it printed:\n{log}")
     })
 }
@@ -414,18 +419,7 @@ fn kill_sidecar(node: &Node, namespace: &str) -> anyhow::Result<usize> {
         Ok((recovered, lines))
     })
     .with_context(|| {
-        let log = node
-            .kubectl(&[
-                "logs",
-                "-n",
-                namespace,
-                "deployment/app",
-                "-c",
-                "app",
-                "--tail",
-                "9",
-            ])
-            .unwrap_or_default();
+        let log = app_log_tail(node, namespace, 9);
         format!(
             "kubectl proxy did not recover after MCA's restart; the application printed:\n{log}"
         )

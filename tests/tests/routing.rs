@@ -665,6 +665,20 @@ async fn a_merged_watch_survives_a_cluster_going_away_and_coming_back() -> anyho
     Ok(())
 }
 
+/// `kubectl get --raw PATH` of a watch, as the application, printing each event as a line.
+fn raw_watch(fleet: &Fleet, path: &str) -> anyhow::Result<mca_tests::harness::Process> {
+    mca_tests::harness::Process::spawn(
+        "kubectl get --raw (watch)",
+        fleet.env.pod.app(venv_program("kubectl")).args([
+            "get",
+            "--raw",
+            path,
+            "--request-timeout",
+            "0",
+        ]),
+    )
+}
+
 /// `kubectl get -w` (a Table watch, resumed from its list's version) through a member that
 /// restarts having lost its history while something changed there: MCA lists that member
 /// again and sends the difference, so the open watch shows the deletion and the creation
@@ -740,7 +754,6 @@ async fn a_merged_watch_repairs_a_member_that_lost_its_history() -> anyhow::Resu
 /// which tells the client to list again.
 #[test]
 fn a_watch_mca_cannot_repair_ends_with_one_expired_error() -> anyhow::Result<()> {
-    use mca_tests::harness::Process;
     let fleet = fan_out_fleet()?;
     let list = fleet.kubectl(&["get", "--raw", "/api/v1/pods"])?;
     let version = serde_json::from_str::<serde_json::Value>(&list)?["metadata"]["resourceVersion"]
@@ -748,16 +761,7 @@ fn a_watch_mca_cannot_repair_ends_with_one_expired_error() -> anyhow::Result<()>
         .expect("a composite version")
         .to_owned();
     let path = format!("/api/v1/namespaces/{NAMESPACE}/pods?watch=1&resourceVersion={version}");
-    let watcher = Process::spawn(
-        "kubectl get --raw (watch)",
-        fleet.env.pod.app(venv_program("kubectl")).args([
-            "get",
-            "--raw",
-            &path,
-            "--request-timeout",
-            "0",
-        ]),
-    )?;
+    let watcher = raw_watch(&fleet, &path)?;
     mca_tests::harness::eventually(std::time::Duration::from_secs(10), || {
         Ok((
             Fleet::received(&fleet.east, EAST_TOKEN, "watch=").len() == 1,
@@ -794,7 +798,6 @@ fn a_watch_mca_cannot_repair_ends_with_one_expired_error() -> anyhow::Result<()>
 /// member, and which does not send a member's objects again when it resumes.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_member_down_at_the_start_costs_one_warning_and_joins_when_back() -> anyhow::Result<()> {
-    use mca_tests::harness::Process;
     for query in [
         "watch=1",
         "watch=1&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan",
@@ -803,16 +806,7 @@ async fn a_member_down_at_the_start_costs_one_warning_and_joins_when_back() -> a
         let mut fleet = fan_out_fleet()?;
         fleet.west.stop();
         let path = format!("/api/v1/pods?{query}");
-        let watcher = Process::spawn(
-            "kubectl get --raw (watch)",
-            fleet.env.pod.app(venv_program("kubectl")).args([
-                "get",
-                "--raw",
-                &path,
-                "--request-timeout",
-                "0",
-            ]),
-        )?;
+        let watcher = raw_watch(&fleet, &path)?;
         let event = |kind: &'static str, name: &'static str| {
             watcher.wait_for_line(
                 move |l| {
