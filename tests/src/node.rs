@@ -65,6 +65,15 @@ impl Node {
             );
             return Ok(None);
         };
+        if !node_script().is_file() {
+            eprintln!(
+                "{test}: skipped: the node's parts are in {} but {} is not there (K8S_NODE_SH \
+                 names it)",
+                bin.display(),
+                node_script().display()
+            );
+            return Ok(None);
+        }
         let missing: Vec<&str> = NODE_PROGRAMS
             .into_iter()
             .filter(|program| !on_path(program))
@@ -132,9 +141,7 @@ impl Node {
     }
 
     fn script(&self, verb: &str) -> anyhow::Result<()> {
-        let script = std::env::var_os("K8S_NODE_SH")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace_root().join("../shared/k8s/node.sh"));
+        let script = node_script();
         let output = Command::new("bash")
             .arg(&script)
             .arg(verb)
@@ -155,6 +162,13 @@ impl Drop for Node {
             eprintln!("stopping the node: {error:#}");
         }
     }
+}
+
+/// `node.sh`: `K8S_NODE_SH`, or the one beside the workspace in `../shared/k8s/`.
+fn node_script() -> PathBuf {
+    std::env::var_os("K8S_NODE_SH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("../shared/k8s/node.sh"))
 }
 
 /// Builds MCA's image with `cargo xtask image` (the unoptimized static build) as `reference`

@@ -360,17 +360,21 @@ const NODE_PACKAGES: &[(&str, &str)] = &[
 ];
 
 /// The real-node tier (`tests/tests/node.rs`) runs where `../shared/k8s/build.sh` left a
-/// kubelet (`K8S_BIN`, or its default `~/.cache/mca-k8s/bin`): there, installs the node's
+/// kubelet (`K8S_BIN`, or its default `~/.cache/mca-k8s/bin`) and `node.sh` is beside the
+/// workspace (or `K8S_NODE_SH`): there, installs the node's
 /// Debian packages; elsewhere, says that the tier passes without running.
 fn setup_node() -> anyhow::Result<()> {
     let bin = std::env::var_os("K8S_BIN").map(PathBuf::from).or_else(|| {
         std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/mca-k8s/bin"))
     });
-    let Some(bin) = bin.filter(|bin| bin.join("kubelet").is_file()) else {
+    let script = std::env::var_os("K8S_NODE_SH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("../shared/k8s/node.sh"));
+    let Some(bin) = bin.filter(|bin| bin.join("kubelet").is_file() && script.is_file()) else {
         println!(
-            "xtask: no kubelet in K8S_BIN or ~/.cache/mca-k8s/bin, so the real-node tier \
-             (tests/tests/node.rs; ../shared/k8s/build.sh builds the node's parts) passes \
-             without running."
+            "xtask: no kubelet in K8S_BIN or ~/.cache/mca-k8s/bin, or no ../shared/k8s/node.sh, \
+             so the real-node tier (tests/tests/node.rs; ../shared/k8s/build.sh builds the \
+             node's parts) passes without running."
         );
         return Ok(());
     };
