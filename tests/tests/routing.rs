@@ -6,6 +6,8 @@
 
 use std::process::Command;
 
+use anyhow::Context as _;
+
 use mca_tests::{
     apiserver::{ApiServer, Options},
     fleet::{EAST_TOKEN, Fleet, WEST_TOKEN, config},
@@ -746,6 +748,51 @@ async fn a_merged_watch_repairs_a_member_that_lost_its_history() -> anyhow::Resu
         1,
         "MCA lists the member again once (kubectl's own list is paged): {east:#?}"
     );
+    Ok(())
+}
+
+/// Informers end their watches every few minutes (`timeoutSeconds`) and open the next from
+/// the last version they got: a merged watch that ends so leaves what its client holds for
+/// that next watch, which can then repair a member's lost history too.
+#[test]
+fn a_watch_that_timed_out_leaves_what_its_client_holds_for_the_next() -> anyhow::Result<()> {
+    let fleet = fan_out_fleet()?;
+    let first = raw_watch(&fleet, "/api/v1/pods?watch=1&timeoutSeconds=2")?;
+    assert!(first.wait(std::time::Duration::from_secs(20))?.success());
+    let last: serde_json::Value = serde_json::from_str(
+        first
+            .lines()
+            .last()
+            .context("events from the first watch")?,
+    )?;
+    let version = last["object"]["metadata"]["resourceVersion"]
+        .as_str()
+        .context("a composite version")?
+        .to_owned();
+    let next = raw_watch(
+        &fleet,
+        &format!("/api/v1/pods?watch=1&resourceVersion={version}"),
+    )?;
+    mca_tests::harness::eventually(std::time::Duration::from_secs(10), || {
+        Ok((
+            Fleet::received(&fleet.east, EAST_TOKEN, "resourceVersion=").len() == 1,
+            (),
+        ))
+    })?;
+    fleet.east.state().pods.restart(|pods| {
+        pods.remove(NAMESPACE, "e1");
+        pods.insert(NAMESPACE, "e-while-away");
+    });
+    for (kind, name) in [("DELETED", "e1"), ("ADDED", "e-while-away")] {
+        next.wait_for_line(
+            |l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .is_ok_and(|e| e["type"] == kind && e["object"]["metadata"]["name"] == name)
+            },
+            std::time::Duration::from_secs(20),
+        )?;
+    }
+    assert!(!next.output().contains("ERROR"), "{}", next.output());
     Ok(())
 }
 

@@ -7,7 +7,8 @@
 //! A holding is only useful when it is complete. It is for a cluster whose watch began with
 //! every object as an ADDED event (no `resourceVersion`, `0`, or `sendInitialEvents`), and
 //! for one whose starting version is that of a merged list MCA served moments before (what
-//! `kubectl get -w` and informers do: list, then watch from the list's version), which
+//! `kubectl get -w` and informers do: list, then watch from the list's version) or where a
+//! merged watch ended at its `timeoutSeconds` (an informer's next watch starts there), which
 //! [`Snapshots`] keeps briefly. Otherwise MCA does not know what the client holds and a lost
 //! history ends the merged watch with one `410 Expired`, so the client lists again.
 //!
@@ -284,12 +285,26 @@ impl Snapshots {
             .or_default()
             .extend(objects.into_iter().map(|Kept(key, entry)| (key, entry)));
         recent.size += added;
-        while recent.size > MAX_SNAPSHOTS {
-            let Some(oldest) = recent.lists.pop_front() else {
-                break;
-            };
-            recent.size -= oldest.size;
+        recent.bound();
+    }
+
+    /// Keeps what the client of a merged watch that ended holds, as the list `key` (its last
+    /// version), for the watch it opens next; only when every one of `clusters` is known.
+    pub fn keep(&self, key: ListKey, held: Held, clusters: &[String]) {
+        if held.overflowed || !clusters.iter().all(|c| held.clusters.contains_key(c)) {
+            return;
         }
+        let mut recent = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        recent.expire(Instant::now());
+        recent.size += held.total;
+        recent.lists.push_back(Snapshot {
+            key,
+            taken: Instant::now(),
+            clusters: held.clusters,
+            finished: true,
+            size: held.total,
+        });
+        recent.bound();
     }
 
     /// Starts `held` from the finished list `key` if one was recorded: each of `clusters`
@@ -319,6 +334,16 @@ impl Snapshots {
 }
 
 impl Recent {
+    /// Forgets the oldest snapshots until they hold at most [`MAX_SNAPSHOTS`] objects.
+    fn bound(&mut self) {
+        while self.size > MAX_SNAPSHOTS {
+            let Some(oldest) = self.lists.pop_front() else {
+                break;
+            };
+            self.size -= oldest.size;
+        }
+    }
+
     fn expire(&mut self, now: Instant) {
         while self
             .lists

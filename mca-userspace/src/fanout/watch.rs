@@ -20,7 +20,7 @@ use tokio::{sync::mpsc, task::JoinSet};
 
 use super::{
     BACKOFF, Body, Refusal, SNAPSHOTS, TIMEOUT, cluster_request,
-    held::Held,
+    held::{Held, ListKey},
     list_key,
     merge::{self, Event},
     none_answered, query_value, read,
@@ -46,6 +46,8 @@ struct Watching {
     missing_at_start: Vec<String>,
     /// Whether the one merged `k8s.io/initial-events-end` bookmark was sent.
     initial_end_sent: bool,
+    /// The composite version of the last event sent: where the client resumes from.
+    last_sent: Option<String>,
 }
 
 impl Watching {
@@ -57,6 +59,9 @@ impl Watching {
                 .iter()
                 .all(|c| self.initial_done.contains(c) || self.missing_at_start.contains(c));
         self.initial_end_sent |= due;
+        if due {
+            self.last_sent = Some(self.versions.encode());
+        }
         due.then(|| merge::initial_events_end(&self.versions))
     }
 }
@@ -106,6 +111,7 @@ pub(super) async fn watch(
         initial_done: Vec::new(),
         missing_at_start: Vec::new(),
         initial_end_sent: false,
+        last_sent: None,
     }));
     let (events, received) = mpsc::channel::<Out>(256);
     let mut tasks = JoinSet::new();
@@ -154,7 +160,11 @@ pub(super) async fn watch(
     let body = MergedWatch {
         received,
         deadline,
-        _tasks: tasks,
+        tasks,
+        ending: false,
+        state,
+        key: list_key(&head, accept, String::new()),
+        names,
     };
     let mut response = Response::new(body.into_body());
     response.headers_mut().insert(
@@ -297,16 +307,16 @@ impl ClusterWatch {
         let response = match sent {
             Ok(response) => response,
             Err(why) => {
-                self.report(Start::Missing(why.clone()));
+                self.report(Start::Missing(why.clone())).await;
                 return Err(why);
             }
         };
         match response.status() {
             StatusCode::OK => {
-                self.report(Start::Watching);
+                self.report(Start::Watching).await;
             }
             StatusCode::GONE => {
-                self.report(Start::Watching);
+                self.report(Start::Watching).await;
                 return Ok(Ended::Expired);
             }
             status
@@ -315,14 +325,14 @@ impl ClusterWatch {
                     && status != StatusCode::REQUEST_TIMEOUT =>
             {
                 let why = upstream::error_message(response.into_body()).await;
-                if self.report(Start::Refused(status, why.clone())) {
+                if self.report(Start::Refused(status, why.clone())).await {
                     return Ok(Ended::Refused);
                 }
                 return Err(format!("answered {status}: {why}"));
             }
             status => {
                 let why = format!("answered {status}");
-                self.report(Start::Missing(why.clone()));
+                self.report(Start::Missing(why.clone())).await;
                 return Err(why);
             }
         }
@@ -387,21 +397,22 @@ impl ClusterWatch {
     /// Tells the merged watch how the first attempt went (later attempts tell no one; a
     /// cluster missing at the start counts as done with its initial events). Whether this
     /// was the first attempt.
-    fn report(&mut self, start: Start) -> bool {
+    async fn report(&mut self, start: Start) -> bool {
         let Some(started) = self.started.take() else {
             return false;
         };
-        if matches!(start, Start::Missing(_)) {
+        let missing = matches!(start, Start::Missing(_));
+        let _ = started.send(start);
+        if missing && let Ok(permit) = self.events.reserve().await {
             let end = {
                 let mut state = self.lock();
                 state.missing_at_start.push(self.cluster.clone());
                 state.initial_end_due(&self.all)
             };
             if let Some(line) = end {
-                let _ = self.events.try_send(Out::Line(Bytes::from(line)));
+                permit.send(Out::Line(Bytes::from(line)));
             }
         }
-        let _ = started.send(start);
         true
     }
 
@@ -428,6 +439,11 @@ impl ClusterWatch {
     /// Sends one event on (recording what the client will hold); false once the client is
     /// gone.
     async fn forward(&mut self, event: Value) -> bool {
+        // The event's place in the client's stream first: what is recorded below is then
+        // exactly what the client gets, even if this task is stopped while it waits.
+        let Ok(permit) = self.events.reserve().await else {
+            return false;
+        };
         let out = {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(kind) = event["type"].as_str() {
@@ -435,7 +451,7 @@ impl ClusterWatch {
             }
             let outcome = merge::event(event, &self.cluster, &mut state.versions);
             self.version = state.versions.0.get(&self.cluster).cloned();
-            match outcome {
+            let line = match outcome {
                 Event::Send(line) => Some(line),
                 Event::Garbage => None,
                 Event::InitialEventsEnd => {
@@ -444,12 +460,16 @@ impl ClusterWatch {
                     }
                     state.initial_end_due(&self.all)
                 }
+            };
+            if line.is_some() {
+                state.last_sent = Some(state.versions.encode());
             }
+            line
         };
-        match out {
-            Some(line) => self.events.send(Out::Line(Bytes::from(line))).await.is_ok(),
-            None => true,
+        if let Some(line) = out {
+            permit.send(Out::Line(Bytes::from(line)));
         }
+        true
     }
 }
 
@@ -487,28 +507,64 @@ fn without(head: &http::request::Parts, keys: &[&str]) -> http::request::Parts {
     trimmed
 }
 
-/// The merged stream the client reads; its cluster watches end when it is dropped.
+/// The merged stream the client reads; its cluster watches end when it is dropped. A watch
+/// that ends at the client's `timeoutSeconds` (as informers' do, every few minutes) leaves
+/// what the client holds as a snapshot, so the watch it opens next, from the last version it
+/// got, can repair a lost history too.
 struct MergedWatch {
     received: mpsc::Receiver<Out>,
     deadline: Option<tokio::time::Instant>,
-    _tasks: JoinSet<()>,
+    tasks: JoinSet<()>,
+    /// Past the deadline: the clusters' watches are stopped, what they sent is handed over.
+    ending: bool,
+    state: Arc<Mutex<Watching>>,
+    /// The watch's path and selectors, for the snapshot.
+    key: ListKey,
+    names: Vec<String>,
 }
 
 impl MergedWatch {
     fn into_body(self) -> Body {
         let stream = futures_util::stream::unfold(self, |mut watch| async move {
-            let next = match watch.deadline {
-                Some(deadline) => tokio::time::timeout_at(deadline, watch.received.recv())
-                    .await
-                    .ok()
-                    .flatten(),
-                None => watch.received.recv().await,
-            };
-            match next? {
-                Out::Line(event) => Some((Ok::<_, tower::BoxError>(Frame::data(event)), watch)),
-                Out::End => None,
-            }
+            let line = watch.next().await?;
+            Some((Ok::<_, tower::BoxError>(Frame::data(line)), watch))
         });
         StreamBody::new(stream).boxed_unsync()
+    }
+
+    /// The next line for the client; `None` when the watch ends.
+    async fn next(&mut self) -> Option<Bytes> {
+        if !self.ending {
+            let received = match self.deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, self.received.recv())
+                    .await
+                    .ok(),
+                None => Some(self.received.recv().await),
+            };
+            match received {
+                Some(Some(Out::Line(line))) => return Some(line),
+                Some(Some(Out::End) | None) => return None,
+                None => {
+                    self.tasks.abort_all();
+                    while self.tasks.join_next().await.is_some() {}
+                    self.ending = true;
+                }
+            }
+        }
+        match self.received.try_recv() {
+            Ok(Out::Line(line)) => Some(line),
+            Ok(Out::End) => None,
+            Err(_) => {
+                let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(version) = state.last_sent.take() {
+                    let key = ListKey {
+                        version,
+                        ..self.key.clone()
+                    };
+                    SNAPSHOTS.keep(key, std::mem::take(&mut state.held), &self.names);
+                }
+                None
+            }
+        }
     }
 }
