@@ -9,13 +9,15 @@ use serde_json::Value;
 
 /// The path of the first value of `original` that `result` does not keep, if any: an object
 /// keeps another when it keeps each of its fields, a list when each element is kept by one of
-/// its own, a scalar when it is equal.
+/// its own, a scalar when it is equal. A `null` is kept by anything: to the API server it is a
+/// field not set (`env:` left empty in YAML), which injection may set.
 pub fn first_lost(original: &Value, result: &Value) -> Option<String> {
     lost_at(original, result, &mut String::new())
 }
 
 fn lost_at(original: &Value, result: &Value, path: &mut String) -> Option<String> {
     match (original, result) {
+        (Value::Null, _) => None,
         (Value::Object(fields), Value::Object(kept)) => {
             for (key, value) in fields {
                 let len = path.len();
@@ -75,5 +77,9 @@ mod tests {
         let missing = json!({"spec": {"list": [{"name": "x", "v": [1, 2]}]}});
         assert_eq!(first_lost(&original, &missing).as_deref(), Some("/spec/a"));
         assert_eq!(first_lost(&json!(1), &json!("1")).as_deref(), Some("/"));
+        // `env:` left empty is no env at all: injection may give the container one.
+        let unset = json!({"containers": [{"name": "app", "env": null}]});
+        let set = json!({"containers": [{"name": "app", "env": [{"name": "K", "value": "v"}]}]});
+        assert_eq!(first_lost(&unset, &set), None);
     }
 }
