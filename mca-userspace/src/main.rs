@@ -4,6 +4,7 @@ use clap::Parser;
 use mca::cli::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
+    mca::run::forbid_dumps();
     let cli = Cli::parse();
     // The commands besides `run` need one thread at most.
     let runtime = || mca::run::runtime(1).expect("starting the tokio runtime");

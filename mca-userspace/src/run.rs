@@ -148,6 +148,17 @@ pub fn main(args: RunArgs) -> std::process::ExitCode {
     }
 }
 
+/// Makes this process non-dumpable before it holds any credential: no core dump, and its
+/// `/proc/PID` files (memory, environment, file descriptors) become root's, so another
+/// process of the same user (the application in env mode, when the pod sets
+/// `shareProcessNamespace` or `hostPID`) can neither read nor ptrace it. Called first by
+/// every binary; a failure is reported and is no reason not to run.
+pub fn forbid_dumps() {
+    if let Err(error) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("mca: could not make the process non-dumpable (PR_SET_DUMPABLE): {error}");
+    }
+}
+
 /// One thread runs everything (the runtime's and the caller's); more is a pool of workers.
 pub fn runtime(threads: u16) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = if threads == 1 {

@@ -190,3 +190,59 @@ async fn reviews_are_answered_with_a_patch_over_tls_and_certificates_rotate() ->
     );
     Ok(())
 }
+
+/// Another process of MCA's own user (the application in env mode, in a pod that shares its
+/// process namespace) cannot read MCA's environment or memory through `/proc`: every MCA
+/// binary makes itself non-dumpable before it reads a credential.
+#[test]
+fn another_process_of_the_same_user_cannot_read_mca_through_proc() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    Authority::new()?.issue(dir.path())?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    for file in ["tls.crt", "tls.key"] {
+        std::fs::set_permissions(
+            dir.path().join(file),
+            std::fs::Permissions::from_mode(0o644),
+        )?;
+    }
+    let as_nonroot = |program: &std::path::Path| {
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid=65532", "--regid=65532", "--clear-groups", "--"])
+            .arg(program);
+        command
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let webhook = Process::spawn(
+        "mca webhook (uid 65532)",
+        as_nonroot(&mca_binary())
+            .arg("webhook")
+            .arg(format!("--listen=127.0.0.1:{port}"))
+            .arg(format!(
+                "--tls-cert={}",
+                dir.path().join("tls.crt").display()
+            ))
+            .arg(format!(
+                "--tls-key={}",
+                dir.path().join("tls.key").display()
+            ))
+            .args(["--mode=env", "--image=registry.example/mca:9.9.9"]),
+    )?;
+    webhook.wait_for_line(
+        |l| l.contains("MCA webhook is ready"),
+        Duration::from_secs(20),
+    )?;
+    // setpriv executes MCA in its own process: the PID is MCA's.
+    let read = as_nonroot(std::path::Path::new("/bin/cat"))
+        .arg(format!("/proc/{}/environ", webhook.pid()))
+        .output()?;
+    assert!(!read.status.success(), "read: {read:?}");
+    assert!(
+        String::from_utf8_lossy(&read.stderr).contains("Permission denied"),
+        "{read:?}"
+    );
+    Ok(())
+}

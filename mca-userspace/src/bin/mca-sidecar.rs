@@ -15,5 +15,6 @@ struct Sidecar {
 }
 
 fn main() -> std::process::ExitCode {
+    mca::run::forbid_dumps();
     mca::run::main(Sidecar::parse().args)
 }
