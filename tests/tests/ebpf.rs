@@ -126,24 +126,22 @@ fn without_the_right_to_list_endpoints_mca_says_what_is_needed() -> anyhow::Resu
         "{}",
         warnings[0]
     );
+    let dial_endpoint = |env: &Env| {
+        env.raw_client(
+            API_ENDPOINT_IP,
+            API_ENDPOINT_PORT,
+            "kubernetes.default.svc",
+            APP_CA,
+        )
+    };
     // The endpoint is not intercepted: the pod has no route there.
-    let output = env.raw_client(
-        API_ENDPOINT_IP,
-        API_ENDPOINT_PORT,
-        "kubernetes.default.svc",
-        APP_CA,
-    )?;
+    let output = dial_endpoint(&env)?;
     assert!(!output.status.success(), "{output:?}");
     drop(env);
     // Named explicitly, it is.
     let endpoint = format!("{API_ENDPOINT_IP}:{API_ENDPOINT_PORT}");
     let env = Env::start_ebpf_with(forbidding(), &["--intercept-address", &endpoint])?;
-    let output = env.raw_client(
-        API_ENDPOINT_IP,
-        API_ENDPOINT_PORT,
-        "kubernetes.default.svc",
-        APP_CA,
-    )?;
+    let output = dial_endpoint(&env)?;
     assert!(output.status.success(), "{output:?}");
     Ok(())
 }

@@ -681,6 +681,21 @@ fn raw_watch(fleet: &Fleet, path: &str) -> anyhow::Result<mca_tests::harness::Pr
     )
 }
 
+/// Waits for a raw watch's event of type `kind` for the object `name`; the line.
+fn wait_for_event(
+    watcher: &mca_tests::harness::Process,
+    kind: &str,
+    name: &str,
+) -> anyhow::Result<String> {
+    watcher.wait_for_line(
+        |l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .is_ok_and(|e| e["type"] == kind && e["object"]["metadata"]["name"] == name)
+        },
+        std::time::Duration::from_secs(20),
+    )
+}
+
 /// `kubectl get -w` (a Table watch, resumed from its list's version) through a member that
 /// restarts having lost its history while something changed there: MCA lists that member
 /// again and sends the difference, so the open watch shows the deletion and the creation
@@ -784,13 +799,7 @@ fn a_watch_that_timed_out_leaves_what_its_client_holds_for_the_next() -> anyhow:
         pods.insert(NAMESPACE, "e-while-away");
     });
     for (kind, name) in [("DELETED", "e1"), ("ADDED", "e-while-away")] {
-        next.wait_for_line(
-            |l| {
-                serde_json::from_str::<serde_json::Value>(l)
-                    .is_ok_and(|e| e["type"] == kind && e["object"]["metadata"]["name"] == name)
-            },
-            std::time::Duration::from_secs(20),
-        )?;
+        wait_for_event(&next, kind, name)?;
     }
     assert!(!next.output().contains("ERROR"), "{}", next.output());
     Ok(())
@@ -854,15 +863,7 @@ async fn a_member_down_at_the_start_costs_one_warning_and_joins_when_back() -> a
         fleet.west.stop();
         let path = format!("/api/v1/pods?{query}");
         let watcher = raw_watch(&fleet, &path)?;
-        let event = |kind: &'static str, name: &'static str| {
-            watcher.wait_for_line(
-                move |l| {
-                    serde_json::from_str::<serde_json::Value>(l)
-                        .is_ok_and(|e| e["type"] == kind && e["object"]["metadata"]["name"] == name)
-                },
-                std::time::Duration::from_secs(20),
-            )
-        };
+        let event = |kind, name| wait_for_event(&watcher, kind, name);
         for name in ["web", "e1", "e2"] {
             event("ADDED", name)?;
         }

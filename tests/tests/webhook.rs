@@ -96,6 +96,30 @@ fn review(pod: &Pod) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Starts `mca` (run by `command`) as `mca webhook` on `addr` with the certificate in `dir`
+/// (env mode), and waits until it is ready.
+fn start_webhook(
+    name: &str,
+    mut command: Command,
+    dir: &std::path::Path,
+    addr: SocketAddr,
+) -> anyhow::Result<Process> {
+    let webhook = Process::spawn(
+        name,
+        command
+            .arg("webhook")
+            .arg(format!("--listen={addr}"))
+            .arg(format!("--tls-cert={}", dir.join("tls.crt").display()))
+            .arg(format!("--tls-key={}", dir.join("tls.key").display()))
+            .args(["--mode=env", "--image=registry.example/mca:9.9.9"]),
+    )?;
+    webhook.wait_for_line(
+        |l| l.contains("MCA webhook is ready"),
+        Duration::from_secs(20),
+    )?;
+    Ok(webhook)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn reviews_are_answered_with_a_patch_over_tls_and_certificates_rotate() -> anyhow::Result<()>
 {
@@ -106,25 +130,7 @@ async fn reviews_are_answered_with_a_patch_over_tls_and_certificates_rotate() ->
         .local_addr()?
         .port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let webhook = Process::spawn(
-        "mca webhook",
-        Command::new(mca_binary())
-            .arg("webhook")
-            .arg(format!("--listen={addr}"))
-            .arg(format!(
-                "--tls-cert={}",
-                dir.path().join("tls.crt").display()
-            ))
-            .arg(format!(
-                "--tls-key={}",
-                dir.path().join("tls.key").display()
-            ))
-            .args(["--mode=env", "--image=registry.example/mca:9.9.9"]),
-    )?;
-    webhook.wait_for_line(
-        |l| l.contains("MCA webhook is ready"),
-        Duration::from_secs(20),
-    )?;
+    let _webhook = start_webhook("mca webhook", Command::new(mca_binary()), dir.path(), addr)?;
 
     let pod = Pod {
         spec: Some(PodSpec {
@@ -216,24 +222,12 @@ fn another_process_of_the_same_user_cannot_read_mca_through_proc() -> anyhow::Re
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let webhook = Process::spawn(
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let webhook = start_webhook(
         "mca webhook (uid 65532)",
-        as_nonroot(&mca_binary())
-            .arg("webhook")
-            .arg(format!("--listen=127.0.0.1:{port}"))
-            .arg(format!(
-                "--tls-cert={}",
-                dir.path().join("tls.crt").display()
-            ))
-            .arg(format!(
-                "--tls-key={}",
-                dir.path().join("tls.key").display()
-            ))
-            .args(["--mode=env", "--image=registry.example/mca:9.9.9"]),
-    )?;
-    webhook.wait_for_line(
-        |l| l.contains("MCA webhook is ready"),
-        Duration::from_secs(20),
+        as_nonroot(&mca_binary()),
+        dir.path(),
+        addr,
     )?;
     // setpriv executes MCA in its own process: the PID is MCA's.
     let read = as_nonroot(std::path::Path::new("/bin/cat"))
