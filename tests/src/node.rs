@@ -112,13 +112,31 @@ impl Node {
     /// `ctr` for the node's containerd (namespace `k8s.io`, the kubelet's), run in the node's
     /// mount namespace, where the containers' mounts are.
     pub fn ctr(&self) -> Command {
+        let mut command = self.in_mounts("ctr");
+        command
+            .arg("-a")
+            .arg(self.dir.path().join("containerd/containerd.sock"))
+            .args(["-n", "k8s.io"]);
+        command
+    }
+
+    /// The octal mode and owner's uid of a file as the node's mount namespace has it (where
+    /// the kubelet mounts pods' volumes), following links.
+    pub fn mode_and_owner(&self, path: &Path) -> anyhow::Result<(String, u32)> {
+        let mut command = self.in_mounts("stat");
+        command.args(["-L", "-c", "%a %u"]).arg(path);
+        let out = succeed(command.output()?, "stat", &[])?;
+        let (mode, uid) = out.trim().split_once(' ').context("stat's answer")?;
+        Ok((mode.to_owned(), uid.parse()?))
+    }
+
+    /// `program`, run in the node's mount namespace.
+    fn in_mounts(&self, program: &str) -> Command {
         let mut command = Command::new("nsenter");
         command
             .arg("-t")
             .arg(self.holder().unwrap_or_default().to_string())
-            .args(["-m", "--", "ctr", "-a"])
-            .arg(self.dir.path().join("containerd/containerd.sock"))
-            .args(["-n", "k8s.io"]);
+            .args(["-m", "--", program]);
         command
     }
 

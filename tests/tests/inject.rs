@@ -85,6 +85,25 @@ fn a_workload_that_cannot_be_injected_safely_fails_the_whole_run() -> anyhow::Re
         err.contains("pod/node-tool: not injected: it uses the host network"),
         "{err}"
     );
+    for field in ["shareProcessNamespace", "hostPID"] {
+        let shared = format!(
+            "kind: Deployment\napiVersion: apps/v1\nmetadata: {{name: debug}}\nspec:\n  template:\n    metadata: {{annotations: {{}}}}\n    spec:\n      {field}: true\n      containers: [{{name: app, image: busybox}}]\n"
+        );
+        let (ok, out, err) = inject(&[], &shared)?;
+        assert!(!ok && out.is_empty(), "{field}: {out}");
+        assert!(
+            err.contains(&format!("it sets spec.{field}"))
+                && err.contains("mca.io/allow-shared-processes"),
+            "{err}"
+        );
+        let allowed = shared.replace(
+            "annotations: {}",
+            "annotations: {mca.io/allow-shared-processes: \"true\"}",
+        );
+        let (ok, out, err) = inject(&[], &allowed)?;
+        assert!(ok, "{field}: {err}");
+        assert!(out.contains("name: mca"), "{out}");
+    }
     let (ok, _, err) = inject(&["/no/such/manifest.yaml"], "")?;
     assert!(!ok);
     assert!(err.contains("/no/such/manifest.yaml"), "{err}");

@@ -320,6 +320,17 @@ fn check_injected(
             "{namespace}: the env-mode sidecar has no RuntimeDefault seccomp profile"
         );
     }
+    // Where MCA runs as root its credentials are root's alone; in env mode (uid 65532) the
+    // kubelet's default, which MCA can read.
+    let uid = pod["metadata"]["uid"].as_str().context("a pod uid")?;
+    let volumes = node.dir().join(format!("kubelet/pods/{uid}/volumes"));
+    let token = volumes.join("kubernetes.io~projected/mca-real-sa/token");
+    let expected = (if ebpf { "400" } else { "644" }.to_owned(), 0);
+    let seen = node.mode_and_owner(&token)?;
+    ensure!(
+        seen == expected,
+        "{namespace}: MCA's token file has mode and owner {seen:?}, not {expected:?}"
+    );
     // The Service IP reaches MCA only if eBPF redirected the connect inside the container:
     // otherwise it reaches the real API server, whose certificate MCA's CA did not sign.
     wait_for_app(

@@ -34,6 +34,9 @@ use crate::intercept::Mode;
 pub const INJECT: &str = "mca.io/inject";
 /// The annotation an injected pod carries: the version of MCA that injected it.
 pub const INJECTED: &str = "mca.io/injected";
+/// The annotation (`"true"`) by which a pod that shares its process namespace, or the
+/// node's, accepts that its other processes may see MCA's ([`Refusal::SharedProcesses`]).
+pub const ALLOW_SHARED_PROCESSES: &str = "mca.io/allow-shared-processes";
 
 /// How to inject.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +80,18 @@ pub enum Refusal {
     /// node's, and one such pod per node could hold it.
     #[error("it uses the host network: MCA's listener would be the node's")]
     HostNetwork,
+    /// The pod shares a process namespace (its own, `shareProcessNamespace`, or the node's,
+    /// `hostPID`): its other processes would see MCA's in `/proc`, where only MCA's
+    /// non-dumpable flag stands between them and its credentials (and a process with
+    /// `CAP_SYS_PTRACE` passes that). Injected anyway when the pod says so
+    /// ([`ALLOW_SHARED_PROCESSES`]).
+    #[error(
+        "it sets spec.{field}: its other processes would see MCA's and could read its credentials through /proc (annotate the pod {ALLOW_SHARED_PROCESSES}: \"true\" to inject it anyway)"
+    )]
+    SharedProcesses {
+        /// `shareProcessNamespace` or `hostPID`.
+        field: &'static str,
+    },
     /// A container mounts something at (or above) the ServiceAccount path itself.
     #[error("container {container:?} already mounts {path}: MCA would have to shadow it")]
     ServiceAccountPath {
@@ -124,6 +139,7 @@ pub fn inject(meta: &mut Value, spec: &mut Value, settings: &Settings) -> Result
     let outcome = if annotation(INJECTED).is_some() && ours {
         rewire(&mut edited, settings)?
     } else {
+        check_processes(&edited, annotation(ALLOW_SHARED_PROCESSES) == Some("true"))?;
         remove_automounted_token(&mut edited);
         edited["automountServiceAccountToken"] = Value::Bool(false);
         check(&edited, settings)?;
@@ -237,6 +253,17 @@ fn validate(meta: &Value, spec: &Value) -> Result<(), Refusal> {
     }
     PodSpec::deserialize(spec).map_err(|e| invalid("spec", e))?;
     Ok(())
+}
+
+/// Refuses a pod whose other processes would see MCA's, unless it `allowed` that.
+fn check_processes(spec: &Value, allowed: bool) -> Result<(), Refusal> {
+    let shared = ["shareProcessNamespace", "hostPID"]
+        .into_iter()
+        .find(|field| spec.get(field) == Some(&Value::Bool(true)));
+    match shared {
+        Some(field) if !allowed => Err(Refusal::SharedProcesses { field }),
+        _ => Ok(()),
+    }
 }
 
 /// What makes injection unsafe, checked before anything is added.

@@ -69,8 +69,9 @@ pub fn volumes(settings: &Settings) -> Vec<Volume> {
         }),
         ..Volume::default()
     };
+    let mode = secret_file_mode(settings.mode);
     let mut volumes = vec![
-        real_service_account(settings.token_expiration_seconds),
+        real_service_account(settings.token_expiration_seconds, mode),
         in_memory(FAKE_VOLUME),
         in_memory(STATE_VOLUME),
     ];
@@ -92,6 +93,7 @@ pub fn volumes(settings: &Settings) -> Vec<Volume> {
             secret: Some(SecretVolumeSource {
                 secret_name: Some(secret.clone()),
                 optional: Some(true),
+                default_mode: mode,
                 ..SecretVolumeSource::default()
             }),
             ..Volume::default()
@@ -278,8 +280,18 @@ fn security_context(mode: Mode) -> SecurityContext {
     }
 }
 
+/// The mode of the files of MCA's credential volumes: `0400` where MCA runs as root (the
+/// kubelet writes them as root), so nothing but MCA's user reads them. In env mode MCA runs
+/// as 65532 and the kubelet still writes root's files (it gives them to the container's user
+/// only when every container of the pod runs as that user), so they keep the kubelet's
+/// default (`0644`): MCA must read them, no other container mounts them, and the way in from
+/// another process, `/proc/PID/root`, is closed by MCA's being non-dumpable.
+fn secret_file_mode(mode: Mode) -> Option<i32> {
+    (mode != Mode::Env).then_some(0o400)
+}
+
 /// The real ServiceAccount, as the kubelet would have mounted it, for MCA alone.
-fn real_service_account(expiration_seconds: i64) -> Volume {
+fn real_service_account(expiration_seconds: i64, default_mode: Option<i32>) -> Volume {
     Volume {
         name: REAL_SA_VOLUME.to_owned(),
         projected: Some(ProjectedVolumeSource {
@@ -318,7 +330,7 @@ fn real_service_account(expiration_seconds: i64) -> Volume {
                     ..VolumeProjection::default()
                 },
             ]),
-            ..ProjectedVolumeSource::default()
+            default_mode,
         }),
         ..Volume::default()
     }
@@ -379,6 +391,22 @@ mod tests {
             config_secret: Some("routes".to_owned()),
             token_expiration_seconds: 3607,
             service_port: 443,
+        }
+    }
+
+    #[test]
+    fn credential_files_are_mca_users_alone_where_mca_runs_as_root() {
+        for (mode, file_mode) in [
+            (Mode::Auto, Some(0o400)),
+            (Mode::Ebpf, Some(0o400)),
+            (Mode::Env, None),
+        ] {
+            let volumes = volumes(&settings(mode));
+            let of = |name| volumes.iter().find(|v| v.name == name).unwrap();
+            let projected = of(REAL_SA_VOLUME).projected.as_ref().unwrap();
+            assert_eq!(projected.default_mode, file_mode, "{mode:?}");
+            let secret = of(CONFIG_VOLUME).secret.as_ref().unwrap();
+            assert_eq!(secret.default_mode, file_mode, "{mode:?}");
         }
     }
 

@@ -4,9 +4,10 @@
 //! The webhook configuration sends two kinds of pod: those of namespaces labelled
 //! `mca.io/inject=enabled` (injected unless the pod says `mca.io/inject: disabled`) and those
 //! of other namespaces (injected only if the pod says `mca.io/inject: enabled`); the path
-//! tells which ([`Scope`]), so the webhook never needs to read the namespace itself. Answers
-//! never deny: a pod MCA cannot be injected into safely is admitted as it is, with a warning
-//! the client prints and an audit annotation. The webhook has no side effects, so dry-run
+//! tells which ([`Scope`]), so the webhook never needs to read the namespace itself. A pod
+//! MCA cannot be injected into safely is admitted as it is, with a warning the client prints
+//! and an audit annotation; only an invalid pod and one whose processes would see MCA's
+//! (where neither answer keeps the credentials from the application) are denied. The webhook has no side effects, so dry-run
 //! requests are answered exactly like others.
 
 use kube::core::{
@@ -125,6 +126,12 @@ fn decide(
         Err(Refusal::Invalid { what, reason }) => {
             return admitted.deny(format!("the pod's {what} is not valid: {reason}"));
         }
+        // Admitted without MCA, the pod would mount the real token into the application;
+        // admitted with it, the application could read MCA's. The pod asked for neither.
+        Err(refusal @ Refusal::SharedProcesses { .. }) => {
+            tracing::warn!(namespace = %request.namespace.as_deref().unwrap_or_default(), pod = %name, %refusal, "denied");
+            return admitted.deny(format!("MCA cannot be injected: {refusal}"));
+        }
         Err(refusal) => {
             tracing::warn!(namespace = %request.namespace.as_deref().unwrap_or_default(), pod = %name, %refusal, "admitted without MCA");
             let mut response = admitted;
@@ -158,7 +165,10 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::{inject::sidecar::SA_PATH, intercept::Mode};
+    use crate::{
+        inject::{pod::ALLOW_SHARED_PROCESSES, sidecar::SA_PATH},
+        intercept::Mode,
+    };
 
     fn settings() -> Settings {
         Settings {
@@ -480,6 +490,35 @@ mod tests {
         let warning = response["warnings"][0].as_str().unwrap();
         assert!(warning.contains("host network"), "{warning}");
         assert!(response["auditAnnotations"]["not-injected"].is_string());
+    }
+
+    #[test]
+    fn a_pod_sharing_processes_is_denied_unless_it_allows_it() {
+        for field in ["shareProcessNamespace", "hostPID"] {
+            let mut object = serde_json::to_value(pod(&[])).unwrap();
+            object["spec"][field] = json!(true);
+            let body = review_of(object.clone(), "CREATE", false);
+            let denied = answer(&body, Scope::Namespace, Level::Privileged, &settings()).unwrap();
+            let response = &denied["response"];
+            assert_eq!(response["allowed"], false, "{field}: {response}");
+            assert!(response.get("patch").is_none());
+            let message = response["status"]["message"].as_str().unwrap();
+            assert!(message.contains(&format!("spec.{field}")), "{message}");
+            assert!(message.contains(ALLOW_SHARED_PROCESSES), "{message}");
+
+            object["metadata"]["annotations"][ALLOW_SHARED_PROCESSES] = json!("true");
+            let body = review_of(object, "CREATE", false);
+            let allowed = answer(&body, Scope::Namespace, Level::Privileged, &settings()).unwrap();
+            assert_eq!(allowed["response"]["allowed"], true);
+            assert!(allowed["response"].get("patch").is_some(), "{field}");
+        }
+        // Set to false, it shares nothing.
+        let mut object = serde_json::to_value(pod(&[])).unwrap();
+        object["spec"]["shareProcessNamespace"] = json!(false);
+        object["spec"]["hostPID"] = json!(false);
+        let body = review_of(object, "CREATE", false);
+        let injected = answer(&body, Scope::Namespace, Level::Privileged, &settings()).unwrap();
+        assert!(injected["response"].get("patch").is_some());
     }
 
     #[test]
