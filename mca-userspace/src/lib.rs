@@ -16,6 +16,7 @@ pub mod limits;
 pub mod metrics;
 pub mod operator;
 pub mod proxy;
+pub mod query;
 pub mod reload;
 pub mod reqinfo;
 pub mod route;

@@ -16,6 +16,8 @@
 
 use std::borrow::Cow;
 
+use crate::query;
+
 /// What a request does, as the API server sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RequestInfo {
@@ -228,31 +230,28 @@ impl RequestInfo {
         }
     }
 
-    /// A list with `watch=true` is a watch; a list narrowed to one object by
-    /// `fieldSelector=metadata.name=x` names that object (RBAC checks it by name).
+    /// A list with `watch` set is a watch; a list narrowed to one object by
+    /// `fieldSelector=metadata.name=x` names that object (RBAC checks it by name). Read as
+    /// the API server reads its list options ([`crate::query`]): first values only, and no
+    /// name when an integer option does not decode (the API server then drops them all but
+    /// `watch`).
     fn refine_list(&mut self, query: &str) {
-        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-            match &*key {
-                "watch" if parse_go_bool(&value) => self.verb = "watch".to_owned(),
-                "fieldSelector" => {
-                    if let Some(name) = exact_name_match(&value) {
-                        self.name = name.into_owned();
-                    }
-                }
-                _ => {}
-            }
+        if query::flag(query, "watch") {
+            self.verb = "watch".to_owned();
+        }
+        let decodes = ["timeoutSeconds", "limit"]
+            .iter()
+            .all(|key| query::first(query, key).is_none_or(|value| value.parse::<i64>().is_ok()));
+        let selector = query::first(query, "fieldSelector").filter(|_| decodes);
+        if let Some(name) = selector.as_deref().and_then(exact_name_match) {
+            self.name = name.to_owned();
         }
     }
 }
 
-/// `strconv.ParseBool`'s true values; everything else (including parse errors) is false here.
-fn parse_go_bool(value: &str) -> bool {
-    matches!(value, "1" | "t" | "T" | "true" | "TRUE" | "True")
-}
-
 /// The name in a field selector that requires `metadata.name` to equal exactly one valid path
 /// segment, as `fields.Selector.RequiresExactMatch("metadata.name")` finds it.
-fn exact_name_match(selector: &str) -> Option<Cow<'_, str>> {
+fn exact_name_match(selector: &str) -> Option<&str> {
     let mut found = None;
     for term in selector.split(',') {
         let (field, value) = term
@@ -263,11 +262,9 @@ fn exact_name_match(selector: &str) -> Option<Cow<'_, str>> {
             found = Some(value.trim());
         }
     }
-    found
-        .filter(|name| {
-            !name.is_empty() && *name != "." && *name != ".." && !name.contains(['/', '%'])
-        })
-        .map(Cow::Borrowed)
+    found.filter(|name| {
+        !name.is_empty() && *name != "." && *name != ".." && !name.contains(['/', '%'])
+    })
 }
 
 #[cfg(test)]
@@ -501,7 +498,7 @@ mod tests {
         (
             "GET",
             "/api/v1/namespaces/other/pods?watch=yes",
-            "list",
+            "watch",
             "",
             "v1",
             "other",
@@ -621,6 +618,50 @@ mod tests {
         ),
         ("OPTIONS", "/api/v1/pods", "", "", "v1", "", "pods", "", ""),
     ];
+
+    #[test]
+    fn duplicate_and_odd_parameters_are_read_as_the_api_server_reads_them() {
+        // (query, verb, name): what kube-apiserver's request-info resolver makes of a GET of
+        // /api/v1/namespaces/a/pods with that query.
+        let cases = [
+            ("watch=false&watch=1", "list", ""),
+            ("watch=1&watch=false", "watch", ""),
+            ("watch=0&watch=true", "list", ""),
+            ("watch=FALSE", "list", ""),
+            ("watch=yes", "watch", ""),
+            ("watch=", "watch", ""),
+            ("watch", "watch", ""),
+            ("watch=1;x=1", "list", ""),
+            ("watch=%zz&watch=1", "watch", ""),
+            ("%77atch=1", "watch", ""),
+            (
+                "fieldSelector=metadata.name%3Da&fieldSelector=metadata.name%3Db",
+                "list",
+                "a",
+            ),
+            ("fieldSelector=metadata.name%3Da&limit=5", "list", "a"),
+            ("fieldSelector=metadata.name%3Da&limit=five", "list", ""),
+            (
+                "fieldSelector=metadata.name%3Da&timeoutSeconds=",
+                "list",
+                "",
+            ),
+            (
+                "watch=1&fieldSelector=metadata.name%3Da&limit=x",
+                "watch",
+                "",
+            ),
+            ("fieldSelector=metadata.name%3Da;b", "list", ""),
+        ];
+        for (query, verb, name) in cases {
+            let info = RequestInfo::parse("GET", &format!("/api/v1/namespaces/a/pods?{query}"));
+            assert_eq!(
+                (info.verb.as_str(), info.name.as_str()),
+                (verb, name),
+                "{query}"
+            );
+        }
+    }
 
     #[test]
     fn resource_requests() {

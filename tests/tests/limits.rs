@@ -131,11 +131,25 @@ async fn requests_over_the_in_flight_limits_get_429_and_long_running_ones_are_no
         assert_eq!(status["reason"], "TooManyRequests", "{status}");
         assert_eq!(status["details"]["retryAfterSeconds"], 1, "{status}");
     }
-    // A watch is long-running: not counted, served.
-    let watch = client
-        .send(get(&client, &format!("{pods}?watch=true"), &[]))
-        .await?;
-    assert_eq!(watch.status(), StatusCode::OK);
+    // A watch is long-running: not counted, served. What is a watch is what the API server
+    // reads as one: the first `watch`, false only as `0` or `false`.
+    for (query, watch) in [
+        ("watch=true", true),
+        ("watch=yes", true),
+        ("watch=false&watch=1", false),
+        ("watch=0&watch=true", false),
+        ("watch=1;x&watch=1", true),
+    ] {
+        let response = client
+            .send(get(&client, &format!("{pods}?{query}"), &[]))
+            .await?;
+        let expected = if watch {
+            StatusCode::OK
+        } else {
+            StatusCode::TOO_MANY_REQUESTS
+        };
+        assert_eq!(response.status(), expected, "{query}");
+    }
 
     // Slots come back when the requests end.
     for request in held {

@@ -28,6 +28,14 @@ fuzz_target!(|input: (u8, &str)| {
         if info.api_prefix == "api" {
             assert!(info.api_group.is_empty());
         }
+        // A list becomes a watch from its query exactly when the API server would make it one.
+        let query = target.split_once('?').map_or("", |(_, query)| query);
+        if info.verb == "watch" && !path.contains("/watch/") {
+            assert!(mca::query::flag(query, "watch"), "{target:?}");
+        }
+        if info.verb == "list" {
+            assert!(!mca::query::flag(query, "watch"), "{target:?}");
+        }
     } else {
         assert_eq!(info.verb, method.to_ascii_lowercase());
         assert!(info.resource.is_empty() && info.namespace.is_empty());

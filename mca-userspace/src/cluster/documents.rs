@@ -352,7 +352,7 @@ fn key(request: &Request<UpstreamBody>) -> Option<Key> {
         return None;
     }
     let mut hash = None;
-    for (name, value) in form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()) {
+    for (name, value) in crate::query::pairs(request.uri().query().unwrap_or("")) {
         match &*name {
             "timeout" => {}
             "hash" => hash = Some(value),

@@ -24,6 +24,7 @@ pub mod token;
 mod watch;
 
 use std::{
+    borrow::Cow,
     sync::{Arc, LazyLock},
     time::Duration,
 };
@@ -41,6 +42,7 @@ use self::{
 };
 use crate::{
     cluster::{Cluster, Registry},
+    query,
     reqinfo::RequestInfo,
     route::ClusterId,
     status::{Reason, Status},
@@ -122,21 +124,19 @@ fn cluster_request(
     exact: bool,
 ) -> Request<UpstreamBody> {
     let replaced = ["resourceVersion", "continue", "resourceVersionMatch"];
-    let mut query: Vec<(String, String)> =
-        form_urlencoded::parse(head.uri.query().unwrap_or("").as_bytes())
-            .into_owned()
-            .filter(|(key, _)| {
-                !replaced.contains(&key.as_str()) || (key == "resourceVersionMatch" && !exact)
-            })
-            .collect();
+    let mut query: Vec<(Cow<'_, str>, Cow<'_, str>)> = query::pairs(head.uri.query().unwrap_or(""))
+        .filter(|(key, _)| {
+            !replaced.contains(&key.as_ref()) || (key == "resourceVersionMatch" && !exact)
+        })
+        .collect();
     if let Some(version) = version {
-        query.push(("resourceVersion".to_owned(), version.to_owned()));
+        query.push(("resourceVersion".into(), version.into()));
         if exact {
-            query.push(("resourceVersionMatch".to_owned(), "Exact".to_owned()));
+            query.push(("resourceVersionMatch".into(), "Exact".into()));
         }
     }
     if let Some(token) = continue_token {
-        query.push(("continue".to_owned(), token.to_owned()));
+        query.push(("continue".into(), token.into()));
     }
     let query = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(&query)
@@ -167,10 +167,9 @@ fn versions(head: &http::request::Parts) -> Result<(Option<Versions>, Option<Str
     }
 }
 
+/// The parameter `key` of `head`'s query, as the API server reads it ([`query::first`]).
 fn query_value(head: &http::request::Parts, key: &str) -> Option<String> {
-    form_urlencoded::parse(head.uri.query()?.as_bytes())
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.into_owned())
+    query::first(head.uri.query()?, key).map(Cow::into_owned)
 }
 
 fn bad_request(message: String) -> Status {

@@ -29,6 +29,7 @@ use super::{
 };
 use crate::{
     cluster::Registry,
+    query,
     route::ClusterId,
     status::{Reason, Status},
     upstream::{self, RequestClass},
@@ -203,7 +204,7 @@ fn held_at_start(
     names: &[String],
 ) -> Held {
     let mut held = Held::default();
-    let initial_events = query_value(head, "sendInitialEvents").is_some_and(|v| v == "true");
+    let initial_events = query::flag(head.uri.query().unwrap_or(""), "sendInitialEvents");
     if let (Some(versions), false) = (composite, initial_events) {
         let key = list_key(head, accept, versions.encode());
         if SNAPSHOTS.resume(&key, names, &mut held) {
@@ -493,7 +494,7 @@ fn relist_head(head: &http::request::Parts) -> http::request::Parts {
 fn without(head: &http::request::Parts, keys: &[&str]) -> http::request::Parts {
     let query = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(
-            form_urlencoded::parse(head.uri.query().unwrap_or("").as_bytes())
+            query::pairs(head.uri.query().unwrap_or(""))
                 .filter(|(key, _)| !keys.contains(&key.as_ref())),
         )
         .finish();

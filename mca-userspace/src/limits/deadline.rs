@@ -42,10 +42,8 @@ impl Deadline {
             return None;
         }
         let asked = query
-            .into_iter()
-            .flat_map(|query| form_urlencoded::parse(query.as_bytes()))
-            .find(|(key, _)| key == "timeout")
-            .and_then(|(_, value)| parse_go_duration(&value));
+            .and_then(|query| crate::query::first(query, "timeout"))
+            .and_then(|value| parse_go_duration(&value));
         let after = match asked {
             Some(asked) if !asked.is_zero() && asked < limit => asked,
             _ => limit,

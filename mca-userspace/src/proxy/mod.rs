@@ -626,9 +626,7 @@ impl Routing {
         {
             return None;
         }
-        let text = form_urlencoded::parse(query?.as_bytes())
-            .find(|(key, _)| key == "labelSelector")?
-            .1;
+        let text = crate::query::first(query?, "labelSelector")?;
         // The API server rejects a selector it cannot parse; no route claims the request.
         Selector::parse(&text).ok()
     }

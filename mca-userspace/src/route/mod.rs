@@ -475,9 +475,8 @@ mod tests {
     ) -> String {
         let info = RequestInfo::parse(method, target);
         let query = target.split_once('?').map_or("", |(_, q)| q);
-        let selector = form_urlencoded::parse(query.as_bytes())
-            .find(|(k, _)| k == "labelSelector")
-            .map(|(_, v)| Selector::parse(&v).unwrap());
+        let selector =
+            crate::query::first(query, "labelSelector").map(|v| Selector::parse(&v).unwrap());
         let request = Request {
             info: &info,
             selector: selector.as_ref(),

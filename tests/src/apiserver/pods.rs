@@ -229,15 +229,18 @@ pub async fn route(
     namespace: &str,
     rest: &str,
 ) -> Response<Body> {
-    let query: BTreeMap<String, String> =
-        form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
+    // As kube-apiserver decodes parameters: the first of repeated ones, and a boolean false
+    // only when `0` or `false` in any case.
+    let mut query = BTreeMap::new();
+    for (key, value) in form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()) {
+        query.entry(key.into_owned()).or_insert(value.into_owned());
+    }
+    let watching = query
+        .get("watch")
+        .is_some_and(|w| w != "0" && !w.eq_ignore_ascii_case("false"));
     let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
     match (request.method().clone(), parts.as_slice()) {
-        (Method::GET, []) if query.get("watch").is_some_and(|w| w == "1" || w == "true") => {
-            watch(&state, namespace, &query)
-        }
+        (Method::GET, []) if watching => watch(&state, namespace, &query),
         (Method::GET, []) => list(&state, &request, namespace, &query),
         (Method::POST, []) => create(&state, request, namespace).await,
         (Method::GET, [name]) => match state.pods.get(namespace, name) {

@@ -127,7 +127,7 @@ impl Query {
             fields: Vec::new(),
         };
         let mut seen = Vec::new();
-        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        for (key, value) in crate::query::pairs(query) {
             if seen.contains(&key) {
                 // The API server reads the first of repeated parameters; rarely meant.
                 return None;
