@@ -463,9 +463,9 @@ fn check_pod_security(local: &Cluster) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A Secret with east's credentials labelled for MCA, a Cluster `east` naming it, a Cluster
-/// whose Secret is missing, one naming a Secret not labelled for MCA, and a Route sending
-/// `east-*` to east.
+/// A Secret with east's credentials labelled for MCA and bound to east's server, a Cluster
+/// `east` naming it, a Cluster naming it with another server, a Cluster whose Secret is
+/// missing, one naming a Secret not labelled for MCA, and a Route sending `east-*` to east.
 fn routing_resources(east: &Cluster) -> anyhow::Result<Value> {
     let token = std::fs::read_to_string(east.dir().join("pki/admin.token"))?;
     let ca = std::fs::read_to_string(east.dir().join("pki/ca.crt"))?;
@@ -473,13 +473,16 @@ fn routing_resources(east: &Cluster) -> anyhow::Result<Value> {
         {"apiVersion": "v1", "kind": "Secret",
          "metadata": {"name": "east-credentials", "namespace": TEAM,
                       "labels": {"mca.io/cluster-credentials": "true"}},
-         "stringData": {"token": token.trim(), "ca.crt": ca}},
+         "stringData": {"token": token.trim(), "ca.crt": ca, "server": east.server()}},
         {"apiVersion": "v1", "kind": "Secret",
          "metadata": {"name": "someone-elses", "namespace": TEAM},
          "stringData": {"token": "not-for-mca"}},
         {"apiVersion": "mca.io/v1alpha1", "kind": "Cluster",
          "metadata": {"name": "exfiltrate", "namespace": TEAM},
          "spec": {"server": "https://127.0.0.1:1", "credentialsSecret": "someone-elses"}},
+        {"apiVersion": "mca.io/v1alpha1", "kind": "Cluster",
+         "metadata": {"name": "harvest", "namespace": TEAM},
+         "spec": {"server": "https://127.0.0.1:1", "credentialsSecret": "east-credentials"}},
         {"apiVersion": "mca.io/v1alpha1", "kind": "Cluster",
          "metadata": {"name": "east", "namespace": TEAM},
          "spec": {"server": east.server(), "credentialsSecret": "east-credentials"}},
@@ -585,6 +588,16 @@ fn the_chart_injects_pods_and_publishes_routing_a_sidecar_follows_across_a_leade
     assert!(
         message.contains("not labelled mca.io/cluster-credentials=true"),
         "{message}"
+    );
+    let (status, message) = condition("clusters.mca.io", "harvest")?;
+    assert_eq!(status, "False");
+    assert!(
+        message.contains(&format!("is for the server {}", east.server())),
+        "{message}"
+    );
+    assert!(
+        !published.contains_key("harvest.token"),
+        "a credential goes only to the server its Secret names"
     );
     assert_eq!(condition("routes.mca.io", "team-east")?.0, "True");
 

@@ -34,9 +34,10 @@ pub const CREDENTIALS_LABEL: &str = "mca.io/cluster-credentials";
 pub struct ClusterSpec {
     /// The API server's URL (`https://` only: credentials never go in clear).
     pub server: String,
-    /// A Secret in the same namespace with the credentials: `token`, or `tls.crt` and
-    /// `tls.key` (a client certificate); `ca.crt` for the API server's CA (without it the
-    /// system roots are trusted). It must be labelled `mca.io/cluster-credentials=true`.
+    /// A Secret in the same namespace with the credentials: `token` with `ca.crt` (the API
+    /// server's CA), or `tls.crt` and `tls.key` (a client certificate, `ca.crt` optional);
+    /// and `server`, the URL of the one API server they are for, equal to this `server`. It
+    /// must be labelled `mca.io/cluster-credentials=true`.
     pub credentials_secret: String,
     /// The name in the API server's certificate, when it is not the URL's host.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -244,8 +244,9 @@ mod tests {
             "apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": "east-creds", "namespace": "shop",
                          "labels": {"mca.io/cluster-credentials": "true"}},
-            // base64 of "east-token"
-            "data": {"token": "ZWFzdC10b2tlbg=="},
+            // base64 of "east-token", "EAST CA" and "https://east.example:6443"
+            "data": {"token": "ZWFzdC10b2tlbg==", "ca.crt": "RUFTVCBDQQ==",
+                     "server": "aHR0cHM6Ly9lYXN0LmV4YW1wbGU6NjQ0Mw=="},
         });
         vec![
             (format!("{CLUSTERS}/east"), cluster.clone()),

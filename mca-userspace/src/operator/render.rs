@@ -139,6 +139,7 @@ fn cluster_entry(
         .ok_or_else(|| format!("Secret {secret_name} not found"))?
         .as_ref()
         .map_err(Clone::clone)?;
+    bound_to(secret_name, secret, &spec.server)?;
     let mut entry = json!({"name": name, "server": spec.server});
     let mut files = Vec::new();
     let mut file = |key: &str, field: &str, entry: &mut Value| -> bool {
@@ -167,6 +168,12 @@ fn cluster_entry(
             file("tls.crt", "clientCertificate", &mut entry);
             file("tls.key", "clientKey", &mut entry);
         }
+        (true, false) if !secret.contains_key("ca.crt") => {
+            return Err(format!(
+                "Secret {secret_name} has a token but no ca.crt: MCA would send the token to \
+                 any server the system's roots vouch for"
+            ));
+        }
         (true, false) => {}
     }
     file("ca.crt", "certificateAuthority", &mut entry);
@@ -183,6 +190,34 @@ fn cluster_entry(
         entry["health"] = serde_json::to_value(health).expect("serializes");
     }
     Ok((entry, files))
+}
+
+/// The key of a credential Secret naming the one API server its credential is for.
+pub const SERVER_KEY: &str = "server";
+
+/// Refuses a credential Secret that is not for `server`: the Secret's owner says where its
+/// credential may go ([`SERVER_KEY`]), so a Cluster's author, who need not be able to read
+/// it, cannot point it at a server of their own.
+fn bound_to(
+    secret_name: &str,
+    secret: &BTreeMap<String, Vec<u8>>,
+    server: &str,
+) -> Result<(), String> {
+    let canonical = |url: &str| url.trim().trim_end_matches('/').to_owned();
+    let Some(stated) = secret.get(SERVER_KEY) else {
+        return Err(format!(
+            "Secret {secret_name} does not say which server its credential is for: add the key \
+             {SERVER_KEY} with this Cluster's spec.server ({server})"
+        ));
+    };
+    let stated = String::from_utf8_lossy(stated);
+    if canonical(&stated) != canonical(server) {
+        return Err(format!(
+            "Secret {secret_name} is for the server {}, not this Cluster's {server}",
+            stated.trim()
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a (partial) configuration with `mca run`'s parser.
@@ -253,18 +288,45 @@ mod tests {
                 .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
                 .collect())
         };
+        let east = "https://east.example:6443";
+        let west = "https://west.example:6443/";
         [
             (
                 "east-creds".to_owned(),
-                data(&[("token", "east-token"), ("ca.crt", "EAST CA")]),
+                data(&[
+                    ("server", east),
+                    ("token", "east-token"),
+                    ("ca.crt", "EAST CA"),
+                ]),
             ),
             (
                 "west-creds".to_owned(),
-                data(&[("tls.crt", "CERT"), ("tls.key", "KEY")]),
+                data(&[("server", west), ("tls.crt", "CERT"), ("tls.key", "KEY")]),
             ),
             (
                 "both".to_owned(),
-                data(&[("token", "t"), ("tls.crt", "c"), ("tls.key", "k")]),
+                data(&[
+                    ("server", "https://ambiguous.example:6443"),
+                    ("token", "t"),
+                    ("tls.crt", "c"),
+                    ("tls.key", "k"),
+                ]),
+            ),
+            (
+                "plain-creds".to_owned(),
+                data(&[
+                    ("server", "http://plain.example"),
+                    ("tls.crt", "c"),
+                    ("tls.key", "k"),
+                ]),
+            ),
+            (
+                "unbound".to_owned(),
+                data(&[("token", "t"), ("ca.crt", "CA")]),
+            ),
+            (
+                "no-ca".to_owned(),
+                data(&[("server", "https://no-ca.example:6443"), ("token", "t")]),
             ),
         ]
         .into()
@@ -322,7 +384,7 @@ mod tests {
 
     #[test]
     fn a_broken_resource_is_left_out_with_its_reason_and_the_rest_is_published() {
-        let mut bad_server = cluster("plain", "east-creds");
+        let mut bad_server = cluster("plain", "plain-creds");
         bad_server.spec.server = "http://plain.example".to_owned();
         let mut bad_selector = route("bad-selector", 0, &["x"], &["east"]);
         bad_selector.spec.matches.label_selector = Some("tier in (".to_owned());
@@ -330,9 +392,15 @@ mod tests {
         second_default.spec.default = true;
         let mut first_default = route("d1", 0, &[], &["east"]);
         first_default.spec.default = true;
+        // A Cluster author pointing a credential at a server it is not for.
+        let mut elsewhere = cluster("east-2", "east-creds");
+        elsewhere.spec.server = "https://harvest.example:6443".to_owned();
         let rendered = render(
             &[
                 cluster("east", "east-creds"),
+                elsewhere,
+                cluster("unbound", "unbound"),
+                cluster("no-ca", "no-ca"),
                 cluster("nosecret", "missing"),
                 cluster("ambiguous", "both"),
                 cluster("local", "east-creds"),
@@ -355,6 +423,16 @@ mod tests {
         assert!(why(&rendered.clusters, "nosecret").contains("Secret missing not found"));
         assert!(why(&rendered.clusters, "ambiguous").contains("keep one credential"));
         assert!(why(&rendered.clusters, "local").contains("choose another name"));
+        assert_eq!(
+            why(&rendered.clusters, "east-2"),
+            "Secret east-creds is for the server https://east.example:6443, not this Cluster's \
+             https://harvest.example:6443"
+        );
+        assert!(
+            why(&rendered.clusters, "unbound").contains("does not say which server"),
+            "{rendered:?}"
+        );
+        assert!(why(&rendered.clusters, "no-ca").contains("a token but no ca.crt"));
         assert!(
             why(&rendered.clusters, "plain").contains("https"),
             "{rendered:?}"
