@@ -214,8 +214,36 @@ pub fn websocket_protocols(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
+        .map(trim_space)
         .filter(|entry| !entry.is_empty())
+}
+
+/// `entry` without the leading and trailing white space Go's `strings.TrimSpace` removes
+/// (Unicode's, as UTF-8: the API server's WebSocket authenticator trims entries so, and an
+/// entry padded with U+00A0 that MCA did not trim would be a bearer token to it and none
+/// to MCA). Bytes that are not UTF-8 are not space, as in Go.
+fn trim_space(mut entry: &[u8]) -> &[u8] {
+    let space =
+        |bytes: &[u8]| std::str::from_utf8(bytes).is_ok_and(|c| c.chars().all(char::is_whitespace));
+    'leading: while !entry.is_empty() {
+        for width in 1..=entry.len().min(4) {
+            if space(&entry[..width]) {
+                entry = &entry[width..];
+                continue 'leading;
+            }
+        }
+        break;
+    }
+    'trailing: while !entry.is_empty() {
+        for width in 1..=entry.len().min(4) {
+            if space(&entry[entry.len() - width..]) {
+                entry = &entry[..entry.len() - width];
+                continue 'trailing;
+            }
+        }
+        break;
+    }
+    entry
 }
 
 /// Whether a subprotocol entry carries a bearer token.

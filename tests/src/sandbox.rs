@@ -8,6 +8,7 @@ use std::{
     path::{Path, PathBuf},
     process::Command,
     sync::atomic::{AtomicUsize, Ordering},
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context, bail};
@@ -62,7 +63,7 @@ impl Pod {
     /// A pod for eBPF interception: like [`Pod::new`], plus the Service addresses
     /// ([`SERVICE_V4`], [`SERVICE_V6`]) on the pod's loopback, where a test API server can
     /// stand in for the real one (so an unintercepted connect stays inside the pod), and a
-    /// cgroup v2 subtree `pod/{mca,app}` for MCA and the application.
+    /// cgroup v2 subtree `<netns>-pod<uid>/{mca,app}` for MCA and the application.
     pub fn with_service() -> anyhow::Result<Self> {
         let pod = Self::new()?;
         let netns = pod
@@ -72,7 +73,14 @@ impl Pod {
         for addr in ["10.96.0.1/32", "fd00:10:96::1/128"] {
             run(Command::new("ip").args(["-n", &netns, "addr", "add", addr, "dev", "lo"]))?;
         }
-        pod.with_cgroups(&netns, SERVICE_V4.parse()?)
+        // Named as the kubelet names a pod's cgroup (`...pod<uid>`), which MCA checks before
+        // it attaches to its container's parent.
+        let uid = format!(
+            "{:08x}-0000-4000-8000-{:012x}",
+            std::process::id(),
+            SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() & 0xffff_ffff_ffff
+        );
+        pod.with_cgroups(&format!("{netns}-pod{uid}"), SERVICE_V4.parse()?)
     }
 
     /// Gives the pod a cgroup v2 subtree `<name>/{mca,app}` (for eBPF interception), and the

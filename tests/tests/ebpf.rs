@@ -247,6 +247,32 @@ fn auto_falls_back_to_env_mode_and_ebpf_mode_fails_fast() -> anyhow::Result<()> 
     Ok(())
 }
 
+#[test]
+fn a_parent_cgroup_not_named_as_a_pods_is_not_intercepted() -> anyhow::Result<()> {
+    // As on a node without pod cgroups: MCA's container's parent would hold every pod's.
+    let start = |name: &str, mode: &str| -> anyhow::Result<_> {
+        let pod = Pod::new()?.with_cgroups(
+            &format!("mca-not-a-pod-{name}-{}", std::process::id()),
+            mca_tests::sandbox::SERVICE_V4.parse()?,
+        )?;
+        let server =
+            mca_tests::apiserver::ApiServer::start(pod.listen("127.0.0.1:0")?, REAL_TOKEN, &[])?;
+        let args = ["--intercept", mode];
+        let mca = mca_tests::harness::Mca::start(&pod, server.addr(), server.ca_pem(), &args);
+        Ok((mca, pod, server))
+    };
+    let (started, _pod, _server) = start("ebpf", "ebpf")?;
+    let error = format!("{:#}", started.err().expect("--intercept=ebpf must fail"));
+    assert!(error.contains("is not named as a pod's"), "{error}");
+    let (mca, _pod, _server) = start("auto", "auto")?;
+    let line = mca?.wait_for_log(
+        |l| l.contains("not named as a pod's") && l.contains("env-override mode"),
+        std::time::Duration::from_secs(5),
+    )?;
+    assert!(line.contains("mca-not-a-pod-auto"), "{line}");
+    Ok(())
+}
+
 /// `mca` in a cgroup namespace of its own, as in a container: its cgroup is the root of the
 /// cgroup2 mount it sees (mounted afresh over the host's, in a mount namespace of its own),
 /// and the host's hierarchy is bind-mounted at `host_view` first, as a hostPath would be.

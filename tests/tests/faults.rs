@@ -14,7 +14,7 @@ use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use mca_tests::{
     client::{self, Https, body_json, next_chunk, websocket_upgrade},
-    harness::{Env, Mca, NAMESPACE, Process, mca_binary},
+    harness::{Env, Mca, NAMESPACE, Process, http_get, mca_binary},
     sandbox::Pod,
 };
 use tokio::io::AsyncWriteExt;
@@ -119,7 +119,8 @@ async fn unreachable_networks_and_unusable_credentials_get_503() -> anyhow::Resu
     drop(pod);
 
     // An exec credential plugin handing out credentials that expire at once, until it fails:
-    // MCA has no usable credential.
+    // MCA has no usable credential, and says so without the plugin's command, arguments or
+    // output (which may hold a credential) anywhere the app or a log reader sees.
     let pod = Pod::new()?;
     let server = pod.listen("127.0.0.1:0")?;
     let plugin = pod.dir().join("plugin.sh");
@@ -127,7 +128,8 @@ async fn unreachable_networks_and_unusable_credentials_get_503() -> anyhow::Resu
     std::fs::write(
         &plugin,
         format!(
-            "#!/bin/sh\n[ -e {broken} ] && {{ echo 'token service down' >&2; exit 1; }}\n\
+            "#!/bin/sh\n[ -e {broken} ] && {{ echo 'token service down: SECRET-OUT'; \
+             echo 'SECRET-ERR' >&2; exit 1; }}\n\
              echo '{{\"apiVersion\":\"client.authentication.k8s.io/v1\",\
              \"kind\":\"ExecCredential\",\"status\":{{\"token\":\"t\",\
              \"expirationTimestamp\":\"'$(date -u -d '+1 second' +%Y-%m-%dT%H:%M:%SZ)'\"}}}}'\n",
@@ -138,7 +140,7 @@ async fn unreachable_networks_and_unusable_credentials_get_503() -> anyhow::Resu
     let kubeconfig = pod.dir().join("failing-exec.kubeconfig");
     let user = format!(
         "exec:\n      apiVersion: client.authentication.k8s.io/v1\n      \
-         command: {}\n      interactiveMode: Never",
+         command: {}\n      args: [--password, SECRET-ARG]\n      interactiveMode: Never",
         plugin.display()
     );
     std::fs::write(
@@ -152,7 +154,17 @@ async fn unreachable_networks_and_unusable_credentials_get_503() -> anyhow::Resu
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{status}");
     let message = status["message"].as_str().unwrap_or_default();
     assert!(message.contains("no usable credentials"), "{message}");
-    assert!(!message.contains("token: t"), "{message}");
+    assert!(
+        message.contains("its exec plugin failed (exit status: 1)"),
+        "{message}"
+    );
+    let (_, readiness) = http_get(pod.connect(pod.admin_addr())?, "/readyz?verbose")?;
+    let log = mca.log();
+    for (what, text) in [("Status", message), ("/readyz", &readiness), ("log", &log)] {
+        for secret in ["SECRET", "token service down", "plugin.sh"] {
+            assert!(!text.contains(secret), "{secret} in the {what}: {text}");
+        }
+    }
     drop(mca);
     Ok(())
 }

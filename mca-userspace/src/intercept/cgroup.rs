@@ -92,6 +92,29 @@ pub fn find_by_id(root: &Path, id: u64, depth: usize) -> io::Result<Option<PathB
     Ok(None)
 }
 
+/// Whether `path` is named as the kubelet names a pod's cgroup: `pod<uid>` (cgroupfs driver)
+/// or `kubepods[-<qos>]-pod<uid with _ for ->.slice` (systemd driver). MCA attaches its
+/// programs to its container's parent only when that is a pod's: on a node without pod
+/// cgroups (`cgroupsPerQOS: false`), the parent holds every pod's containers, and the
+/// redirect would hand MCA's credentials to all of them.
+pub fn is_pod_cgroup(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|name| name.to_str()) else {
+        return false;
+    };
+    let name = name.strip_suffix(".slice").unwrap_or(name);
+    let Some(at) = name.rfind("pod") else {
+        return false;
+    };
+    let uid = &name[at + 3..];
+    let prefix_ok = at == 0 || name[..at].ends_with('-');
+    prefix_ok
+        && uid.len() == 36
+        && uid.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-' || b == b'_',
+            _ => b.is_ascii_hexdigit() && !b.is_ascii_uppercase(),
+        })
+}
+
 /// A cgroup's id, as `bpf_get_current_cgroup_id()` reports it: its directory's inode.
 pub fn cgroup_id(path: &Path) -> io::Result<u64> {
     Ok(std::fs::metadata(path)?.ino())
@@ -148,6 +171,42 @@ mod tests {
             "deeper than 2"
         );
         assert_eq!(find_by_id(root.path(), u64::MAX, 8).unwrap(), None);
+    }
+
+    #[test]
+    fn pod_cgroups_are_told_from_the_slices_above_them() {
+        let uid = "0f3c2a1b-9d8e-4f70-a1b2-c3d4e5f60718";
+        for pod in [
+            format!("/sys/fs/cgroup/kubepods/besteffort/pod{uid}"),
+            format!("/sys/fs/cgroup/kubepods/pod{uid}"),
+            format!(
+                "/sys/fs/cgroup/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice",
+                uid.replace('-', "_")
+            ),
+            format!(
+                "/sys/fs/cgroup/kubepods.slice/kubepods-pod{}.slice",
+                uid.replace('-', "_")
+            ),
+        ] {
+            assert!(is_pod_cgroup(Path::new(&pod)), "{pod}");
+        }
+        for other in [
+            "/sys/fs/cgroup",
+            "/sys/fs/cgroup/kubepods",
+            "/sys/fs/cgroup/kubepods/besteffort",
+            "/sys/fs/cgroup/kubepods.slice/kubepods-besteffort.slice",
+            "/sys/fs/cgroup/system.slice/containerd.service",
+            "/sys/fs/cgroup/k8s.io",
+            "/sys/fs/cgroup/user.slice/user-0.slice/session-3.scope",
+        ] {
+            assert!(!is_pod_cgroup(Path::new(other)), "{other}");
+        }
+        let short = format!("/sys/fs/cgroup/kubepods/pod{}", &uid[..35]);
+        let upper = format!("/sys/fs/cgroup/kubepods/pod{}", uid.to_uppercase());
+        let glued = format!("/sys/fs/cgroup/kubepods/xpod{uid}");
+        for odd in [short, upper, glued] {
+            assert!(!is_pod_cgroup(Path::new(&odd)), "{odd}");
+        }
     }
 
     #[test]

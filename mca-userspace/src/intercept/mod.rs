@@ -63,6 +63,15 @@ pub enum Error {
          and the webhook do both)"
     )]
     CgroupNamespace,
+    /// The cgroup MCA would attach to (its container's parent) is not a pod's.
+    #[error(
+        "MCA's container's parent cgroup {cgroup} is not named as a pod's (pod<uid>): \
+         interception there could reach other pods; name the pod's cgroup with --cgroup"
+    )]
+    NotAPod {
+        /// The parent cgroup.
+        cgroup: PathBuf,
+    },
     /// MCA's cgroup was not found in the host hierarchy given.
     #[error("MCA's cgroup (id {id}) is not under {root}")]
     NotInHostHierarchy {
@@ -176,6 +185,9 @@ impl Interception {
             }
             None => own.parent().unwrap_or(&mount).to_owned(),
         };
+        if settings.cgroup.is_none() && !cgroup::is_pod_cgroup(&target) {
+            return Err(Error::NotAPod { cgroup: target });
+        }
         tracing::debug!(cgroup = %target.display(), own = %own.display(), own_id, "attaching the eBPF programs");
         let cgroup_file = File::open(&target).map_err(cgroup_err(target.clone()))?;
 

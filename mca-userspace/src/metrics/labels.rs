@@ -1,7 +1,9 @@
 //! Label values with a bound: a metric series per value an application can make up would let
 //! one misbehaving client grow MCA's memory and every scrape without limit. Verbs come from a
-//! fixed list; resources are kept as the client named them until [`RESOURCES`] distinct ones
-//! have been seen, after which new ones collapse into [`OTHER`].
+//! fixed list and status codes from the registered ones (a `services/.../proxy` request lets
+//! the app's own server answer with any code); resources are kept as the client named them
+//! until [`RESOURCES`] distinct ones have been seen, and whole label combinations until
+//! [`SERIES`], after which new ones collapse into [`OTHER`].
 
 use std::{collections::HashSet, sync::RwLock};
 
@@ -13,6 +15,10 @@ pub const OTHER: &str = "other";
 /// How many distinct (group, resource, subresource) triples get series of their own. A
 /// cluster with every built-in API and a few hundred CRDs stays under it.
 pub const RESOURCES: usize = 1000;
+
+/// How many distinct label combinations a request series family may have; each of its
+/// labels is bounded, but their product is not (1,000 resources × 13 verbs × 60 codes).
+pub const SERIES: usize = 10_000;
 
 /// The verbs of non-resource requests (their lower-cased methods) that resource requests'
 /// verbs do not already cover.
@@ -28,10 +34,69 @@ pub fn verb(info: &RequestInfo) -> &str {
         .unwrap_or(OTHER)
 }
 
+/// A response's status code as a label value: itself when registered (RFC 9110 and the
+/// IANA registry as `http` knows them), else [`OTHER`].
+pub fn code(code: u16) -> String {
+    let registered = http::StatusCode::from_u16(code)
+        .ok()
+        .and_then(|code| code.canonical_reason())
+        .is_some();
+    if registered {
+        code.to_string()
+    } else {
+        OTHER.to_owned()
+    }
+}
+
+/// Keys seen so far, up to a bound: whether a key is one of the first `bound` seen.
+#[derive(Debug)]
+pub struct Seen {
+    bound: usize,
+    keys: RwLock<HashSet<Box<str>>>,
+}
+
+impl Seen {
+    /// Admits the first `bound` distinct keys.
+    pub fn new(bound: usize) -> Self {
+        Self {
+            bound,
+            keys: RwLock::default(),
+        }
+    }
+
+    /// Whether `key` is one of the first `bound` distinct keys (admitting it if there is
+    /// room).
+    pub fn admit(&self, key: &str) -> bool {
+        if self
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(key)
+        {
+            return true;
+        }
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        if keys.len() < self.bound {
+            keys.insert(key.into());
+            return true;
+        }
+        keys.contains(key)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
 /// The resources seen so far, up to [`RESOURCES`].
-#[derive(Debug, Default)]
-pub struct Resources {
-    seen: RwLock<HashSet<Box<str>>>,
+#[derive(Debug)]
+pub struct Resources(Seen);
+
+impl Default for Resources {
+    fn default() -> Self {
+        Self(Seen::new(RESOURCES))
+    }
 }
 
 /// A request's group, resource and subresource as label values.
@@ -69,24 +134,7 @@ impl Resources {
             return other;
         }
         let key = format!("{}/{}/{}", named.group, named.resource, named.subresource);
-        if self
-            .seen
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(key.as_str())
-        {
-            return named;
-        }
-        let mut seen = self.seen.write().unwrap_or_else(|e| e.into_inner());
-        if seen.len() < RESOURCES {
-            seen.insert(key.into_boxed_str());
-            return named;
-        }
-        if seen.contains(key.as_str()) {
-            named
-        } else {
-            other
-        }
+        if self.0.admit(&key) { named } else { other }
     }
 }
 
@@ -133,7 +181,7 @@ mod tests {
         assert_eq!(resources.labels(&late).resource, OTHER);
         // Those seen before the bound keep their names.
         assert_eq!(resources.labels(&pods).resource, "pods");
-        assert_eq!(resources.seen.read().unwrap().len(), RESOURCES);
+        assert_eq!(resources.0.len(), RESOURCES);
         // Non-resource requests have no resource labels to bound.
         assert_eq!(resources.labels(&info("GET", "/healthz")).resource, "");
     }
@@ -145,6 +193,24 @@ mod tests {
         assert_eq!(resources.labels(&odd).group, OTHER);
         let odd = info("GET", "/api/v1/namespaces/a/pods/p/Status");
         assert_eq!(resources.labels(&odd).subresource, OTHER);
-        assert!(resources.seen.read().unwrap().is_empty());
+        assert_eq!(resources.0.len(), 0);
+    }
+
+    #[test]
+    fn unregistered_status_codes_collapse() {
+        assert_eq!(code(200), "200");
+        assert_eq!(code(429), "429");
+        assert_eq!(code(599), OTHER);
+        assert_eq!(code(999), OTHER);
+        assert_eq!(code(42), OTHER);
+    }
+
+    #[test]
+    fn keys_past_the_bound_are_refused_and_earlier_ones_stay() {
+        let seen = Seen::new(2);
+        assert!(seen.admit("a") && seen.admit("b") && seen.admit("a"));
+        assert!(!seen.admit("c"));
+        assert!(seen.admit("b"));
+        assert_eq!(seen.len(), 2);
     }
 }

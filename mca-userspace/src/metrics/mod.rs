@@ -42,6 +42,8 @@ pub struct Metrics {
     request_bytes: IntCounterVec,
     response_bytes: IntCounterVec,
     resources: Resources,
+    /// The request series' label combinations so far, up to [`labels::SERIES`].
+    series: labels::Seen,
 }
 
 /// What kind of long-running request holds a connection open.
@@ -144,6 +146,7 @@ impl Default for Metrics {
             )
             .expect("valid metric"),
             resources: Resources::default(),
+            series: labels::Seen::new(labels::SERIES),
         }
     }
 }
@@ -159,14 +162,19 @@ impl Metrics {
     /// Records a request that has ended.
     pub fn ended(&self, ended: &Ended<'_>) {
         let resource = self.resources.labels(ended.info);
-        let labels = [
+        let mut labels = [
             ended.cluster,
             labels::verb(ended.info),
             resource.group,
             resource.resource,
             resource.subresource,
         ];
-        let code = ended.code.to_string();
+        let mut code = labels::code(ended.code);
+        if !self.series.admit(&format!("{labels:?}{code}")) {
+            // Past the bound, only the cluster (bounded by the configuration) is told apart.
+            labels[1..].fill(labels::OTHER);
+            code = labels::OTHER.to_owned();
+        }
         self.requests
             .with_label_values(&[&labels[..], &[code.as_str()]].concat())
             .inc();
@@ -261,6 +269,42 @@ mod tests {
         assert!(text.contains(r#"mca_response_bytes_total{cluster="east"} 240"#));
         // No path, namespace or name in any label.
         assert!(!text.contains("namespaces") && !text.contains(r#""a""#));
+    }
+
+    #[test]
+    fn series_an_application_can_multiply_are_bounded() {
+        let metrics = Metrics::default();
+        // A service proxy answers with whatever code the app's server picks.
+        let proxy = RequestInfo::parse("GET", "/api/v1/namespaces/a/services/s/proxy/x");
+        for code in 100..1000 {
+            metrics.ended(&ended(&proxy, "east", code));
+        }
+        let text = series(&metrics);
+        let counted = |prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
+        assert!(
+            counted("mca_requests_total{") <= 70,
+            "{}",
+            counted("mca_requests_total{")
+        );
+        assert!(text.contains(r#"code="other""#));
+        // Every resource × verb × code: no more than SERIES combinations.
+        for resource in 0..labels::RESOURCES {
+            let info = RequestInfo::parse("GET", &format!("/apis/x.io/v1/r{resource}"));
+            for code in [
+                200, 201, 202, 204, 400, 401, 403, 404, 409, 410, 422, 429, 500,
+            ] {
+                metrics.ended(&ended(&info, "east", code));
+            }
+        }
+        let text = series(&metrics);
+        let counted = text
+            .lines()
+            .filter(|l| l.starts_with("mca_requests_total{"))
+            .count();
+        assert!(counted <= labels::SERIES + 1, "{counted}");
+        assert!(text.contains(
+            r#"mca_requests_total{cluster="east",code="other",group="other",resource="other",subresource="other",verb="other"}"#
+        ));
     }
 
     #[test]

@@ -3,9 +3,9 @@
 //! Two kinds of headers never cross MCA:
 //! - the application's credentials and identity claims: `Authorization`,
 //!   `Proxy-Authorization`, every `Impersonate-*`, the front-proxy identity headers
-//!   (`X-Remote-User`, `X-Remote-Group`, `X-Remote-Extra-*`) and the bearer token entry of
-//!   `Sec-WebSocket-Protocol`. MCA authenticates upstream with its own credentials, and must not
-//!   let the app borrow MCA's identity to impersonate anyone;
+//!   (`X-Remote-User`, `X-Remote-Group`, `X-Remote-Uid`, `X-Remote-Extra-*`) and the bearer
+//!   token entry of `Sec-WebSocket-Protocol`. MCA authenticates upstream with its own
+//!   credentials, and must not let the app borrow MCA's identity to impersonate anyone;
 //! - hop-by-hop headers (RFC 9110 §7.6.1), which describe one connection, not the request.
 //!   On an upgrade `Connection: Upgrade` and `Upgrade` are kept: they are the request.
 
@@ -14,7 +14,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, header};
 use crate::client_auth::{is_bearer_entry, websocket_protocols};
 
 /// Request headers carrying the client's credentials or identity, removed before forwarding.
-static CREDENTIAL_HEADERS: [HeaderName; 7] = [
+static CREDENTIAL_HEADERS: [HeaderName; 8] = [
     header::AUTHORIZATION,
     header::PROXY_AUTHORIZATION,
     HeaderName::from_static("impersonate-user"),
@@ -22,6 +22,7 @@ static CREDENTIAL_HEADERS: [HeaderName; 7] = [
     HeaderName::from_static("impersonate-uid"),
     HeaderName::from_static("x-remote-user"),
     HeaderName::from_static("x-remote-group"),
+    HeaderName::from_static("x-remote-uid"),
 ];
 
 /// Prefixes of identity headers with a key in their name, and how the log names them.
@@ -163,6 +164,7 @@ mod tests {
             ("proxy-authorization", "Basic dXNlcjpwYXNz"),
             ("x-remote-user", "admin"),
             ("x-remote-group", "system:masters"),
+            ("x-remote-uid", "0f9d4c6e"),
             ("x-remote-extra-scopes", "x"),
             ("accept", "application/json"),
         ]);
@@ -173,6 +175,7 @@ mod tests {
                 "proxy-authorization",
                 "x-remote-user",
                 "x-remote-group",
+                "x-remote-uid",
                 "x-remote-extra-*"
             ]
         );
@@ -200,6 +203,29 @@ mod tests {
         )]);
         strip_credentials(&mut h);
         assert!(h.is_empty());
+        // Padded with white space Go's TrimSpace removes (U+00A0, U+3000, U+0085), as the
+        // API server reads it: a bearer entry all the same.
+        for padded in [
+            "\u{a0}base64url.bearer.authorization.k8s.io.dG9rZW4\u{a0}, v5.channel.k8s.io",
+            "\u{3000}\t base64url.bearer.authorization.k8s.io.dG9rZW4, v5.channel.k8s.io",
+            "\u{85}base64url.bearer.authorization.k8s.io.dG9rZW4,v5.channel.k8s.io\u{2009}",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_bytes(padded.as_bytes()).unwrap(),
+            );
+            assert_eq!(
+                strip_credentials(&mut h),
+                ["sec-websocket-protocol:bearer"],
+                "{padded:?}"
+            );
+            assert_eq!(
+                h[header::SEC_WEBSOCKET_PROTOCOL],
+                "v5.channel.k8s.io",
+                "{padded:?}"
+            );
+        }
         // No token: untouched.
         let mut h = headers(&[("sec-websocket-protocol", "v5.channel.k8s.io")]);
         assert!(strip_credentials(&mut h).is_empty());

@@ -432,16 +432,57 @@ fn causes<'a>(
     })
 }
 
-/// `outer: inner: innermost`, skipping links that only repeat their cause's text.
+/// `outer: inner: innermost`, skipping links that only repeat their cause's text. A
+/// credential's failure ends the chain with what [`credential_failure`] says of it.
 fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let chain: Vec<_> = causes(error).collect();
+    // Links wrapping the credential's error repeat its text (`io::Error::other` does).
+    let credential = chain
+        .iter()
+        .find_map(|error| error.downcast_ref::<kube::client::AuthError>());
+    let unsafe_text = credential.map(ToString::to_string);
     let mut parts: Vec<String> = Vec::new();
-    for error in causes(error) {
+    for error in chain {
+        if let Some(auth) = error.downcast_ref::<kube::client::AuthError>() {
+            parts.push(credential_failure(auth));
+            break;
+        }
         let text = error.to_string();
+        if unsafe_text
+            .as_ref()
+            .is_some_and(|t| text.contains(t.as_str()))
+        {
+            continue;
+        }
         if !parts.last().is_some_and(|last| last.ends_with(&text)) {
             parts.push(text);
         }
     }
     parts.join(": ")
+}
+
+/// What went wrong with a cluster's credential, for a `Status`, a health problem or a log
+/// line: never an exec plugin's command, arguments or output (kube's own text for a failed
+/// plugin has all three, and a plugin may print a credential), nor a parser's echo of it.
+fn credential_failure(error: &kube::client::AuthError) -> String {
+    use kube::client::AuthError::*;
+    match error {
+        AuthExecRun { out, .. } => format!("its exec plugin failed ({})", out.status),
+        AuthExecParse(_) | ParseTokenKey(_) | ExecPluginFailed => {
+            "its exec plugin's answer is not an ExecCredential with a status".to_owned()
+        }
+        AuthExec(_) | AuthExecSerialize(_) => "its exec plugin failed".to_owned(),
+        UnrefreshableTokenResponse => "its auth provider failed to give a token".to_owned(),
+        // These name a file, a missing field or a malformed header, never a secret.
+        AuthExecStart(_)
+        | ReadTokenFile(..)
+        | InvalidBasicAuth(_)
+        | InvalidBearerToken(_)
+        | MissingCommand
+        | ExecMissingClusterInfo
+        | NoValidNativeRootCA(_)
+        | MalformedTokenExpirationDate(_) => error.to_string(),
+    }
 }
 
 /// Every address × port of an EndpointSliceList.
@@ -605,6 +646,32 @@ mod tests {
         assert_eq!(status.code, 503);
         assert!(
             status.message.contains("no usable credentials"),
+            "{}",
+            status.message
+        );
+    }
+
+    #[test]
+    fn a_failed_exec_plugin_is_reported_without_its_command_arguments_or_output() {
+        use std::os::unix::process::ExitStatusExt as _;
+        let out = std::process::Output {
+            status: std::process::ExitStatus::from_raw(1 << 8),
+            stdout: b"{\"status\": {\"token\": \"SECRET-OUT\"}}".to_vec(),
+            stderr: b"SECRET-ERR".to_vec(),
+        };
+        let failed = kube::client::AuthError::AuthExecRun {
+            cmd: "/bin/plugin --password SECRET-ARG".to_owned(),
+            out: Box::new(out),
+        };
+        // As the request failed: the auth layer's error inside hyper-util's and tower's.
+        let error: BoxError = std::io::Error::other(failed).into();
+        let status = failure_status(&error);
+        assert_eq!(status.code, 503);
+        assert!(!status.message.contains("SECRET"), "{}", status.message);
+        assert!(
+            status
+                .message
+                .contains("its exec plugin failed (exit status: 1)"),
             "{}",
             status.message
         );
