@@ -251,6 +251,24 @@ fn the_operator_may_do_what_it_needs_and_the_webhook_nothing() -> anyhow::Result
     assert!(allowed("", "secrets", "get"));
     assert!(!allowed("", "secrets", "list"), "no listing every Secret");
     assert!(!allowed("", "secrets", "watch"));
+    // Secrets are written by name only: the namespaces' configuration and the webhook's.
+    for rule in rules.iter().filter(|r| {
+        r.resources.iter().flatten().any(|x| x == "secrets") && r.verbs.iter().any(|v| v != "get")
+    }) {
+        let mut names = rule.resource_names.clone().unwrap_or_default();
+        names.sort();
+        assert_eq!(
+            names,
+            ["mca-routes", "mca-webhook-tls", "mca-webhook-tls-ca"],
+            "{rule:?}"
+        );
+    }
+    assert!(allowed("", "secrets", "patch"));
+    assert!(!allowed(
+        "admissionregistration.k8s.io",
+        "mutatingwebhookconfigurations",
+        "update"
+    ));
     assert!(
         !rules.iter().any(|r| r.verbs.iter().any(|v| v == "*")),
         "no wildcards"

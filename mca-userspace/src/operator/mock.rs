@@ -1,9 +1,10 @@
 //! A mocked API server for the operator's tests (kube-rs's documented way: a `tower-test`
 //! service behind a real `kube::Client`). It holds objects by path, answers GETs from them,
 //! creates on POST (409 if the name is taken), merges PATCHes into them (server-side apply
-//! and merge patches alike: close enough here), replaces on PUT (409 if the resourceVersion
-//! sent is not the one held), answers 404 `Status` for what it does not hold, and records
-//! every request.
+//! and merge patches alike, close enough here; a strategic merge patch merges lists of
+//! named objects by name, as for a webhook configuration's entries), replaces on PUT, answers
+//! 409 to a PUT or PATCH whose resourceVersion is not the one held, 404 `Status` for what it
+//! does not hold, and records every request.
 
 use std::{
     collections::BTreeMap,
@@ -38,6 +39,10 @@ pub fn api(objects: impl IntoIterator<Item = (String, Value)>) -> (Client, Arc<M
     tokio::spawn(async move {
         while let Some((request, respond)) = handle.next_request().await {
             let (parts, body) = request.into_parts();
+            let strategic = parts.headers.get(http::header::CONTENT_TYPE)
+                == Some(&http::HeaderValue::from_static(
+                    "application/strategic-merge-patch+json",
+                ));
             let body = body.collect().await.expect("a body").to_bytes();
             let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             let path = parts.uri.path().trim_end_matches("/status").to_owned();
@@ -60,6 +65,15 @@ pub fn api(objects: impl IntoIterator<Item = (String, Value)>) -> (Client, Arc<M
                 }
                 (&Method::PUT, Some(object)) if version(&object) != version(&body) => {
                     (StatusCode::CONFLICT, status(409, "Conflict", &path))
+                }
+                (&Method::PATCH, Some(object))
+                    if !version(&body).is_null() && version(&object) != version(&body) =>
+                {
+                    (StatusCode::CONFLICT, status(409, "Conflict", &path))
+                }
+                (&Method::PATCH, Some(mut object)) if strategic => {
+                    merge_by_name(&mut object, &body);
+                    (StatusCode::OK, object)
                 }
                 (&Method::PATCH, Some(mut object)) => {
                     json_patch::merge(&mut object, &body);
@@ -99,6 +113,29 @@ pub fn api(objects: impl IntoIterator<Item = (String, Value)>) -> (Client, Arc<M
         }
     });
     (Client::new(service, "default"), state)
+}
+
+/// A strategic merge patch, as far as the operator uses one: objects merge key by key, a
+/// list of objects with names merges element by element by name, anything else replaces.
+fn merge_by_name(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(target), Value::Object(patch)) => {
+            for (key, value) in patch {
+                merge_by_name(target.entry(key).or_insert(Value::Null), value);
+            }
+        }
+        (Value::Array(target), Value::Array(patch))
+            if patch.iter().all(|item| item["name"].is_string()) =>
+        {
+            for item in patch {
+                match target.iter_mut().find(|t| t["name"] == item["name"]) {
+                    Some(existing) => merge_by_name(existing, item),
+                    None => target.push(item.clone()),
+                }
+            }
+        }
+        (target, patch) => *target = patch.clone(),
+    }
 }
 
 /// A failure `Status`.

@@ -15,7 +15,10 @@ use k8s_openapi::{
     api::{admissionregistration::v1::MutatingWebhookConfiguration, core::v1::Secret},
     jiff::Timestamp,
 };
-use kube::{Api, Client};
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
 use super::reconcile::apply_secret;
@@ -175,29 +178,44 @@ async fn authority(
 /// changed.
 async fn set_ca_bundle(client: &Client, webhook: &Webhook, ca_pem: &str) -> Result<usize, Error> {
     let configurations: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    let Some(mut configuration) = configurations.get_opt(&webhook.configuration).await? else {
+    let Some(configuration) = configurations.get_opt(&webhook.configuration).await? else {
         return Err(Error::NoConfiguration(webhook.configuration.clone()));
     };
     let bundle = ByteString(ca_pem.as_bytes().to_vec());
-    let mut changed = 0;
-    for entry in configuration.webhooks.iter_mut().flatten() {
-        let ours = entry.client_config.service.as_ref().is_some_and(|service| {
-            service.name == webhook.service && service.namespace == webhook.namespace
+    let changed: Vec<&str> = configuration
+        .webhooks
+        .iter()
+        .flatten()
+        .filter(|entry| {
+            let ours = entry.client_config.service.as_ref().is_some_and(|service| {
+                service.name == webhook.service && service.namespace == webhook.namespace
+            });
+            ours && entry.client_config.ca_bundle.as_ref() != Some(&bundle)
+        })
+        .map(|entry| entry.name.as_str())
+        .collect();
+    if !changed.is_empty() {
+        // Only the caBundle of those entries (webhooks merge by name), with the
+        // resourceVersion read: a concurrent change makes it fail with a conflict (and the
+        // next round tries again) rather than be overwritten.
+        let entries: Vec<_> = changed
+            .iter()
+            .map(|name| serde_json::json!({"name": name, "clientConfig": {"caBundle": bundle}}))
+            .collect();
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": configuration.metadata.resource_version},
+            "webhooks": entries,
         });
-        if ours && entry.client_config.ca_bundle.as_ref() != Some(&bundle) {
-            entry.client_config.ca_bundle = Some(bundle.clone());
-            changed += 1;
-        }
-    }
-    if changed > 0 {
-        // A replace, with the resourceVersion read: a concurrent change makes it fail (and
-        // the next round tries again) rather than be overwritten.
         configurations
-            .replace(&webhook.configuration, &Default::default(), &configuration)
+            .patch(
+                &webhook.configuration,
+                &PatchParams::default(),
+                &Patch::Strategic(patch),
+            )
             .await?;
-        tracing::info!(configuration = %webhook.configuration, entries = changed, "set the webhook's caBundle");
+        tracing::info!(configuration = %webhook.configuration, entries = changed.len(), "set the webhook's caBundle");
     }
-    Ok(changed)
+    Ok(changed.len())
 }
 
 /// PEM files as Secret data.
@@ -233,6 +251,7 @@ fn ca_params(now: Timestamp) -> Result<CertificateParams, rcgen::Error> {
 mod tests {
     use std::sync::Arc;
 
+    use http::Method;
     use kube::api::ObjectMeta;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject as _};
     use serde_json::{Value, json};
@@ -336,10 +355,17 @@ mod tests {
             assert_eq!(tls["type"], "kubernetes.io/tls");
             let webhooks = &state.objects[CONFIGURATION]["webhooks"];
             assert!(webhooks[0]["clientConfig"]["caBundle"].is_string());
+            assert_eq!(webhooks[0]["sideEffects"], "None", "the entry is kept");
+            assert_eq!(webhooks[1]["name"], "someone-else.example");
             assert!(
                 webhooks[1]["clientConfig"].get("caBundle").is_none(),
                 "not ours"
             );
+            // Written by a patch of the caBundle alone, conditional on the version read.
+            let (method, _, patch) = state.seen.last().unwrap();
+            assert_eq!(method, Method::PATCH);
+            assert_eq!(patch["metadata"]["resourceVersion"], "7");
+            assert_eq!(patch["webhooks"].as_array().unwrap().len(), 1);
             cert
         };
 
