@@ -11,6 +11,14 @@
 //! configuration reloads applied and rejected; `/runtime` the tasks alive in MCA's runtime
 //! (a leak shows there first) and its worker threads; `/metrics` every series in the Prometheus text format
 //! ([`crate::metrics`]).
+//!
+//! The listener binds every address (the kubelet probes the pod's IP, and Prometheus scrapes
+//! it), so it is reachable from other pods. To them it serves what they need, `/livez`,
+//! `/readyz` (without `verbose`) and `/metrics`; the reports that name clusters, servers and
+//! their problems answer only on loopback (`kubectl port-forward`, or a container of the
+//! pod). Its connections are bounded ([`CONNECTIONS`], [`PER_PEER`], [`HEADER_READ`],
+//! [`LIFETIME`], [`BUFFER`]) so that no peer can take the probes, and with them the
+//! application's API access, down.
 
 use std::{
     convert::Infallible,
@@ -18,19 +26,21 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
+    time::Duration,
 };
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::{
     client_auth::ClientAuth,
     cluster::Registry,
     intercept::Interception,
+    limits::gate::Gate,
     metrics::{Metrics, Scrape},
     reload::Live,
     tls::ServingCert,
@@ -69,46 +79,74 @@ pub struct State {
     pub serving: Arc<ServingCert>,
 }
 
-/// Serves the admin endpoints on `listener` forever.
+/// Connections open at once: probes and a scrape or two need a handful.
+pub const CONNECTIONS: usize = 64;
+/// Connections open at once from one address: the kubelet's probes, a scraper, a person.
+pub const PER_PEER: usize = 8;
+/// Time to send a request's head, on a new connection or between keep-alive requests.
+pub const HEADER_READ: Duration = Duration::from_secs(5);
+/// A connection's whole life: every answer here takes milliseconds.
+pub const LIFETIME: Duration = Duration::from_secs(30);
+/// The read buffer, which bounds a request's head (hyper's smallest is 8 KiB).
+pub const BUFFER: usize = 16 << 10;
+
+/// Serves the admin endpoints on `listener` forever, within the bounds above.
 pub async fn serve(listener: TcpListener, state: State) {
+    let gate = Gate::new(CONNECTIONS, PER_PEER);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ)
+        .max_buf_size(BUFFER);
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
-        };
-        let state = state.clone();
+        let (tcp, peer, slot) = gate.accept(&listener).await;
+        let (state, http) = (state.clone(), http.clone());
+        let local = peer.ip().to_canonical().is_loopback();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                std::future::ready(Ok::<_, Infallible>(route(&request, &state)))
+                std::future::ready(Ok::<_, Infallible>(route(&request, &state, local)))
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
+            let connection = http.serve_connection(TokioIo::new(tcp), service);
+            let _ = tokio::time::timeout(LIFETIME, connection).await;
+            drop(slot);
         });
     }
 }
 
-fn route(request: &Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
+/// The answer to `request` from a peer on loopback (`local`) or elsewhere.
+fn route(request: &Request<Incoming>, state: &State, local: bool) -> Response<Full<Bytes>> {
     let routing = state.live.load();
     let clusters = &routing.clusters;
-    let readiness = &state.readiness;
-    match request.uri().path() {
-        "/interception" => return interception_report(state.interception.as_deref()),
-        "/upstream" => return upstream_report(clusters, &state.live),
-        "/clients" => return clients_report(state.client_auth.as_deref()),
-        "/runtime" => return runtime_report(),
-        "/metrics" => return metrics(clusters, state),
-        _ => {}
-    }
-    let (status, body) = match (request.method(), request.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/livez") => (StatusCode::OK, "ok\n".to_owned()),
-        (&Method::GET | &Method::HEAD, "/readyz") => {
-            let verbose = request.uri().query().is_some_and(|q| {
-                q.split('&')
-                    .any(|p| p == "verbose" || p.starts_with("verbose="))
-            });
-            readyz(readiness, clusters, verbose)
+    let path = request.uri().path();
+    let (status, body) = match (request.method(), path) {
+        (&Method::GET | &Method::HEAD, _)
+            if local || matches!(path, "/livez" | "/readyz" | "/metrics") =>
+        {
+            match path {
+                "/interception" => return interception_report(state.interception.as_deref()),
+                "/upstream" => return upstream_report(clusters, &state.live),
+                "/clients" => return clients_report(state.client_auth.as_deref()),
+                "/runtime" => return runtime_report(),
+                "/metrics" => return metrics(clusters, state),
+                "/livez" => (StatusCode::OK, "ok\n".to_owned()),
+                "/readyz" => {
+                    let verbose = local
+                        && request.uri().query().is_some_and(|q| {
+                            q.split('&')
+                                .any(|p| p == "verbose" || p.starts_with("verbose="))
+                        });
+                    readyz(&state.readiness, clusters, verbose)
+                }
+                _ => (StatusCode::NOT_FOUND, "not found\n".to_owned()),
+            }
         }
-        _ => (StatusCode::NOT_FOUND, "not found\n".to_owned()),
+        (&Method::GET | &Method::HEAD, _) => (
+            StatusCode::NOT_FOUND,
+            "not found (served on loopback only: kubectl port-forward)\n".to_owned(),
+        ),
+        _ => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "GET or HEAD only\n".to_owned(),
+        ),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;

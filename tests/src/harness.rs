@@ -371,7 +371,7 @@ impl Mca {
             .arg("--listen")
             .arg(pod.mca_addr().to_string())
             .arg("--admin-listen")
-            .arg(pod.admin_addr().to_string())
+            .arg(pod.admin_listen().to_string())
             .arg("--fake-sa-dir")
             .arg(pod.fake_sa_dir())
             .args(["--log-format", "json"])

@@ -71,7 +71,7 @@ impl Pod {
             .clone()
             .expect("Pod::new makes a network namespace");
         for addr in ["10.96.0.1/32", "fd00:10:96::1/128"] {
-            run(Command::new("ip").args(["-n", &netns, "addr", "add", addr, "dev", "lo"]))?;
+            pod.add_address(addr)?;
         }
         // Named as the kubelet names a pod's cgroup (`...pod<uid>`), which MCA checks before
         // it attaches to its container's parent.
@@ -125,9 +125,29 @@ impl Pod {
         self.mca_addr
     }
 
-    /// MCA's admin listener in the pod.
+    /// MCA's admin listener in the pod, to dial.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// Where MCA's admin listener binds: in a pod of its own, every address of it (as MCA's
+    /// default does in a real pod, where the kubelet probes the pod's IP); on the host's
+    /// network, loopback alone.
+    pub fn admin_listen(&self) -> SocketAddr {
+        match self.netns {
+            Some(_) => SocketAddr::from(([0, 0, 0, 0], self.admin_addr.port())),
+            None => self.admin_addr,
+        }
+    }
+
+    /// Adds `addr` (`10.1.2.3/32`) to the pod's loopback device: an address of the pod that
+    /// is not a loopback one, as its IP would be.
+    pub fn add_address(&self, addr: &str) -> anyhow::Result<()> {
+        let netns = self
+            .netns
+            .as_deref()
+            .context("a pod with a network namespace")?;
+        run(Command::new("ip").args(["-n", netns, "addr", "add", addr, "dev", "lo"]))
     }
 
     /// Scratch directory of the pod.

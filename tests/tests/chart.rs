@@ -11,6 +11,7 @@ use k8s_openapi::{
         admissionregistration::v1::MutatingWebhookConfiguration,
         apps::v1::Deployment,
         core::v1::{Service, ServiceAccount},
+        networking::v1::NetworkPolicy,
         policy::v1::PodDisruptionBudget,
         rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
     },
@@ -49,6 +50,7 @@ fn check_types(objects: &[Value]) -> anyhow::Result<()> {
             "Deployment" => drop(typed::<Deployment>(object)?),
             "Service" => drop(typed::<Service>(object)?),
             "PodDisruptionBudget" => drop(typed::<PodDisruptionBudget>(object)?),
+            "NetworkPolicy" => drop(typed::<NetworkPolicy>(object)?),
             "MutatingWebhookConfiguration" => {
                 drop(typed::<MutatingWebhookConfiguration>(object)?);
             }
@@ -301,6 +303,48 @@ fn the_operator_may_do_what_it_needs_and_the_webhook_nothing() -> anyhow::Result
         bound.iter().all(|s| s["name"] == "mca-operator"),
         "{bound:?}"
     );
+    Ok(())
+}
+
+#[test]
+fn other_pods_reach_the_webhook_port_alone_and_the_operator_not_at_all() -> anyhow::Result<()> {
+    let objects = render(&[])?;
+    let webhook: NetworkPolicy = typed(find(&objects, "NetworkPolicy", "mca-webhook"))?;
+    let spec = webhook.spec.unwrap();
+    let labels = spec.pod_selector.unwrap().match_labels.unwrap();
+    assert_eq!(labels["app.kubernetes.io/component"], "webhook");
+    let ingress = spec.ingress.unwrap();
+    assert_eq!(ingress.len(), 1);
+    let ports = serde_json::to_value(&ingress[0].ports)?;
+    assert_eq!(
+        ports,
+        serde_json::json!([{"port": "https", "protocol": "TCP"}])
+    );
+    assert!(ingress[0].from.is_none(), "from anywhere by default");
+    // The port is the webhook container's.
+    let deployment: Deployment = typed(find(&objects, "Deployment", "mca-webhook"))?;
+    let container = &deployment.spec.unwrap().template.spec.unwrap().containers[0];
+    assert_eq!(
+        container.ports.as_ref().unwrap()[0].name.as_deref(),
+        Some("https")
+    );
+    let operator: NetworkPolicy = typed(find(&objects, "NetworkPolicy", "mca-operator"))?;
+    let spec = operator.spec.unwrap();
+    assert_eq!(
+        spec.policy_types.as_deref(),
+        Some(&["Ingress".to_owned()][..])
+    );
+    assert!(spec.ingress.unwrap_or_default().is_empty());
+
+    let restricted = render(&["networkPolicy.webhookFrom[0].ipBlock.cidr=10.0.0.0/24"])?;
+    let webhook: NetworkPolicy = typed(find(&restricted, "NetworkPolicy", "mca-webhook"))?;
+    let from = serde_json::to_value(&webhook.spec.unwrap().ingress.unwrap()[0].from)?;
+    assert_eq!(
+        from,
+        serde_json::json!([{"ipBlock": {"cidr": "10.0.0.0/24"}}])
+    );
+    let off = render(&["networkPolicy.enabled=false"])?;
+    assert!(!off.iter().any(|o| o["kind"] == "NetworkPolicy"));
     Ok(())
 }
 

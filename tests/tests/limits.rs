@@ -1,9 +1,14 @@
 //! MCA's bounds, driven the way a careless or hostile client in the pod would: oversized
 //! headers, too many requests at once, requests the API server never answers, silent and
-//! idle connections, too many connections, HTTP/2 rapid reset; and on the upstream side
-//! redirects and oversized response headers.
+//! idle connections, too many connections, HTTP/2 rapid reset; on the upstream side
+//! redirects and oversized response headers; and the admin listener as another pod reaches
+//! it (slow, greedy, curious).
 
-use std::time::{Duration, Instant};
+use std::{
+    io::{Read as _, Write as _},
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -11,7 +16,7 @@ use http_body_util::{BodyExt, Full};
 use mca_tests::{
     apiserver::faults,
     client::{self, Https, body_json},
-    harness::{Env, NAMESPACE},
+    harness::{Env, NAMESPACE, http_get},
     rawh2::{self, RawH2Client},
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -473,5 +478,79 @@ async fn redirects_go_back_to_the_app_and_huge_response_headers_are_refused() ->
     // And MCA goes on serving.
     let response = client.send(get(&client, &web(), &[])).await?;
     assert_eq!(response.status(), StatusCode::OK);
+    Ok(())
+}
+
+#[test]
+fn the_admin_listener_shows_other_pods_only_probes_and_metrics_and_no_peer_can_hold_it()
+-> anyhow::Result<()> {
+    use mca::admin::{HEADER_READ, PER_PEER};
+    let env = Env::start_test(&[])?;
+    let pod = &env.pod;
+    // The pod's IP, as another pod (or the kubelet) dials it.
+    pod.add_address("10.1.2.3/32")?;
+    let port = pod.admin_addr().port();
+    let at = |ip: &str| SocketAddr::new(ip.parse().expect("an IP"), port);
+    for (path, code) in [
+        ("/livez", 200),
+        ("/readyz", 200),
+        ("/metrics", 200),
+        ("/upstream", 404),
+        ("/clients", 404),
+        ("/interception", 404),
+        ("/runtime", 404),
+    ] {
+        let (got, body) = http_get(pod.connect(at("10.1.2.3"))?, path)?;
+        assert_eq!(got, code, "{path} from another pod: {body}");
+    }
+    let (_, terse) = http_get(pod.connect(at("10.1.2.3"))?, "/readyz?verbose")?;
+    assert_eq!(
+        terse.trim(),
+        "ok",
+        "cluster names and problems stay in the pod"
+    );
+    let (code, verbose) = http_get(pod.connect(at("127.0.0.1"))?, "/readyz?verbose")?;
+    assert_eq!(code, 200);
+    assert!(verbose.contains("[+]"), "{verbose}");
+    assert_eq!(http_get(pod.connect(at("127.0.0.1"))?, "/upstream")?.0, 200);
+
+    // A greedy peer holds its share of connections, silent; the next is closed at once.
+    let held: Vec<_> = (0..PER_PEER)
+        .map(|_| pod.connect(at("10.1.2.3")))
+        .collect::<Result<_, _>>()?;
+    let mut extra = pod.connect(at("10.1.2.3"))?;
+    extra.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let closed = match extra.read(&mut [0; 1]) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(error) => error.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(closed, "a connection past the peer's share was kept");
+    // Meanwhile the kubelet's probe (from another address) is answered.
+    let started = Instant::now();
+    assert_eq!(http_get(pod.connect(at("127.0.0.1"))?, "/livez")?.0, 200);
+    assert!(started.elapsed() < Duration::from_secs(1));
+
+    // A slow client that never finishes its request head is closed after HEADER_READ, and
+    // the silent ones with it: their peer gets its share back.
+    let mut slow = pod.connect(at("127.0.0.2"))?;
+    slow.write_all(b"GET /livez HTTP/1.1\r\nHost: mca\r\n")?;
+    slow.set_read_timeout(Some(HEADER_READ * 3))?;
+    let started = Instant::now();
+    let ended = slow.read(&mut [0; 1]);
+    let waited = started.elapsed();
+    assert!(
+        matches!(ended, Ok(0))
+            || ended
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{ended:?} after {waited:?}"
+    );
+    assert!(
+        waited >= HEADER_READ - Duration::from_millis(500) && waited < HEADER_READ * 2,
+        "closed after {waited:?}"
+    );
+    drop(held);
+    assert_eq!(http_get(pod.connect(at("10.1.2.3"))?, "/livez")?.0, 200);
     Ok(())
 }

@@ -6,7 +6,8 @@
 //!   time, header bytes (431 beyond), HTTP/2 streams, idle time; [`connection`] closes idle
 //!   connections and those cancelling requests faster than anyone legitimate does (HTTP/2
 //!   rapid reset).
-//! - Per listener: open connections ([`Limits::max_connections`]).
+//! - Per listener: open connections ([`Limits::max_connections`]; for the listeners other
+//!   pods reach, also per peer: [`gate`]).
 //! - Per request: [`in_flight`] (429 over the API server's max-in-flight limits) and
 //!   [`deadline`] (504 after `--request-timeout` or the request's shorter `?timeout=`).
 //!
@@ -15,6 +16,7 @@
 
 pub mod connection;
 pub mod deadline;
+pub mod gate;
 pub mod in_flight;
 
 use std::time::Duration;

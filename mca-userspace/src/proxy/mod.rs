@@ -48,6 +48,7 @@ use crate::{
         Limits,
         connection::{Active, CANCEL_BUDGET, CANCEL_WINDOW, Close, Connection},
         deadline::Deadline,
+        gate,
         in_flight::InFlight,
     },
     metrics::{LongRunning, Metrics},
@@ -743,18 +744,10 @@ async fn accept_loop(
                 slot
             }
         };
-        match listener.accept().await {
-            Ok((tcp, peer)) => {
-                let _ = tcp.set_nodelay(true);
-                if accepted.send((tcp, peer, slot)).await.is_err() {
-                    return;
-                }
-            }
-            Err(error) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+        let (tcp, peer) = gate::accept(&listener).await;
+        let _ = tcp.set_nodelay(true);
+        if accepted.send((tcp, peer, slot)).await.is_err() {
+            return;
         }
     }
 }
