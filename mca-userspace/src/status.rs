@@ -23,6 +23,8 @@ pub enum Reason {
     MethodNotAllowed,
     /// The client accepts no format MCA can produce for the request (406).
     NotAcceptable,
+    /// The request body is larger than MCA reads (413).
+    RequestEntityTooLarge,
     /// Something unexpected failed between MCA and the API server (500, 502).
     InternalError,
     /// The API server could not be reached or MCA has no credentials for it (503).

@@ -220,6 +220,26 @@ impl Process {
         self.child.lock().unwrap().id()
     }
 
+    /// Its resident set (`VmRSS`), in KiB.
+    pub fn resident_kib(&self) -> anyhow::Result<u64> {
+        self.status_kib("VmRSS:")
+    }
+
+    /// Its peak resident set so far (`VmHWM`), in KiB.
+    pub fn peak_resident_kib(&self) -> anyhow::Result<u64> {
+        self.status_kib("VmHWM:")
+    }
+
+    /// A size field of `/proc/PID/status`, in KiB.
+    fn status_kib(&self, field: &str) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no {field} in /proc/PID/status"))
+    }
+
     /// Sends it `signal` (SIGTERM to stop it as Kubernetes does, SIGKILL as a crash would).
     pub fn signal(&self, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid())?);
@@ -443,22 +463,12 @@ impl Mca {
 
     /// MCA's resident set (`VmRSS`), in KiB.
     pub fn resident_kib(&self) -> anyhow::Result<u64> {
-        self.status_kib("VmRSS:")
+        self.process.resident_kib()
     }
 
     /// MCA's peak resident set so far (`VmHWM`), in KiB.
     pub fn peak_resident_kib(&self) -> anyhow::Result<u64> {
-        self.status_kib("VmHWM:")
-    }
-
-    /// A size field of `/proc/PID/status`, in KiB.
-    fn status_kib(&self, field: &str) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(field))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .with_context(|| format!("no {field} in /proc/PID/status"))
+        self.process.peak_resident_kib()
     }
 
     /// How many files MCA has open.

@@ -178,18 +178,18 @@ fn the_webhook_configuration_says_what_the_readme_says() -> anyhow::Result<()> {
             "/inject/namespace/restricted",
             "Fail",
         ),
-        (None, None, "/inject/annotated/privileged", "Ignore"),
+        (None, None, "/inject/annotated/privileged", "Fail"),
         (
             None,
             Some("baseline"),
             "/inject/annotated/restricted",
-            "Ignore",
+            "Fail",
         ),
         (
             None,
             Some("restricted"),
             "/inject/annotated/restricted",
-            "Ignore",
+            "Fail",
         ),
     ];
     for (inject, enforce, path, policy) in cases {
@@ -210,6 +210,19 @@ fn the_webhook_configuration_says_what_the_readme_says() -> anyhow::Result<()> {
         let service = matching[0].client_config.service.as_ref().unwrap();
         assert_eq!(service.path.as_deref(), Some(path), "{labels:?}");
         assert_eq!(matching[0].failure_policy.as_deref(), Some(policy));
+        // Failing closed everywhere is safe only because the annotated scope is sent the
+        // pods that asked for MCA alone.
+        let conditions = matching[0].match_conditions.as_deref().unwrap_or_default();
+        if path.contains("annotated") {
+            assert_eq!(conditions.len(), 1, "{labels:?}");
+            assert!(
+                conditions[0]
+                    .expression
+                    .contains("object.metadata.annotations['mca.io/inject'] == 'enabled'")
+            );
+        } else {
+            assert!(conditions.is_empty(), "{labels:?}");
+        }
     }
     let opted_out = BTreeMap::from([("mca.io/inject".to_owned(), "disabled".to_owned())]);
     assert!(

@@ -56,7 +56,18 @@ async fn post(
     path: &str,
     body: Vec<u8>,
 ) -> anyhow::Result<(StatusCode, Value, CertificateDer<'static>)> {
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    post_from(None, addr, ca, path, body).await
+}
+
+/// [`post`] from the source address `from`, if given.
+async fn post_from(
+    from: Option<SocketAddr>,
+    addr: SocketAddr,
+    ca: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<(StatusCode, Value, CertificateDer<'static>)> {
+    let tcp = dial(from, addr).await?;
     let config = tls_config(ca, &[b"h2", b"http/1.1"])?;
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from(NAME)?, tcp)
@@ -75,6 +86,21 @@ async fn post(
     let status = response.status();
     let body = response.into_body().collect().await?.to_bytes();
     Ok((status, serde_json::from_slice(&body)?, presented))
+}
+
+/// A TCP connection to `addr`, from `from` if given.
+async fn dial(
+    from: Option<SocketAddr>,
+    addr: SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    match from {
+        Some(from) => {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(from)?;
+            socket.connect(addr).await
+        }
+        None => tokio::net::TcpStream::connect(addr).await,
+    }
 }
 
 fn review(pod: &Pod) -> Vec<u8> {
@@ -200,6 +226,89 @@ async fn reviews_are_answered_with_a_patch_over_tls_and_certificates_rotate() ->
 /// Another process of MCA's own user (the application in env mode, in a pod that shares its
 /// process namespace) cannot read MCA's environment or memory through `/proc`: every MCA
 /// binary makes itself non-dumpable before it reads a credential.
+#[tokio::test(flavor = "multi_thread")]
+async fn floods_of_connections_and_reviews_are_bounded() -> anyhow::Result<()> {
+    use mca::webhook::{HANDSHAKE, MAX_REVIEW, PER_PEER};
+    use tokio::io::AsyncReadExt as _;
+    let dir = tempfile::tempdir()?;
+    let authority = Authority::new()?;
+    authority.issue(dir.path())?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let webhook = start_webhook("mca webhook", Command::new(mca_binary()), dir.path(), addr)?;
+    let ca = authority.pem.clone();
+    let pod = |annotation: usize| Pod {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            annotations: Some([("big".to_owned(), "x".repeat(annotation))].into()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "app".to_owned(),
+                image: Some("registry.example/web:1".to_owned()),
+                ..Container::default()
+            }],
+            ..PodSpec::default()
+        }),
+        ..Pod::default()
+    };
+    let path = "/inject/annotated";
+    let mut enabled = pod(0);
+    enabled.metadata.annotations =
+        Some([("mca.io/inject".to_owned(), "enabled".to_owned())].into());
+
+    // More than is ever read: refused before it is read.
+    let (code, status, _) = post(addr, &ca, path, vec![b' '; MAX_REVIEW + 1]).await?;
+    assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE, "{status}");
+    assert_eq!(status["reason"], "RequestEntityTooLarge");
+
+    // Twenty reviews of 3.5 MiB at once, each on a connection of its own (from addresses of
+    // their own): all answered, and the webhook holds few of them at a time.
+    let before = webhook.peak_resident_kib()?;
+    let big = review(&pod(7 << 19));
+    let answers = futures_util::future::join_all((0..20).map(|i| {
+        let from = SocketAddr::from(([127, 0, 1, 1 + i], 0));
+        post_from(Some(from), addr, &ca, path, big.clone())
+    }))
+    .await;
+    for answer in answers {
+        let (code, answer, _) = answer?;
+        assert_eq!(code, StatusCode::OK, "{answer}");
+    }
+    let grown = (webhook.peak_resident_kib()? - before) / 1024;
+    eprintln!("20 reviews of 3.5 MiB at once: peak RSS +{grown} MiB");
+    assert!(grown < 64, "peak RSS grew by {grown} MiB");
+
+    // One address holds its share of connections, silent; the next is closed at once, and
+    // a review from elsewhere is answered meanwhile.
+    let greedy: SocketAddr = "127.0.0.3:0".parse()?;
+    let mut held = Vec::new();
+    for _ in 0..PER_PEER {
+        held.push(dial(Some(greedy), addr).await?);
+    }
+    let mut extra = dial(Some(greedy), addr).await?;
+    let read = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut [0; 1])).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "a connection past the peer's share was kept: {read:?}"
+    );
+    let (code, answer, _) = post(addr, &ca, path, review(&enabled)).await?;
+    assert_eq!(code, StatusCode::OK, "{answer}");
+    assert!(answer["response"].get("patch").is_some(), "{answer}");
+    // The silent ones never shake hands: closed after HANDSHAKE, and the peer may come back.
+    let started = std::time::Instant::now();
+    let read = tokio::time::timeout(HANDSHAKE * 3, held[0].read(&mut [0; 1])).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    let waited = started.elapsed();
+    assert!(waited < HANDSHAKE * 2, "closed after {waited:?}");
+    drop(held);
+    let (code, _, _) = post_from(Some(greedy), addr, &ca, path, review(&enabled)).await?;
+    assert_eq!(code, StatusCode::OK);
+    Ok(())
+}
+
 #[test]
 fn another_process_of_the_same_user_cannot_read_mca_through_proc() -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
