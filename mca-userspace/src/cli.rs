@@ -26,6 +26,9 @@ pub enum Command {
     CheckConfig {
         /// The file `mca run --config` would read.
         file: PathBuf,
+        /// Check it as an injected sidecar reads it (`mca run --config-restricted`).
+        #[arg(long)]
+        restricted: bool,
     },
     /// Add MCA to the workloads in Kubernetes manifests (like `linkerd inject`): prints the
     /// manifests with MCA injected, and on stderr what was done to each object.
@@ -220,6 +223,13 @@ pub struct RunArgs {
     /// namespace has a Cluster or Route.
     #[arg(long, env = "MCA_CONFIG_OPTIONAL", requires = "config")]
     pub config_optional: bool,
+
+    /// Read `--config` as written by someone trusted with a Secret, not with MCA's process:
+    /// no `exec` credential plugins, no `kubeconfig` references, and file settings only as
+    /// names of files beside the configuration. Injected sidecars run so; a configuration
+    /// using more is refused (at start, or on reload while the previous one keeps serving).
+    #[arg(long, env = "MCA_CONFIG_RESTRICTED", requires = "config")]
+    pub config_restricted: bool,
 
     /// Use this kubeconfig for the upstream instead of the in-cluster configuration. Without
     /// it, and outside a cluster (no KUBERNETES_SERVICE_HOST), kube's default kubeconfig

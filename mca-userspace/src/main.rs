@@ -77,17 +77,30 @@ fn main() -> std::process::ExitCode {
             print!("{}", mca::operator::crds_yaml());
             std::process::ExitCode::SUCCESS
         }
-        Command::CheckConfig { file } => match runtime().block_on(mca::config::check(&file)) {
-            Ok(summary) => {
-                println!("{summary}");
-                std::process::ExitCode::SUCCESS
+        Command::CheckConfig { file, restricted } => {
+            let schema = if restricted {
+                mca::config::Schema::Restricted
+            } else {
+                mca::config::Schema::Full
+            };
+            check_config(&file, schema)
+        }
+    }
+}
+
+/// `mca check-config`: the summary on stdout, or each problem on stderr.
+fn check_config(file: &std::path::Path, schema: mca::config::Schema) -> std::process::ExitCode {
+    let runtime = mca::run::runtime(1).expect("starting the tokio runtime");
+    match runtime.block_on(mca::config::check(file, schema)) {
+        Ok(summary) => {
+            println!("{summary}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for problem in problems {
+                eprintln!("{problem}");
             }
-            Err(problems) => {
-                for problem in problems {
-                    eprintln!("{problem}");
-                }
-                std::process::ExitCode::FAILURE
-            }
-        },
+            std::process::ExitCode::FAILURE
+        }
     }
 }

@@ -22,7 +22,7 @@ use arc_swap::ArcSwap;
 
 use crate::{
     cluster::{Registry, Settings},
-    config::Config,
+    config::{Config, Schema},
     route::Router,
     upstream::Source,
     watch::Subscription,
@@ -55,6 +55,8 @@ pub struct ConfigFile {
     pub local: Source,
     /// How new clusters are set up.
     pub settings: Settings,
+    /// What the file may use.
+    pub schema: Schema,
 }
 
 impl Live {
@@ -118,7 +120,7 @@ impl Live {
     async fn reload(&self, from: &ConfigFile, text: &[u8]) -> Result<Arc<Routing>, String> {
         let text = String::from_utf8_lossy(text);
         let base = from.path.parent().unwrap_or(Path::new("."));
-        let config = Config::parse(&text, base).map_err(|error| match error {
+        let config = Config::parse(&text, base, from.schema).map_err(|error| match error {
             crate::config::ParseError::Syntax(message) => message,
             crate::config::ParseError::Invalid(problems) => problems
                 .iter()

@@ -19,7 +19,7 @@ use crate::{
     cli::RunArgs,
     client_auth::{ClientAuth, Mode as ClientAuthMode},
     cluster::{self, Registry},
-    config::Config,
+    config::{Config, Schema},
     intercept::{Interception, Mode, Settings},
     metrics::Metrics,
     proxy::Proxy,
@@ -196,15 +196,20 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         document_ttl: args.discovery_cache_ttl,
         list_cache: args.list_cache.clone().into(),
     };
+    let schema = if args.config_restricted {
+        Schema::Restricted
+    } else {
+        Schema::Full
+    };
     let config = match &args.config {
-        Some(path) if args.config_optional => Config::load_if_present(path)?.unwrap_or_else(|| {
+        Some(path) if args.config_optional => Config::load_if_present(path, schema)?.unwrap_or_else(|| {
             tracing::info!(
                 file = %path.display(),
                 "no routing configuration yet: everything goes to the local cluster until it appears"
             );
             Config::local_only()
         }),
-        Some(path) => Config::load(path)?,
+        Some(path) => Config::load(path, schema)?,
         None => Config::local_only(),
     };
     let clusters = Arc::new(Registry::load(&config, &source, &settings, None).await?);
@@ -319,6 +324,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             path: path.clone(),
             local: source.clone(),
             settings,
+            schema,
         };
         let fake = Arc::clone(&fake);
         tokio::spawn(Arc::clone(&live).watch(file, move |routing| {

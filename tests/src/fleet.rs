@@ -54,14 +54,26 @@ impl Fleet {
         cluster_settings: &str,
         west_options: Options,
     ) -> anyhow::Result<Self> {
-        Self::launch(routes, cluster_settings, west_options, true)
+        Self::launch(routes, cluster_settings, west_options, true, &[])
+    }
+
+    /// [`Fleet::start`] with MCA reading its configuration as injected sidecars do
+    /// (`--config-restricted`).
+    pub fn start_restricted(routes: &str) -> anyhow::Result<Self> {
+        Self::launch(
+            routes,
+            "",
+            Options::default(),
+            true,
+            &["--config-restricted"],
+        )
     }
 
     /// Starts MCA with `--config-optional` and no `mca.yaml` yet (as a pod whose namespace
     /// has no routing published yet); returns the fleet and the configuration for `routes`,
     /// to be written later.
     pub fn start_before_config(routes: &str) -> anyhow::Result<(Self, String)> {
-        let fleet = Self::launch(routes, "", Options::default(), false)?;
+        let fleet = Self::launch(routes, "", Options::default(), false, &[])?;
         let text = config(&fleet.east, &fleet.west, "", routes);
         Ok((fleet, text))
     }
@@ -71,6 +83,7 @@ impl Fleet {
         cluster_settings: &str,
         west_options: Options,
         config_now: bool,
+        extra_args: &[&str],
     ) -> anyhow::Result<Self> {
         let pod = Pod::new()?;
         let local = ApiServer::start(pod.listen("127.0.0.1:0")?, REAL_TOKEN, &[])?;
@@ -89,6 +102,7 @@ impl Fleet {
         } else {
             args.push("--config-optional");
         }
+        args.extend_from_slice(extra_args);
         let mca = Mca::start(&pod, local.addr(), local.ca_pem(), &args)?;
         Ok(Self {
             env: Env {

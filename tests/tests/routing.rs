@@ -4,14 +4,17 @@
 //! sandbox are routed by namespace and by label selector. Each server's request record shows
 //! which cluster got which request, and with which credential.
 
-use std::process::Command;
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 
 use mca_tests::{
     apiserver::{ApiServer, Options},
     fleet::{EAST_TOKEN, Fleet, WEST_TOKEN, config},
-    harness::{NAMESPACE, mca_binary, succeed, venv_program},
+    harness::{Mca, NAMESPACE, mca_binary, succeed, venv_program},
     sandbox::Pod,
 };
 
@@ -1108,6 +1111,88 @@ async fn a_changed_config_applies_without_dropping_open_watches() -> anyhow::Res
     );
     assert_eq!(fleet.where_went("/east-3/"), ["west"]);
     assert_eq!(reloads()?["applied"], 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_injected_sidecars_configuration_may_not_run_commands_or_name_files_elsewhere()
+-> anyhow::Result<()> {
+    let fleet = Fleet::start_restricted(ROUTES)?;
+    // Plain names of files beside the configuration, as the operator publishes: served.
+    fleet.kubectl(&["get", "pods", "-n", "east-1"])?;
+    assert_eq!(fleet.where_went("/namespaces/east-1/pods"), ["east"]);
+    let pod = &fleet.env.pod;
+    let path = pod.dir().join("mca.yaml");
+    let good = std::fs::read_to_string(&path)?;
+    let ran = pod.dir().join("ran");
+    let rejected = || -> anyhow::Result<u64> {
+        let (_, body) = fleet.env.admin_get("/upstream")?;
+        let reloads = serde_json::from_str::<serde_json::Value>(&body)?["reloads"].clone();
+        Ok(reloads["rejected"].as_u64().unwrap_or_default())
+    };
+    let exec = good.replace(
+        "    tokenFile: west-token\n",
+        &format!(
+            "    exec:\n      command: /bin/sh\n      args: [-c, 'touch {}']\n",
+            ran.display()
+        ),
+    );
+    let real_token = pod.dir().join("real-sa/token");
+    let cases = [
+        (exec.clone(), "exec: running a command"),
+        (
+            good.replace(
+                "tokenFile: west-token",
+                &format!("tokenFile: {}", real_token.display()),
+            ),
+            "tokenFile",
+        ),
+        (
+            good.replace("tokenFile: west-token", "tokenFile: ../real-sa/token"),
+            "tokenFile",
+        ),
+        (
+            good.replace(
+                "certificateAuthority: west-ca.crt",
+                "certificateAuthority: ./x/../west-ca.crt",
+            ),
+            "certificateAuthority",
+        ),
+    ];
+    for (count, (text, field)) in (1..).zip(cases) {
+        std::fs::write(&path, text)?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while rejected()? < count {
+            anyhow::ensure!(Instant::now() < deadline, "not rejected: {field}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let line = fleet.env.mca.wait_for_log(
+            |l| l.contains("configuration rejected") && l.contains(field),
+            Duration::from_secs(5),
+        )?;
+        assert!(line.contains("--config-restricted"), "{line}");
+    }
+    // The last good configuration keeps serving, and nothing ran.
+    fleet.kubectl(&["get", "pods", "-n", "east-2"])?;
+    assert_eq!(fleet.where_went("/namespaces/east-2/pods"), ["east"]);
+    assert!(!ran.exists(), "the exec plugin ran");
+    // At start, the same is refused outright.
+    let other = Pod::new()?;
+    std::fs::write(other.dir().join("mca.yaml"), &exec)?;
+    let config = other.dir().join("mca.yaml");
+    let args = [
+        "--config",
+        config.to_str().expect("UTF-8"),
+        "--config-restricted",
+    ];
+    let local = fleet.local();
+    let started = Mca::start(&other, local.addr(), local.ca_pem(), &args);
+    let error = format!(
+        "{:#}",
+        started.err().expect("MCA must refuse the configuration")
+    );
+    assert!(error.contains("exec: running a command"), "{error}");
+    assert!(!ran.exists(), "the exec plugin ran");
     Ok(())
 }
 

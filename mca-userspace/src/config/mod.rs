@@ -161,15 +161,30 @@ impl std::fmt::Display for Problems<'_> {
     }
 }
 
+/// Which settings a configuration may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Schema {
+    /// Everything: `mca run` started by hand, by whoever may run commands as MCA anyway.
+    #[default]
+    Full,
+    /// What a Secret writer may be trusted with, for injected sidecars (`--config-restricted`)
+    /// and the operator's output: no `exec` (it would run a command in MCA), no `kubeconfig`
+    /// (its own exec and files), and file settings only as plain names of files beside the
+    /// configuration (an absolute `tokenFile` would send any file MCA can read, its own
+    /// ServiceAccount token included, to a server of the writer's choosing).
+    Restricted,
+}
+
 impl Config {
     /// Reads and checks the file at `path`. Relative file names inside it are resolved
     /// against its directory.
-    pub fn load(path: &Path) -> Result<Self, Error> {
+    pub fn load(path: &Path, schema: Schema) -> Result<Self, Error> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text, path.parent().unwrap_or(Path::new("."))).map_err(|error| match error {
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base, schema).map_err(|error| match error {
             ParseError::Syntax(message) => Error::Syntax {
                 path: path.to_owned(),
                 message,
@@ -184,8 +199,8 @@ impl Config {
     /// [`load`](Self::load), except that a missing file is `None`: a configuration
     /// published later, like the operator's Secret mounted `optional`, which exists only
     /// once the namespace has a `Cluster` or `Route`.
-    pub fn load_if_present(path: &Path) -> Result<Option<Self>, Error> {
-        match Self::load(path) {
+    pub fn load_if_present(path: &Path, schema: Schema) -> Result<Option<Self>, Error> {
+        match Self::load(path, schema) {
             Err(Error::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 Ok(None)
             }
@@ -211,12 +226,13 @@ impl Config {
         }
     }
 
-    /// Parses and checks `text`; `base` resolves relative file names.
-    pub fn parse(text: &str, base: &Path) -> Result<Self, ParseError> {
+    /// Parses and checks `text` against `schema`; `base` resolves relative file names.
+    pub fn parse(text: &str, base: &Path, schema: Schema) -> Result<Self, ParseError> {
         let file: file::File =
             serde_saphyr::from_str(text).map_err(|error| ParseError::Syntax(error.to_string()))?;
         let mut checker = Checker {
             base,
+            schema,
             problems: Vec::new(),
         };
         let config = checker.config(file);
@@ -231,8 +247,8 @@ impl Config {
 /// `mca check-config FILE`: checks the file, then loads every cluster's credentials the way
 /// `mca run` would, without connecting anywhere (missing or unreadable certificate, key and
 /// kubeconfig files show up here). Returns a one-line summary, or every problem found.
-pub async fn check(path: &Path) -> Result<String, Vec<String>> {
-    let config = Config::load(path).map_err(|error| match error {
+pub async fn check(path: &Path, schema: Schema) -> Result<String, Vec<String>> {
+    let config = Config::load(path, schema).map_err(|error| match error {
         Error::Invalid { path, problems } => problems
             .iter()
             .map(|p| format!("{}:{}: {}: {}", path.display(), p.line, p.at, p.message))
@@ -282,6 +298,7 @@ pub enum ParseError {
 /// Collects problems while turning the file into a [`Config`].
 struct Checker<'a> {
     base: &'a Path,
+    schema: Schema,
     problems: Vec<Problem>,
 }
 
@@ -410,8 +427,52 @@ impl Checker<'_> {
         Some((spec, weight))
     }
 
+    /// Refuses what `cluster` may not use under [`Schema::Restricted`].
+    fn restricted(&mut self, cluster: &file::Cluster, line: u64, at: &str) {
+        const WHY: &str =
+            "not allowed in an injected sidecar's configuration (--config-restricted)";
+        if cluster.exec.is_some() {
+            self.problem(line, at, format!("exec: running a command is {WHY}"));
+        }
+        if cluster.kubeconfig.is_some() {
+            self.problem(
+                line,
+                at,
+                format!("kubeconfig: {WHY}; give server and credentials"),
+            );
+        }
+        let files = [
+            ("certificateAuthority", &cluster.certificate_authority),
+            ("tokenFile", &cluster.token_file),
+            ("clientCertificate", &cluster.client_certificate),
+            ("clientKey", &cluster.client_key),
+        ];
+        for (field, file) in files {
+            let Some(file) = file else { continue };
+            let mut parts = file.components();
+            let plain = matches!(
+                (parts.next(), parts.next()),
+                (Some(std::path::Component::Normal(_)), None)
+            );
+            if !plain {
+                self.problem(
+                    line,
+                    at,
+                    format!(
+                        "{field} {:?}: only the name of a file beside the configuration is {}",
+                        file.display(),
+                        "allowed in an injected sidecar's configuration (--config-restricted)"
+                    ),
+                );
+            }
+        }
+    }
+
     /// Where a cluster's kube configuration comes from.
     fn source(&mut self, cluster: &file::Cluster, line: u64, at: &str) -> Option<Source> {
+        if self.schema == Schema::Restricted {
+            self.restricted(cluster, line, at);
+        }
         let credentials: Vec<&str> = [
             ("token", cluster.token.is_some()),
             ("tokenFile", cluster.token_file.is_some()),
@@ -767,21 +828,36 @@ discovery: merged
     fn only_a_missing_file_may_be_absent() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.yaml");
-        assert!(Config::load_if_present(&path).unwrap().is_none());
-        assert!(matches!(Config::load(&path), Err(Error::Read { .. })));
+        assert!(
+            Config::load_if_present(&path, Schema::Full)
+                .unwrap()
+                .is_none()
+        );
+        assert!(matches!(
+            Config::load(&path, Schema::Full),
+            Err(Error::Read { .. })
+        ));
         std::fs::write(&path, "routes: []\n").unwrap();
-        assert!(Config::load_if_present(&path).unwrap().is_some());
+        assert!(
+            Config::load_if_present(&path, Schema::Full)
+                .unwrap()
+                .is_some()
+        );
         std::fs::write(&path, "routes: 7\n").unwrap();
         assert!(matches!(
-            Config::load_if_present(&path),
+            Config::load_if_present(&path, Schema::Full),
             Err(Error::Syntax { .. })
         ));
         // A directory where the file should be is a mistake, not an absence.
-        assert!(Config::load_if_present(dir.path()).is_err());
+        assert!(Config::load_if_present(dir.path(), Schema::Full).is_err());
     }
 
     fn problems(text: &str) -> Vec<String> {
-        match Config::parse(text, Path::new("/etc/mca")) {
+        problems_in(text, Schema::Full)
+    }
+
+    fn problems_in(text: &str, schema: Schema) -> Vec<String> {
+        match Config::parse(text, Path::new("/etc/mca"), schema) {
             Ok(_) => Vec::new(),
             Err(ParseError::Invalid(problems)) => {
                 problems.iter().map(ToString::to_string).collect()
@@ -792,7 +868,7 @@ discovery: merged
 
     #[test]
     fn the_documented_example_is_valid() {
-        let config = Config::parse(EXAMPLE, Path::new("/etc/mca")).unwrap();
+        let config = Config::parse(EXAMPLE, Path::new("/etc/mca"), Schema::Full).unwrap();
         let names: Vec<&str> = config.clusters.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["local", "east", "west", "lab"]);
         assert_eq!(config.router.rules().len(), 2);
@@ -835,14 +911,14 @@ discovery: merged
     #[test]
     fn the_deployment_example_is_valid() {
         let example = include_str!("../../../deploy/examples/mca-config.yaml");
-        let config = Config::parse(example, Path::new("/etc/mca")).unwrap();
+        let config = Config::parse(example, Path::new("/etc/mca"), Schema::Full).unwrap();
         assert_eq!(config.clusters.len(), 5);
         assert_eq!(config.router.rules().len(), 3);
     }
 
     #[test]
     fn an_empty_file_routes_everything_to_local() {
-        let config = Config::parse("{}", Path::new(".")).unwrap();
+        let config = Config::parse("{}", Path::new("."), Schema::Full).unwrap();
         assert_eq!(config.clusters.len(), 1);
         assert!(config.router.rules().is_empty());
     }
@@ -947,6 +1023,58 @@ discovery: everything
         assert_eq!(found.len(), 1);
         assert!(
             found[0].contains("kubeconfig gives the server"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn the_restricted_schema_allows_no_commands_and_only_files_beside_it() {
+        let cluster = |settings: &str| {
+            format!("clusters:\n  - name: k\n    server: https://k.example\n{settings}")
+        };
+        // As the operator publishes it: plain names.
+        let published = cluster(
+            "    certificateAuthority: k.ca.crt\n    clientCertificate: k.tls.crt\n    clientKey: k.tls.key\n",
+        );
+        assert_eq!(
+            problems_in(&published, Schema::Restricted),
+            Vec::<String>::new()
+        );
+        assert!(problems_in(&cluster("    token: t\n"), Schema::Restricted).is_empty());
+        for (settings, named) in [
+            ("    exec: {command: /bin/sh}\n", "exec: running a command"),
+            (
+                "    tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token\n",
+                "tokenFile",
+            ),
+            ("    tokenFile: ../real-sa/token\n", "tokenFile"),
+            ("    tokenFile: sub/token\n", "tokenFile"),
+            ("    tokenFile: ./token\n", "tokenFile"),
+            (
+                "    token: t\n    certificateAuthority: /etc/ssl/ca.pem\n",
+                "certificateAuthority",
+            ),
+            (
+                "    clientCertificate: /c\n    clientKey: k\n",
+                "clientCertificate",
+            ),
+            ("    clientCertificate: c\n    clientKey: ..\n", "clientKey"),
+        ] {
+            let text = cluster(settings);
+            let found = problems_in(&text, Schema::Restricted);
+            assert!(
+                found
+                    .iter()
+                    .any(|p| p.contains(named) && p.contains("--config-restricted")),
+                "{settings}: {found:?}"
+            );
+            // The full schema takes what its files hold.
+            assert!(problems_in(&text, Schema::Full).is_empty(), "{settings}");
+        }
+        let kubeconfig = "clusters:\n  - name: k\n    kubeconfig: {path: k.yaml}\n";
+        let found = problems_in(kubeconfig, Schema::Restricted);
+        assert!(
+            found.iter().any(|p| p.contains("kubeconfig: not allowed")),
             "{found:?}"
         );
     }

@@ -205,6 +205,8 @@ pub fn container(settings: &Settings) -> Container {
     if settings.config_secret.is_some() {
         args.push(format!("--config={CONFIG_DIR}/config.yaml"));
         args.push("--config-optional".to_owned());
+        // Whoever may write the Secret must not gain MCA's process (exec) or its files.
+        args.push("--config-restricted".to_owned());
         mounts.push(VolumeMount {
             name: CONFIG_VOLUME.to_owned(),
             mount_path: CONFIG_DIR.to_owned(),
@@ -392,6 +394,12 @@ mod tests {
             token_expiration_seconds: 3607,
             service_port: 443,
         }
+    }
+
+    #[test]
+    fn the_routing_configuration_is_read_with_the_restricted_schema() {
+        let args = container(&settings(Mode::Env)).args.unwrap();
+        assert!(args.contains(&"--config-restricted".to_owned()), "{args:?}");
     }
 
     #[test]

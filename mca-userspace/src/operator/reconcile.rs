@@ -391,6 +391,7 @@ mod tests {
         let config = crate::config::Config::parse(
             &String::from_utf8(yaml).unwrap(),
             std::path::Path::new("/"),
+            crate::config::Schema::Restricted,
         );
         assert!(config.is_ok(), "the empty configuration is one MCA accepts");
     }

@@ -18,7 +18,7 @@ use kube::ResourceExt as _;
 use serde_json::{Value, json};
 
 use super::crd::{Cluster, Route};
-use crate::config::{Config, LOCAL, ParseError};
+use crate::config::{Config, LOCAL, ParseError, Schema};
 
 /// Where the sidecars mount the configuration Secret.
 pub const MOUNT: &str = "/etc/mca";
@@ -223,7 +223,7 @@ fn bound_to(
 /// Checks a (partial) configuration with `mca run`'s parser.
 fn check(config: &Value) -> Result<(), String> {
     let yaml = serde_saphyr::to_string(config).expect("a configuration serializes");
-    match Config::parse(&yaml, Path::new(MOUNT)) {
+    match Config::parse(&yaml, Path::new(MOUNT), Schema::Restricted) {
         Ok(_) => Ok(()),
         Err(ParseError::Syntax(message)) => Err(message),
         Err(ParseError::Invalid(problems)) => Err(problems
@@ -334,7 +334,8 @@ mod tests {
 
     fn config(rendered: &Rendered) -> Config {
         let yaml = std::str::from_utf8(&rendered.files[CONFIG_KEY]).unwrap();
-        Config::parse(yaml, Path::new(MOUNT)).expect("the published configuration parses")
+        Config::parse(yaml, Path::new(MOUNT), Schema::Restricted)
+            .expect("the published configuration parses")
     }
 
     #[test]

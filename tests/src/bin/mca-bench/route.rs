@@ -75,7 +75,7 @@ fn config(count: usize) -> String {
 
 /// Times `decide` + `pick` with 100 routes and prints nanoseconds and allocations per call.
 pub fn run(decisions: u32) -> anyhow::Result<()> {
-    let config = Config::parse(&config(100), Path::new("."))
+    let config = Config::parse(&config(100), Path::new("."), mca::config::Schema::Full)
         .map_err(|error| anyhow::anyhow!("the bench's configuration: {error:?}"))?;
     let router = &config.router;
     let targets = [
