@@ -611,31 +611,39 @@ impl Env {
             .expect("this test needs the test API server")
     }
 
-    /// Stops the test API server, as a crash would (see [`ApiServer::stop`]).
-    pub fn stop_apiserver(&mut self) {
-        self.apiserver
-            .as_mut()
-            .expect("this test needs the test API server")
-            .stop();
-    }
-
-    /// Serves again on the test API server's address in the pod, once the old listener is
-    /// gone (its runtime shuts down in the background).
-    pub fn resume_apiserver(&mut self) -> anyhow::Result<()> {
+    /// Stops the test API server, as a crash would (see [`ApiServer::stop`]), and returns
+    /// once its listener is gone (its runtime shuts down in the background, and until then
+    /// it could still accept a watch that sees what the test changes meanwhile).
+    pub fn stop_apiserver(&mut self) -> anyhow::Result<()> {
         let server = self
             .apiserver
             .as_mut()
             .expect("this test needs the test API server");
-        let addr = server.addr().to_string();
+        server.stop();
+        drop(self.free_apiserver_address()?);
+        Ok(())
+    }
+
+    /// Serves again on the test API server's address in the pod.
+    pub fn resume_apiserver(&mut self) -> anyhow::Result<()> {
+        let listener = self.free_apiserver_address()?;
+        self.apiserver
+            .as_mut()
+            .expect("this test needs the test API server")
+            .resume(listener)
+    }
+
+    /// A listener on the test API server's address, once its old one is gone.
+    fn free_apiserver_address(&self) -> anyhow::Result<std::net::TcpListener> {
+        let addr = self.apiserver().addr().to_string();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        let listener = loop {
+        loop {
             match self.pod.listen(&addr) {
-                Ok(listener) => break listener,
+                Ok(listener) => return Ok(listener),
                 Err(error) if std::time::Instant::now() > deadline => return Err(error),
                 Err(_) => std::thread::sleep(Duration::from_millis(5)),
             }
-        };
-        server.resume(listener)
+        }
     }
 
     /// Runs `program args` as the application and returns its output.

@@ -27,7 +27,7 @@ async fn the_first_request_after_an_api_server_restart_succeeds() -> anyhow::Res
     assert_eq!(client.get(&pods()).await?.status(), StatusCode::OK);
 
     for round in 0..20 {
-        env.stop_apiserver();
+        env.stop_apiserver()?;
         if round == 0 {
             // While it is down: a Status saying so.
             let response = client.get(&pods()).await?;
@@ -46,7 +46,7 @@ async fn the_first_request_after_an_api_server_restart_succeeds() -> anyhow::Res
     }
 
     // Back with new credentials: MCA's ServiceAccount token was rotated meanwhile.
-    env.stop_apiserver();
+    env.stop_apiserver()?;
     env.apiserver().set_tokens(&["real-sa-token-after-restart"]);
     env.mca.rotate_real_token("real-sa-token-after-restart")?;
     env.resume_apiserver()?;
