@@ -808,6 +808,36 @@ fn a_watch_that_timed_out_leaves_what_its_client_holds_for_the_next() -> anyhow:
     Ok(())
 }
 
+/// A member's event larger than MCA reads (16 MiB) is not assembled: that member's stream
+/// stops there while the others go on, and MCA's memory does not follow the event.
+#[test]
+fn a_members_oversized_watch_event_is_not_buffered() -> anyhow::Result<()> {
+    let fleet = fan_out_fleet()?;
+    let watcher = raw_watch(&fleet, "/api/v1/pods?watch=1")?;
+    wait_for_event(&watcher, "ADDED", "w1")?;
+    let before = fleet.env.mca.peak_resident_kib()?;
+    fleet
+        .east
+        .state()
+        .pods
+        .insert_padded(NAMESPACE, "huge", 17 << 20);
+    let line = fleet.env.mca.wait_for_log(
+        |l| l.contains("a watch event larger than"),
+        std::time::Duration::from_secs(30),
+    )?;
+    assert!(line.contains("\"cluster\":\"east\""), "{line}");
+    fleet.west.state().pods.insert(NAMESPACE, "w-after");
+    wait_for_event(&watcher, "ADDED", "w-after")?;
+    let grown = (fleet.env.mca.peak_resident_kib()? - before) / 1024;
+    assert!(
+        !watcher.lines().iter().any(|l| l.contains("\"huge\"")),
+        "the oversized event was forwarded"
+    );
+    assert!(grown < 48, "MCA's peak RSS grew by {grown} MiB");
+    eprintln!("a 17 MiB event refused: MCA's peak RSS +{grown} MiB");
+    Ok(())
+}
+
 /// A watch from a composite version MCA has no record of (here, of another list) cannot be
 /// repaired when a member loses its history: it ends with exactly one `410 Expired` ERROR,
 /// which tells the client to list again.

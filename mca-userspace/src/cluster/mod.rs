@@ -24,9 +24,14 @@ pub use self::{
 };
 use crate::{
     config::{Config, LOCAL},
+    limits::memory,
     route::{ClusterId, ClusterView},
     upstream::{self, Limits, RequestClass, Source, Upstream, UpstreamBody},
 };
+
+/// How many times its text a parsed JSON answer takes, roughly (a `serde_json::Value` of an
+/// API object: maps, strings and numbers in their own allocations), for the budget.
+const PARSED: usize = 3;
 
 /// One cluster.
 #[derive(Debug)]
@@ -126,7 +131,9 @@ impl Cluster {
 
     /// Sends a read and parses its JSON answer, bounded in `limit` bytes and `timeout`, and
     /// records whether the cluster could be reached. A non-2xx answer is an error with the
-    /// API server's message; the content type comes with a document.
+    /// API server's message; the content type comes with a document. The answer is held
+    /// against the process's [`memory::ANSWERS`] while it is read and parsed (its text and,
+    /// estimated, its parsed form); with the budget spent it is a `429`.
     pub async fn read_json(
         &self,
         request: Request<UpstreamBody>,
@@ -141,12 +148,26 @@ impl Cluster {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_owned();
-            let body = http_body_util::Limited::new(response.into_body(), limit);
-            let body = http_body_util::BodyExt::collect(body)
-                .await
-                .map_err(|error| (StatusCode::BAD_GATEWAY, error.to_string()))?
-                .to_bytes();
-            let value: serde_json::Value = serde_json::from_slice(&body)
+            let over = |over: memory::OverBudget| (StatusCode::TOO_MANY_REQUESTS, over.to_string());
+            let mut held = memory::ANSWERS.hold();
+            let mut body = response.into_body();
+            let mut text = bytes::BytesMut::new();
+            while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+                let frame = frame.map_err(|error| (StatusCode::BAD_GATEWAY, error.to_string()))?;
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if text.len() + data.len() > limit {
+                    return Err((
+                        StatusCode::BAD_GATEWAY,
+                        format!("the answer is larger than {limit} bytes"),
+                    ));
+                }
+                text.extend_from_slice(&data);
+                held.resize(text.len()).map_err(over)?;
+            }
+            held.resize(text.len() * (1 + PARSED)).map_err(over)?;
+            let value: serde_json::Value = serde_json::from_slice(&text)
                 .map_err(|error| (StatusCode::BAD_GATEWAY, format!("not JSON: {error}")))?;
             Ok((content_type, value))
         };

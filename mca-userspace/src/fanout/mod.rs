@@ -49,8 +49,9 @@ use crate::{
     upstream::{self, UpstreamBody},
 };
 
-/// The largest list one cluster may answer with before MCA gives up on it.
-const LIST_LIMIT: usize = 256 << 20;
+/// The largest answer of one cluster read whole (a page of a paginated list, one object, the
+/// list a watch resumes from); an unpaginated list is streamed instead ([`stream`]).
+const LIST_LIMIT: usize = 32 << 20;
 /// How long one cluster has to answer a list or the start of a watch.
 const TIMEOUT: Duration = Duration::from_secs(60);
 /// Backoff between attempts to restart a cluster's failed watch.

@@ -32,7 +32,10 @@ use crate::{
     query,
     route::ClusterId,
     status::{Reason, Status},
-    upstream::{self, RequestClass},
+    upstream::{
+        self, RequestClass,
+        lines::{self, Lines, MAX_EVENT},
+    },
 };
 
 /// The merged watch's shared state: every cluster's latest version, what the client holds
@@ -338,15 +341,20 @@ impl ClusterWatch {
             }
         }
         let mut body = response.into_body();
-        let mut buffer = Vec::new();
+        let mut lines = Lines::new(MAX_EVENT);
+        let cluster = self.cluster.clone();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|error| error.to_string())?;
             let Ok(data) = frame.into_data() else {
                 continue;
             };
-            buffer.extend_from_slice(&data);
-            while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = buffer.drain(..=end).collect();
+            let unread = |error: lines::Error| {
+                // Not a passing failure: the same event comes back on every retry.
+                tracing::warn!(%cluster, %error, "a merged watch's cluster sent what MCA does not read; its stream is retried from its last version");
+                error.to_string()
+            };
+            lines.push(&data).map_err(unread)?;
+            while let Some(line) = lines.next_line().map_err(unread)? {
                 let Ok(event) = serde_json::from_slice::<Value>(&line) else {
                     continue;
                 };

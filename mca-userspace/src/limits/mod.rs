@@ -18,6 +18,7 @@ pub mod connection;
 pub mod deadline;
 pub mod gate;
 pub mod in_flight;
+pub mod memory;
 
 use std::time::Duration;
 

@@ -559,7 +559,14 @@ impl Routing {
             let (route, picked, fallback) = match self.router.decide(&facts) {
                 Decision::NeedsObject if object.is_none() => {
                     let (parts, body) = request.into_parts();
-                    let (read, body) = object::read(body).await;
+                    let (read, body) = object::read(body).await.map_err(|over| {
+                        Status::new(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            Reason::TooManyRequests,
+                            over.to_string(),
+                        )
+                        .retry_after(1)
+                    })?;
                     request = Request::from_parts(parts, body);
                     object = Some(read);
                     continue;

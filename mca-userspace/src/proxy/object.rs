@@ -3,7 +3,9 @@
 //!
 //! A body larger than the limit, or not JSON (protobuf, YAML), cannot be decided on: routing
 //! treats its labels as unknown, so label conditions do not hold, and says so in the log.
-//! Nothing beyond the limit is ever buffered.
+//! Nothing beyond the limit is ever buffered, the frames read are parsed where they are (no
+//! second copy) and held against the process's [`memory::ANSWERS`] until they are
+//! forwarded; with the budget spent the request is refused (`429`) rather than misrouted.
 
 use std::{
     collections::VecDeque,
@@ -11,11 +13,15 @@ use std::{
     task::{Context, Poll},
 };
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 
-use crate::{route::ObjectMeta, upstream::UpstreamBody};
+use crate::{
+    limits::memory::{self, Held, OverBudget},
+    route::ObjectMeta,
+    upstream::UpstreamBody,
+};
 
 /// How much of a body is read to find the object's metadata: enough for any object etcd takes
 /// (1.5 MiB requests) but the largest ConfigMaps and Secrets.
@@ -44,20 +50,24 @@ impl Unknown {
 }
 
 /// Reads the object's metadata from the start of `body`; returns it and the body to forward,
-/// which yields the same bytes.
-pub async fn read(mut body: UpstreamBody) -> (Result<ObjectMeta, Unknown>, UpstreamBody) {
+/// which yields the same bytes. Refused when the process holds all it may.
+pub async fn read(
+    mut body: UpstreamBody,
+) -> Result<(Result<ObjectMeta, Unknown>, UpstreamBody), OverBudget> {
     let mut frames = VecDeque::new();
-    let mut data = BytesMut::new();
+    let mut read = 0;
+    let mut held = memory::ANSWERS.hold();
     let outcome = loop {
         match body.frame().await {
-            None => break parse(&data),
+            None => break parse(&frames),
             Some(Ok(frame)) => {
                 if let Some(chunk) = frame.data_ref() {
-                    if data.len() + chunk.remaining() > LIMIT {
+                    if read + chunk.remaining() > LIMIT {
                         frames.push_back(frame);
                         break Err(Unknown::TooLarge);
                     }
-                    data.extend_from_slice(chunk.chunk());
+                    read += chunk.remaining();
+                    held.resize(read)?;
                 }
                 frames.push_back(frame);
             }
@@ -70,25 +80,63 @@ pub async fn read(mut body: UpstreamBody) -> (Result<ObjectMeta, Unknown>, Upstr
     let replay = Replay {
         frames,
         rest: Some(body),
+        _held: held,
     };
-    (outcome, replay.boxed_unsync())
+    Ok((outcome, replay.boxed_unsync()))
 }
 
-fn parse(json: &[u8]) -> Result<ObjectMeta, Unknown> {
+/// The metadata of the JSON object the data `frames` hold, read where they are.
+fn parse(frames: &VecDeque<Frame<Bytes>>) -> Result<ObjectMeta, Unknown> {
     #[derive(serde::Deserialize)]
     struct Object {
         #[serde(default)]
         metadata: ObjectMeta,
     }
-    serde_json::from_slice::<Object>(json)
+    let pieces: VecDeque<Bytes> = frames.iter().filter_map(Frame::data_ref).cloned().collect();
+    let remaining = pieces.iter().map(Bytes::len).sum();
+    let reader = Chunks { pieces, remaining }.reader();
+    serde_json::from_reader::<_, Object>(reader)
         .map(|object| object.metadata)
         .map_err(|_| Unknown::NotJson)
+}
+
+/// Bytes in pieces (handles on the frames, not copies), read in order without joining them.
+struct Chunks {
+    pieces: VecDeque<Bytes>,
+    remaining: usize,
+}
+
+impl Buf for Chunks {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.pieces.front().map_or(&[], |first| first.as_ref())
+    }
+
+    fn advance(&mut self, mut count: usize) {
+        while count > 0 {
+            let Some(first) = self.pieces.front_mut() else {
+                return;
+            };
+            let step = count.min(first.len());
+            first.advance(step);
+            self.remaining -= step;
+            count -= step;
+            if first.is_empty() {
+                self.pieces.pop_front();
+            }
+        }
+    }
 }
 
 /// The frames already read, then the rest of the body.
 struct Replay {
     frames: VecDeque<Frame<Bytes>>,
     rest: Option<UpstreamBody>,
+    /// What the frames hold of the budget, given back when the body is done.
+    _held: Held,
 }
 
 impl Body for Replay {
@@ -135,7 +183,7 @@ mod tests {
             br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"settings","#,
             br#""labels":{"tier":"web"}},"data":{"a":"b"}}"#,
         ];
-        let (meta, forwarded) = read(body(json.to_vec())).await;
+        let (meta, forwarded) = read(body(json.to_vec())).await.unwrap();
         let meta = meta.unwrap();
         assert_eq!(meta.name.as_deref(), Some("settings"));
         assert_eq!(meta.labels["tier"], "web");
@@ -145,18 +193,20 @@ mod tests {
     #[tokio::test]
     async fn unknown_when_too_large_or_not_json_and_still_forwarded_whole() {
         static BIG: [u8; LIMIT] = [b' '; LIMIT];
-        let (meta, forwarded) = read(body(vec![b"{\"metadata\":{}}", &BIG, b"tail"])).await;
+        let (meta, forwarded) = read(body(vec![b"{\"metadata\":{}}", &BIG, b"tail"]))
+            .await
+            .unwrap();
         assert_eq!(meta, Err(Unknown::TooLarge));
         assert_eq!(collect(forwarded).await.len(), 15 + LIMIT + 4);
 
-        let (meta, forwarded) = read(body(vec![b"kind: ConfigMap\n"])).await;
+        let (meta, forwarded) = read(body(vec![b"kind: ConfigMap\n"])).await.unwrap();
         assert_eq!(meta, Err(Unknown::NotJson));
         assert_eq!(collect(forwarded).await, "kind: ConfigMap\n");
 
         let empty = Full::new(Bytes::new())
             .map_err(|never| match never {})
             .boxed_unsync();
-        let (meta, _) = read(empty).await;
+        let (meta, _) = read(empty).await.unwrap();
         assert_eq!(meta, Err(Unknown::NotJson));
     }
 }

@@ -21,6 +21,7 @@ mod connect;
 mod credential;
 mod http1;
 mod http2;
+pub mod lines;
 pub mod pool;
 
 use std::{

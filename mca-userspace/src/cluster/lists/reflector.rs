@@ -6,7 +6,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use bytes::BytesMut;
 use http::{Request, StatusCode, header};
 use http_body_util::BodyExt as _;
 use tokio::time::Instant;
@@ -16,11 +15,14 @@ use super::{
     Informer,
     store::{self, Page},
 };
-use crate::upstream::{self, RequestClass, Upstream, UpstreamBody};
+use crate::upstream::{
+    self, RequestClass, Upstream, UpstreamBody,
+    lines::{self, Lines, MAX_EVENT},
+};
 
 /// Objects per LIST page.
 const PAGE: usize = 500;
-/// The most one page, or one watch event, may hold.
+/// The most one page may hold.
 const MAX_READ: usize = 64 << 20;
 /// How long a LIST page may take.
 const LIST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -208,26 +210,19 @@ impl Reflector {
         if self.failing {
             self.recovered(store.len());
         }
-        let mut pending = BytesMut::new();
+        let mut lines = Lines::new(MAX_EVENT);
+        let unreadable = |error: lines::Error| Failure::Read(error.into());
         while let Some(frame) = body.frame().await {
             let Ok(data) = frame.map_err(Failure::Read)?.into_data() else {
                 continue;
             };
-            pending.extend_from_slice(&data);
-            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-                let line = pending.split_to(end + 1);
-                let line = line.trim_ascii();
-                if !line.is_empty() {
-                    store.apply(line)?;
-                }
-            }
-            if pending.len() > MAX_READ {
-                return Err(Failure::Read("a watch event larger than 64 MiB".into()));
+            lines.push(&data).map_err(unreadable)?;
+            while let Some(line) = lines.next_line().map_err(unreadable)? {
+                store.apply(&line)?;
             }
         }
-        let rest = pending.trim_ascii();
-        if !rest.is_empty() {
-            store.apply(rest)?;
+        if let Some(rest) = lines.finish() {
+            store.apply(&rest)?;
         }
         Ok(())
     }
