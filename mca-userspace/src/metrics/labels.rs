@@ -50,12 +50,12 @@ pub fn code(code: u16) -> String {
 
 /// Keys seen so far, up to a bound: whether a key is one of the first `bound` seen.
 #[derive(Debug)]
-pub struct Seen {
+pub struct Seen<K = Box<str>> {
     bound: usize,
-    keys: RwLock<HashSet<Box<str>>>,
+    keys: RwLock<HashSet<K>>,
 }
 
-impl Seen {
+impl<K: std::hash::Hash + Eq> Seen<K> {
     /// Admits the first `bound` distinct keys.
     pub fn new(bound: usize) -> Self {
         Self {
@@ -66,21 +66,20 @@ impl Seen {
 
     /// Whether `key` is one of the first `bound` distinct keys (admitting it if there is
     /// room).
-    pub fn admit(&self, key: &str) -> bool {
+    pub fn admit(&self, key: K) -> bool {
         if self
             .keys
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(key)
+            .contains(&key)
         {
             return true;
         }
         let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
-        if keys.len() < self.bound {
-            keys.insert(key.into());
+        if keys.contains(&key) {
             return true;
         }
-        keys.contains(key)
+        keys.len() < self.bound && keys.insert(key)
     }
 
     #[cfg(test)]
@@ -134,7 +133,11 @@ impl Resources {
             return other;
         }
         let key = format!("{}/{}/{}", named.group, named.resource, named.subresource);
-        if self.0.admit(&key) { named } else { other }
+        if self.0.admit(key.into_boxed_str()) {
+            named
+        } else {
+            other
+        }
     }
 }
 
@@ -208,9 +211,9 @@ mod tests {
     #[test]
     fn keys_past_the_bound_are_refused_and_earlier_ones_stay() {
         let seen = Seen::new(2);
-        assert!(seen.admit("a") && seen.admit("b") && seen.admit("a"));
-        assert!(!seen.admit("c"));
-        assert!(seen.admit("b"));
+        assert!(seen.admit('a') && seen.admit('b') && seen.admit('a'));
+        assert!(!seen.admit('c'));
+        assert!(seen.admit('b'));
         assert_eq!(seen.len(), 2);
     }
 }

@@ -42,8 +42,9 @@ pub struct Metrics {
     request_bytes: IntCounterVec,
     response_bytes: IntCounterVec,
     resources: Resources,
-    /// The request series' label combinations so far, up to [`labels::SERIES`].
-    series: labels::Seen,
+    /// The request series' label combinations so far (hashed: no allocation per request),
+    /// up to [`labels::SERIES`].
+    series: labels::Seen<u64>,
 }
 
 /// What kind of long-running request holds a connection open.
@@ -170,7 +171,11 @@ impl Metrics {
             resource.subresource,
         ];
         let mut code = labels::code(ended.code);
-        if !self.series.admit(&format!("{labels:?}{code}")) {
+        let combination = {
+            use std::hash::{BuildHasher as _, BuildHasherDefault, DefaultHasher};
+            BuildHasherDefault::<DefaultHasher>::default().hash_one((&labels, &code))
+        };
+        if !self.series.admit(combination) {
             // Past the bound, only the cluster (bounded by the configuration) is told apart.
             labels[1..].fill(labels::OTHER);
             code = labels::OTHER.to_owned();
