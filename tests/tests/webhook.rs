@@ -103,6 +103,38 @@ async fn dial(
     }
 }
 
+/// A free port on loopback, for a webhook to listen on.
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    Ok(([127, 0, 0, 1], port).into())
+}
+
+/// An application pod of one container, annotated `annotations`.
+fn app_pod(annotations: &[(&str, String)]) -> Pod {
+    Pod {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            annotations: Some(
+                annotations
+                    .iter()
+                    .map(|(key, value)| ((*key).to_owned(), value.clone()))
+                    .collect(),
+            ),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "app".to_owned(),
+                image: Some("registry.example/web:1".to_owned()),
+                ..Container::default()
+            }],
+            ..PodSpec::default()
+        }),
+        ..Pod::default()
+    }
+}
+
 fn review(pod: &Pod) -> Vec<u8> {
     json!({
         "apiVersion": "admission.k8s.io/v1",
@@ -152,23 +184,10 @@ async fn reviews_are_answered_with_a_patch_over_tls_and_certificates_rotate() ->
     let dir = tempfile::tempdir()?;
     let authority = Authority::new()?;
     authority.issue(dir.path())?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let addr = free_addr()?;
     let _webhook = start_webhook("mca webhook", Command::new(mca_binary()), dir.path(), addr)?;
 
-    let pod = Pod {
-        spec: Some(PodSpec {
-            containers: vec![Container {
-                name: "app".to_owned(),
-                image: Some("registry.example/web:1".to_owned()),
-                ..Container::default()
-            }],
-            ..PodSpec::default()
-        }),
-        ..Pod::default()
-    };
+    let pod = app_pod(&[]);
     let (status, answer, first_cert) =
         post(addr, &authority.pem, "/inject/namespace", review(&pod)).await?;
     assert_eq!(status, StatusCode::OK, "{answer}");
@@ -233,31 +252,11 @@ async fn floods_of_connections_and_reviews_are_bounded() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let authority = Authority::new()?;
     authority.issue(dir.path())?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let addr = free_addr()?;
     let webhook = start_webhook("mca webhook", Command::new(mca_binary()), dir.path(), addr)?;
     let ca = authority.pem.clone();
-    let pod = |annotation: usize| Pod {
-        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-            annotations: Some([("big".to_owned(), "x".repeat(annotation))].into()),
-            ..Default::default()
-        },
-        spec: Some(PodSpec {
-            containers: vec![Container {
-                name: "app".to_owned(),
-                image: Some("registry.example/web:1".to_owned()),
-                ..Container::default()
-            }],
-            ..PodSpec::default()
-        }),
-        ..Pod::default()
-    };
     let path = "/inject/annotated";
-    let mut enabled = pod(0);
-    enabled.metadata.annotations =
-        Some([("mca.io/inject".to_owned(), "enabled".to_owned())].into());
+    let enabled = app_pod(&[("mca.io/inject", "enabled".to_owned())]);
 
     // More than is ever read: refused before it is read.
     let (code, status, _) = post(addr, &ca, path, vec![b' '; MAX_REVIEW + 1]).await?;
@@ -267,7 +266,7 @@ async fn floods_of_connections_and_reviews_are_bounded() -> anyhow::Result<()> {
     // Twenty reviews of 3.5 MiB at once, each on a connection of its own (from addresses of
     // their own): all answered, and the webhook holds few of them at a time.
     let before = webhook.peak_resident_kib()?;
-    let big = review(&pod(7 << 19));
+    let big = review(&app_pod(&[("big", "x".repeat(7 << 19))]));
     let answers = futures_util::future::join_all((0..20).map(|i| {
         let from = SocketAddr::from(([127, 0, 1, 1 + i], 0));
         post_from(Some(from), addr, &ca, path, big.clone())
@@ -328,10 +327,7 @@ fn another_process_of_the_same_user_cannot_read_mca_through_proc() -> anyhow::Re
             .arg(program);
         command
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let addr = free_addr()?;
     let webhook = start_webhook(
         "mca webhook (uid 65532)",
         as_nonroot(&mca_binary()),
