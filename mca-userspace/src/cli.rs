@@ -263,13 +263,13 @@ pub struct RunArgs {
         long,
         env = "MCA_CLIENT_TOKEN_GRACE",
         default_value = "10m",
-        value_parser = parse_duration
+        value_parser = crate::duration::parse
     )]
     pub client_token_grace: Duration,
 
     /// Lifetime of the serving certificate (and of the client token, renewed with it); it is
     /// renewed after two thirds of it.
-    #[arg(long, env = "MCA_CERT_VALIDITY", default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, env = "MCA_CERT_VALIDITY", default_value = "24h", value_parser = crate::duration::parse)]
     pub cert_validity: Duration,
 
     /// Where MCA keeps what must survive its restart for the pod's life: its CAs (keys
@@ -282,16 +282,16 @@ pub struct RunArgs {
 
     /// Lifetime of MCA's CA. After two thirds of it the next CA is made and published in
     /// ca.crt beside the current one; MCA serves with it --ca-overlap later.
-    #[arg(long, env = "MCA_CA_VALIDITY", default_value = "8760h", value_parser = parse_duration)]
+    #[arg(long, env = "MCA_CA_VALIDITY", default_value = "8760h", value_parser = crate::duration::parse)]
     pub ca_validity: Duration,
 
     /// How long the next CA is in ca.crt before MCA serves certificates it signed, so that
     /// clients reading ca.crt meanwhile trust both.
-    #[arg(long, env = "MCA_CA_OVERLAP", default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, env = "MCA_CA_OVERLAP", default_value = "24h", value_parser = crate::duration::parse)]
     pub ca_overlap: Duration,
 
     /// On SIGTERM, how long requests in flight (watches, exec sessions) may continue.
-    #[arg(long, env = "MCA_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
+    #[arg(long, env = "MCA_SHUTDOWN_GRACE", default_value = "25s", value_parser = crate::duration::parse)]
     pub shutdown_grace: Duration,
 
     /// Upper bound for connecting to the API server (TCP and TLS).
@@ -299,7 +299,7 @@ pub struct RunArgs {
         long,
         env = "MCA_UPSTREAM_CONNECT_TIMEOUT",
         default_value = "10s",
-        value_parser = parse_duration
+        value_parser = crate::duration::parse
     )]
     pub upstream_connect_timeout: Duration,
 
@@ -321,7 +321,7 @@ pub struct RunArgs {
         long,
         env = "MCA_UPSTREAM_IDLE_TIMEOUT",
         default_value = "90s",
-        value_parser = parse_duration
+        value_parser = crate::duration::parse
     )]
     pub upstream_idle_timeout: Duration,
 
@@ -332,7 +332,7 @@ pub struct RunArgs {
         long,
         env = "MCA_DISCOVERY_CACHE_TTL",
         default_value = "30s",
-        value_parser = parse_duration
+        value_parser = crate::duration::parse
     )]
     pub discovery_cache_ttl: Duration,
 
@@ -352,7 +352,7 @@ pub struct RunArgs {
         long,
         env = "MCA_UPSTREAM_PING_INTERVAL",
         default_value = "30s",
-        value_parser = parse_duration
+        value_parser = crate::duration::parse
     )]
     pub upstream_ping_interval: Duration,
 
@@ -362,7 +362,7 @@ pub struct RunArgs {
         long,
         env = "MCA_UPSTREAM_PING_TIMEOUT",
         default_value = "15s",
-        value_parser = parse_duration
+        value_parser = crate::duration::parse
     )]
     pub upstream_ping_timeout: Duration,
 
@@ -425,42 +425,9 @@ pub struct RunArgs {
     pub worker_threads: u16,
 }
 
-/// Parses `500ms`, `30s`, `5m`, `24h` (an integer and a unit).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{text:?} has no unit (ms, s, m, h)"))?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} does not start with a number"))?;
-    let seconds = match unit {
-        "ms" => return Ok(Duration::from_millis(number)),
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m, h)")),
-    };
-    number
-        .checked_mul(seconds)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("{text:?} is too long"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));
-        for bad in ["", "10", "s", "1d", "-1s", "99999999999999999999h"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
-        }
-    }
 
     #[test]
     fn cli_is_consistent() {

@@ -9,6 +9,7 @@ pub mod client_auth;
 pub mod cluster;
 pub mod config;
 pub mod discovery;
+pub mod duration;
 pub mod fanout;
 pub mod inject;
 pub mod intercept;

@@ -36,7 +36,6 @@ use kube::config::{
 use serde_saphyr::Spanned;
 
 use crate::{
-    cli::parse_duration,
     route::{
         Candidate, Conditions, Router, Rule, Strategy, Target,
         pattern::{NamespacePattern, ResourcePattern, Verbs},
@@ -623,7 +622,7 @@ impl Checker<'_> {
             ("timeout", health.timeout, &mut spec.timeout),
         ] {
             if let Some(text) = text {
-                match parse_duration(&text) {
+                match crate::duration::parse(&text) {
                     Ok(duration) if !duration.is_zero() => *field = duration,
                     Ok(_) => self.problem(line, at, format!("health.{name} must not be zero")),
                     Err(why) => self.problem(line, at, format!("health.{name}: {why}")),

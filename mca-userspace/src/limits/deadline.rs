@@ -43,7 +43,7 @@ impl Deadline {
         }
         let asked = query
             .and_then(|query| crate::query::first(query, "timeout"))
-            .and_then(|value| parse_go_duration(&value));
+            .and_then(|value| crate::duration::go(&value));
         let after = match asked {
             Some(asked) if !asked.is_zero() && asked < limit => asked,
             _ => limit,
@@ -62,125 +62,9 @@ impl Deadline {
     }
 }
 
-/// Parses a Go `time.Duration` string (`32s`, `1m30s`, `1.5h`, `250ms`, `0`); `None` when Go
-/// would refuse it, when it is negative (the API server then ignores it), or on overflow.
-pub fn parse_go_duration(text: &str) -> Option<Duration> {
-    const UNITS: &[(&str, u128)] = &[
-        ("ns", 1),
-        ("us", 1_000),
-        ("µs", 1_000),
-        ("μs", 1_000),
-        ("ms", 1_000_000),
-        ("s", 1_000_000_000),
-        ("m", 60_000_000_000),
-        ("h", 3_600_000_000_000),
-    ];
-    /// Go's limit: an int64 of nanoseconds.
-    const MAX_NANOS: u128 = i64::MAX as u128;
-
-    let (negative, mut rest) = match text.as_bytes().first() {
-        Some(b'-') => (true, &text[1..]),
-        Some(b'+') => (false, &text[1..]),
-        _ => (false, text),
-    };
-    if rest == "0" {
-        return (!negative).then_some(Duration::ZERO);
-    }
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total: u128 = 0;
-    while !rest.is_empty() {
-        let whole_end = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let (whole, after) = rest.split_at(whole_end);
-        let (fraction, after) = match after.strip_prefix('.') {
-            Some(after) => {
-                let end = after
-                    .find(|c: char| !c.is_ascii_digit())
-                    .unwrap_or(after.len());
-                after.split_at(end)
-            }
-            None => ("", after),
-        };
-        if whole.is_empty() && fraction.is_empty() {
-            return None;
-        }
-        let unit_end = after
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(after.len());
-        let (unit, after) = after.split_at(unit_end);
-        let &(_, scale) = UNITS.iter().find(|(name, _)| *name == unit)?;
-        let whole: u128 = if whole.is_empty() {
-            0
-        } else {
-            whole.parse().ok()?
-        };
-        let mut nanos = whole.checked_mul(scale)?;
-        // The fraction's digits beyond nanosecond precision do not count (as in Go).
-        let mut place = scale;
-        for digit in fraction.bytes() {
-            place /= 10;
-            if place == 0 {
-                break;
-            }
-            nanos += u128::from(digit - b'0') * place;
-        }
-        total = total.checked_add(nanos).filter(|&t| t <= MAX_NANOS)?;
-        rest = after;
-    }
-    if negative && total > 0 {
-        return None;
-    }
-    Some(Duration::from_nanos(u64::try_from(total).ok()?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn go_durations() {
-        let ok = |text: &str, nanos: u64| {
-            assert_eq!(
-                parse_go_duration(text),
-                Some(Duration::from_nanos(nanos)),
-                "{text}"
-            );
-        };
-        ok("0", 0);
-        ok("32s", 32_000_000_000);
-        ok("1m30s", 90_000_000_000);
-        ok("1.5h", 5_400_000_000_000);
-        ok("250ms", 250_000_000);
-        ok("1h2m3s4ms5us6ns", 3_723_004_005_006);
-        ok("+5s", 5_000_000_000);
-        ok(".5s", 500_000_000);
-        ok("5.s", 5_000_000_000);
-        ok("1µs", 1_000);
-        ok("1μs", 1_000);
-        ok("0.0000000009s", 0);
-        ok("-0s", 0);
-        ok("9223372036854775807ns", i64::MAX as u64);
-        for bad in [
-            "",
-            "s",
-            "5",
-            "1d",
-            ".s",
-            "-",
-            "+",
-            "-5s",
-            "5 s",
-            "1s5",
-            "9223372036854775808ns",
-            "99999999999999999999999h",
-            "3000000h",
-        ] {
-            assert_eq!(parse_go_duration(bad), None, "{bad:?} accepted");
-        }
-    }
 
     #[tokio::test(start_paused = true)]
     async fn the_shorter_of_the_limit_and_a_positive_timeout() {

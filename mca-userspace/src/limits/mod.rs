@@ -27,8 +27,6 @@ use hyper_util::{
     server::conn::auto,
 };
 
-use crate::cli::parse_duration;
-
 /// The bounds, as `mca run` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Limits {
@@ -37,7 +35,7 @@ pub struct Limits {
         long,
         env = "MCA_TLS_HANDSHAKE_TIMEOUT",
         default_value = "10s",
-        value_parser = parse_duration
+        value_parser = crate::duration::parse
     )]
     pub tls_handshake_timeout: Duration,
 
@@ -47,7 +45,7 @@ pub struct Limits {
         long,
         env = "MCA_HEADER_READ_TIMEOUT",
         default_value = "32s",
-        value_parser = parse_duration
+        value_parser = crate::duration::parse
     )]
     pub header_read_timeout: Duration,
 
@@ -56,7 +54,7 @@ pub struct Limits {
         long,
         env = "MCA_IDLE_TIMEOUT",
         default_value = "90s",
-        value_parser = parse_duration
+        value_parser = crate::duration::parse
     )]
     pub idle_timeout: Duration,
 
@@ -99,7 +97,7 @@ pub struct Limits {
         long,
         env = "MCA_REQUEST_TIMEOUT",
         default_value = "60s",
-        value_parser = parse_duration
+        value_parser = crate::duration::parse
     )]
     pub request_timeout: Duration,
 
@@ -149,6 +147,16 @@ mod tests {
     struct Flags {
         #[command(flatten)]
         limits: Limits,
+    }
+
+    #[test]
+    fn durations_are_written_as_kubernetes_writes_them() {
+        let limits = Flags::parse_from(["mca", "--request-timeout", "1m30s"]).limits;
+        assert_eq!(limits.request_timeout, Duration::from_secs(90));
+        let Err(refused) = Flags::try_parse_from(["mca", "--idle-timeout", "90"]) else {
+            panic!("a duration without a unit was accepted");
+        };
+        assert!(refused.to_string().contains("not a duration"), "{refused}");
     }
 
     #[test]

@@ -35,7 +35,7 @@ enum Bench {
         watches: Vec<usize>,
         /// Start the request targets, print where they are, keep them up this long, measure
         /// nothing (for profiling one under a load of one's own).
-        #[arg(long, value_parser = mca::cli::parse_duration)]
+        #[arg(long, value_parser = mca::duration::parse)]
         hold: Option<std::time::Duration>,
     },
     /// connect() throughput with and without the eBPF programs.
@@ -75,7 +75,7 @@ enum Bench {
     /// allowed), memory, open files and tasks over time.
     Soak {
         /// How long.
-        #[arg(long, default_value = "60s", value_parser = mca::cli::parse_duration)]
+        #[arg(long, default_value = "60s", value_parser = mca::duration::parse)]
         time: std::time::Duration,
         /// Watches held open.
         #[arg(long, default_value_t = 1000)]
