@@ -130,10 +130,10 @@ fn route(request: &Request<Incoming>, state: &State, local: bool) -> Response<Fu
                 "/livez" => (StatusCode::OK, "ok\n".to_owned()),
                 "/readyz" => {
                     let verbose = local
-                        && request.uri().query().is_some_and(|q| {
-                            q.split('&')
-                                .any(|p| p == "verbose" || p.starts_with("verbose="))
-                        });
+                        && request
+                            .uri()
+                            .query()
+                            .is_some_and(|q| crate::query::first(q, "verbose").is_some());
                     readyz(&state.readiness, clusters, verbose)
                 }
                 _ => (StatusCode::NOT_FOUND, "not found\n".to_owned()),

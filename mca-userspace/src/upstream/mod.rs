@@ -441,7 +441,7 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let credential = chain
         .iter()
         .find_map(|error| error.downcast_ref::<kube::client::AuthError>());
-    let unsafe_text = credential.map(ToString::to_string);
+    let credential_text = credential.map(ToString::to_string);
     let mut parts: Vec<String> = Vec::new();
     for error in chain {
         if let Some(auth) = error.downcast_ref::<kube::client::AuthError>() {
@@ -449,7 +449,7 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
             break;
         }
         let text = error.to_string();
-        if unsafe_text
+        if credential_text
             .as_ref()
             .is_some_and(|t| text.contains(t.as_str()))
         {
