@@ -27,7 +27,7 @@ pub enum Mode {
     /// Every request must carry the token MCA provides (the default).
     Token,
     /// Anyone who reaches the listener is served with the real credentials: acceptable only
-    /// when nothing untrusted can reach it (see the README).
+    /// when nothing untrusted can reach it (see `docs/operations.md`, *Client authentication*).
     None,
 }
 

@@ -3,6 +3,9 @@
 //! and with routing and eBPF mode on) parses as its Kubernetes type with no field left over,
 //! so a typo in a template cannot hide. Then what the objects say is checked where it
 //! matters: the webhook entries, the operator's RBAC, the images and arguments.
+//!
+//! The chart linted (`--strict`) and every rendered object parsed as its type with no unknown
+//! field; webhook settings and RBAC checked.
 
 use std::collections::BTreeMap;
 

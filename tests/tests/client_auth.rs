@@ -1,6 +1,14 @@
 //! Who may use MCA: only holders of the token it wrote into the fake ServiceAccount.
 //! (kubectl, the Python client and kube-rs presenting it untouched, over every transport, are
 //! the `clients` and `upgrades` suites: they all run with client authentication on.)
+//!
+//! Requests without MCA's token (none, another, the real one, Basic) get a `401` `Status` over
+//! HTTP/2 and HTTP/1.1, reach no server, are counted on `/clients` and logged without token values;
+//! a WebSocket exec carrying the token as a subprotocol entry is admitted and the server is offered
+//! only the other subprotocols; two renewals with a 3 s certificate: file and kubeconfig updated,
+//! the current and previous token accepted, the one before refused; renewed files are replaced,
+//! never rewritten in place (a reader racing the writer, ~480,000 reads, never sees a partial
+//! token; files held open still read whole); `--client-auth=none` serves anyone.
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,9 @@
 //! Unmodified in-cluster clients (kubectl, the Python `kubernetes` client, kube-rs) in the pod
 //! sandbox, served through MCA: against the test API server, or against a real cluster when
 //! `MCA_E2E_KUBECONFIG` is set (then in `MCA_E2E_NAMESPACE`, default `default`).
+//!
+//! Kubectl, the Python `kubernetes` client and a kube-rs client with in-cluster config: get, list,
+//! create, watch, logs.
 
 use mca_tests::harness::{Env, REAL_TOKEN, succeed};
 

@@ -5,6 +5,11 @@
 //! pod (and is detectable: it reaches a server the app's CA does not trust). Also as in a
 //! container with a cgroup namespace of its own, where MCA finds the pod's cgroup through the
 //! host's hierarchy.
+//!
+//! The pod gets a cgroup v2 subtree and the Service addresses `10.96.0.1` / `fd00:10:96::1` on its
+//! loopback (no route out, so a connect that is not redirected stays in the pod); kubectl, the
+//! Python client and curl dial the Service and are served by MCA; IPv6 and v4-mapped; getpeername;
+//! exemption; original destination; fallback; no redirect after `kill -9`.
 
 use std::{path::Path, process::Command};
 

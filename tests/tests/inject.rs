@@ -2,6 +2,9 @@
 //! injected manifests on stdout (ready for `kubectl apply -f -`), what was done on stderr,
 //! and on a workload it cannot inject safely a non-zero exit with the reason and nothing on
 //! stdout.
+//!
+//! `mca inject` from stdin, files and directories: reports, idempotence, refusal with nothing on
+//! stdout.
 
 use std::process::Command;
 

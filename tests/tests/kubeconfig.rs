@@ -1,5 +1,11 @@
 //! MCA's upstream from a kubeconfig (`--kubeconfig`, `--context`), with each way kube-rs
 //! authenticates: bearer token, token file, exec plugin, client certificate.
+//!
+//! The user's kubeconfig at the fake kubeconfig's default place is refused and left byte for byte
+//! as it was; MCA's own fake kubeconfig, or a server on MCA's listener, as the upstream is refused.
+//!
+//! A kubeconfig upstream with a token, a token file, an exec plugin, a client certificate, and
+//! `--context`.
 
 use std::os::unix::fs::PermissionsExt;
 

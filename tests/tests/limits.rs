@@ -3,6 +3,16 @@
 //! idle connections, too many connections, HTTP/2 rapid reset; on the upstream side
 //! redirects and oversized response headers; and the admin listener as another pod reaches
 //! it (slow, greedy, curious).
+//!
+//! Header blocks of 600 KiB pass and of 1 MiB + 1 KiB get `431` (over HTTP/2 and HTTP/1.1, not
+//! forwarded); with the in-flight limits at 2 and 1, two stalled reads and a stalled write make the
+//! next read and write `429` with `Retry-After` while a watch is still served, and the slots come
+//! back; a request the API server never answers gets `504` after `--request-timeout` or its shorter
+//! `?timeout=`, and the API server sees it cancelled; a body that stalls is cut at the deadline; a
+//! watch is not timed; silent, half-headed and idle connections are closed; a connection beyond
+//! `--max-connections` waits until one closes; HTTP/2 rapid reset, both kinds, and a CONTINUATION
+//! flood, with a bystander client timed throughout; a redirect to another host comes back to the
+//! app unfollowed; a 2 MiB response header gets `502`.
 
 use std::{
     io::{Read as _, Write as _},

@@ -11,6 +11,22 @@
 //! Service becomes an `ExternalName` for `localhost` (the API server dials that name and
 //! checks the certificate for the Service's name, as it would for a ClusterIP), and the
 //! webhook entries' port is a free one instead of 443.
+//!
+//! The chart as rendered applied to a real kube-apiserver (its webhook Service an `ExternalName`
+//! for `localhost`, since no pod network exists); two operator replicas with the chart's arguments
+//! under the chart's ServiceAccount and RBAC (a missing verb fails it); the leader issues the
+//! webhook's certificate and sets both entries' `caBundle`; `mca webhook` with the chart's
+//! arguments serves that certificate and the API server calls it: pods of the labelled namespace
+//! are injected (the `kube-api-access` volume gone), an opted-out pod and a pod elsewhere are not,
+//! an annotated one is, a server-side dry run is mutated and stored nowhere; a sidecar with the
+//! injected routing arguments starts before anything is published (its optional Secret volume
+//! empty, everything local); Clusters (one with a missing Secret: `Ready=False` naming it) and a
+//! Route are published, the sidecar applies them from its kubelet-style volume and reaches east
+//! with east's credential (east's audit log); the leader is killed, the other replica takes over
+//! (about 16 s: the 15 s Lease) and publishes a new Route the sidecar then follows; a third replica
+//! waits while the leader is stopped with SIGTERM, releases the Lease and is replaced within
+//! seconds (not a Lease duration); deleting every resource publishes an empty configuration and the
+//! sidecar is local again.
 
 use std::{
     collections::BTreeMap,

@@ -7,6 +7,16 @@
 //! headers and its events, while a GET, a new watch and an exec each answer within a second.
 //! At the connection bound a request gets a `429` Status after the connect timeout, not an
 //! endless wait; idle extra connections are closed.
+//!
+//! The upstream pool. The test API server allows 10 streams per connection; 30 watches (three
+//! connections' worth) from kube-rs over one HTTP/2 connection, from the Python client over 30
+//! HTTP/1.1 connections, and from 30 `kubectl get -w` processes all get their headers and events
+//! while a GET, a new watch and an exec each answer within a second; at the connection bound a
+//! watch gets `429` after the connect timeout while a GET still passes, and idle connections close.
+//! A scripted HTTP/2 server (`tests/src/rawh2.rs`) lowers its stream limit on a live connection and
+//! refuses a stream, which MCA honours and retries. With `K8S_BIN` set (a control plane built by
+//! `../shared/k8s/build.sh`), 150 watches against a real kube-apiserver (100 streams per
+//! connection) do the same; without it that test says it was skipped.
 
 use std::{
     collections::BTreeSet,

@@ -1,5 +1,8 @@
 //! What MCA does to requests, checked precisely with a Rust client in the pod and the test
 //! API server's record of what arrived.
+//!
+//! Certificate names and renewal, ALPN on both sides, credential stripping, streaming, pagination,
+//! compression, error `Status` objects, health, graceful shutdown.
 
 use std::time::Duration;
 

@@ -2,6 +2,13 @@
 //! `../shared/k8s/build.sh`, run when `K8S_BIN` is set): real Tables, aggregated discovery
 //! with a CRD, resource versions across a restart, and each cluster's audit log showing which
 //! requests reached it.
+//!
+//! Three real kube-apiservers as `local`, `east` (from a kubeconfig) and `west` (server, CA, token
+//! file): a fan-out Table of real configmaps with the cluster column, a write routed by namespace
+//! landing in east's audit log only, a `405` for a write on the fan-out view, merged aggregated
+//! discovery showing a CRD that exists on east only, and `kubectl get configmaps -A -w` across
+//! west's API server and etcd being killed and restarted (resumed at its version: nothing sent
+//! twice).
 
 use std::time::Duration;
 

@@ -1,6 +1,11 @@
 //! MCA restarted under a running application, as the kubelet restarts a crashed (or
 //! OOM-killed, or unhealthy) sidecar: the application's long-lived client, which loaded
 //! `ca.crt` and the token once, must keep working with the restarted MCA.
+//!
+//! MCA itself SIGKILLed and restarted under a kube-rs client that loaded `ca.crt` and the token
+//! once: with `--state-dir` every request after the restart succeeds, without it every one fails
+//! with `UnknownIssuer`; a 9 s CA rotating with a 2 s overlap: a client reading `ca.crt` for each
+//! connection never fails, one that kept the first CA fails only after the overlap.
 
 use std::time::{Duration, Instant};
 

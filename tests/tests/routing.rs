@@ -3,6 +3,18 @@
 //! file) and `west` (a token file) — and kubectl, the Python client and kube-rs in the pod
 //! sandbox are routed by namespace and by label selector. Each server's request record shows
 //! which cluster got which request, and with which credential.
+//!
+//! Multi-cluster routing with three test API servers (local, east with a token, west with a token
+//! file): kubectl, the Python client and kube-rs routed by namespace and by label selector (lists
+//! and creates), each server's record of requests and tokens checked; the fake kubeconfig's
+//! contexts followed by all three clients; encoded paths; `mca check-config`; failover as clusters
+//! go down and come back (probes, `/readyz?verbose`, a `503` naming the route), reads retried on
+//! the next cluster and writes never; merged discovery (aggregated, and legacy when one cluster
+//! lacks aggregated) with kubectl reaching each cluster's own resources; a fan-out route over the
+//! three clusters (`kubectl get pods -A` with a `CLUSTER` column, JSON annotations, `--chunk-size`
+//! pages, the Python client and kube-rs, a GET by name, a `405` for writes, a cluster down with a
+//! warning) and `kubectl get pods -A -w` across a cluster stopped and restarted; a hot reload that
+//! moves a route and adds a cluster while a watch stays open, then a rejected file.
 
 use std::{
     process::Command,

@@ -1,5 +1,8 @@
 //! `cargo xtask run` (the `mca-run` binary): MCA in eBPF mode with an application sandbox,
 //! against the test API server, and against a kubeconfig's cluster on the host network.
+//!
+//! `cargo xtask run`'s sandbox against the test API server and against a kubeconfig's cluster on
+//! the host network.
 
 use std::process::Command;
 

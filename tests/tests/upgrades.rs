@@ -1,5 +1,8 @@
 //! exec, attach and port-forward through MCA over WebSocket and SPDY/3.1, with kubectl and
 //! the Python client, as an application in the pod would run them.
+//!
+//! `kubectl exec`/`attach`/`port-forward` over WebSocket and SPDY/3.1, Python exec and port-forward
+//! over WebSocket.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},

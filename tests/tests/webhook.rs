@@ -2,6 +2,10 @@
 //! against the CA a `caBundle` would hold) are answered with a JSONPatch that injects MCA;
 //! malformed reviews get a `400` Status; a rotated serving certificate is served to new
 //! connections without a restart.
+//!
+//! `mca webhook` over TLS answering AdmissionReviews with a JSONPatch, a malformed review with 400,
+//! a rotated certificate served without restart; floods of connections and reviews stay within the
+//! bounds.
 
 use std::{net::SocketAddr, path::Path, process::Command, sync::Arc, time::Duration};
 
