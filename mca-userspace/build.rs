@@ -1,27 +1,31 @@
 //! Builds the eBPF programs (`mca-ebpf`, nightly, `bpfel-unknown-none`, bpf-linker) into
 //! `OUT_DIR/mca`, which the binary embeds.
 //!
-//! Without bpf-linker (or with `MCA_EBPF=stub`) an empty object is written instead and MCA is
-//! built without interception: `--intercept=auto` then falls back to env-override mode and
-//! says why. `cargo xtask setup` installs bpf-linker and the nightly `rust-src`.
+//! Without bpf-linker the build fails, naming what to do: a binary that silently lacks its
+//! programs would ship (the static build, the image) and fall back to env mode in every pod.
+//! A build without interception is there only when asked for, with `MCA_EBPF=stub`: an empty
+//! object is embedded and `--intercept=auto` falls back to env-override mode, saying why.
+//! `cargo xtask setup` installs bpf-linker and the nightly `rust-src`.
 
-use std::{env, fs, path::PathBuf};
+use std::{env, fs, path::PathBuf, process::ExitCode};
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     println!("cargo:rerun-if-env-changed=MCA_EBPF");
-    let stub = env::var("MCA_EBPF").is_ok_and(|v| v == "stub");
+    if env::var("MCA_EBPF").is_ok_and(|v| v == "stub") {
+        println!("cargo:warning=building MCA without eBPF programs, as MCA_EBPF=stub asks");
+        fs::write(out_dir.join("mca"), [])?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let linker = env::var_os("PATH")
         .is_some_and(|path| env::split_paths(&path).any(|dir| dir.join("bpf-linker").is_file()));
-    if stub || !linker {
-        let why = if stub {
-            "MCA_EBPF=stub"
-        } else {
-            "bpf-linker is not installed (cargo xtask setup)"
-        };
-        println!("cargo:warning=building MCA without eBPF programs: {why}");
-        fs::write(out_dir.join("mca"), [])?;
-        return Ok(());
+    if !linker {
+        // Not cached by cargo (the script failed), so installing bpf-linker is enough.
+        eprintln!(
+            "error: bpf-linker is not on PATH, and MCA's eBPF programs need it. Install it with \
+             `cargo xtask setup`, or build without interception (env mode only) with MCA_EBPF=stub."
+        );
+        return Ok(ExitCode::FAILURE);
     }
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let root = manifest_dir.join("../mca-ebpf");
@@ -34,5 +38,6 @@ fn main() -> anyhow::Result<()> {
             features: &[],
         }],
         aya_build::Toolchain::Nightly,
-    )
+    )?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -94,6 +94,32 @@ pub fn tests_binary(name: &str) -> PathBuf {
     path
 }
 
+/// The compiled build script of `package` in this build (`target/debug/build/PACKAGE-*/`),
+/// the most recently built when features gave it several.
+pub fn build_script(package: &str) -> anyhow::Result<PathBuf> {
+    let builds = target_dir().join("build");
+    let prefix = format!("{package}-");
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+    for entry in std::fs::read_dir(&builds).with_context(|| format!("{}", builds.display()))? {
+        let dir = entry?.path();
+        let script = dir.join("build-script-build");
+        let ours = dir
+            .file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| name.starts_with(&prefix));
+        if !ours || !script.is_file() {
+            continue;
+        }
+        let built = script.metadata()?.modified()?;
+        if newest.as_ref().is_none_or(|(time, _)| built > *time) {
+            newest = Some((built, script));
+        }
+    }
+    newest
+        .map(|(_, script)| script)
+        .with_context(|| format!("no build script of {package} under {}", builds.display()))
+}
+
 /// A program installed in the e2e Python virtualenv (`kubectl`, `python`), which
 /// `cargo xtask setup` creates; `MCA_E2E_VENV` overrides its location.
 pub fn venv_program(name: &str) -> PathBuf {

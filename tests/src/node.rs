@@ -2,9 +2,9 @@
 //! one-node cluster from parts (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 //! and a kubelet with containerd, runc and a CNI bridge in a mount namespace of their own),
 //! and MCA's image comes from `cargo xtask image`, imported the way `kind load image-archive`
-//! imports it. Such tests run when the node's binaries are there: in `K8S_BIN`, or where
-//! `build.sh` puts them by default (`~/.cache/mca-k8s/bin`); otherwise they say they were
-//! skipped. One node at a time per machine (fixed ports and bridge).
+//! imports it. Such tests are `#[ignore]`d with the reason; `cargo xtask test` runs them when the node's
+//! binaries are there: in `K8S_BIN`, or where `build.sh` puts them by default
+//! (`~/.cache/mca-k8s/bin`). One node at a time per machine (fixed ports and bridge).
 
 use std::{
     path::{Path, PathBuf},
@@ -46,33 +46,29 @@ impl std::ops::Deref for Node {
     }
 }
 
-/// Where the node's binaries are: `K8S_BIN`, else `build.sh`'s default, if it holds a kubelet.
+/// Where the node's binaries are: the control plane's ([`crate::k8s::binaries`]), if they
+/// include a kubelet.
 pub fn node_binaries() -> Option<PathBuf> {
-    let bin = std::env::var_os("K8S_BIN").map(PathBuf::from).or_else(|| {
-        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/mca-k8s/bin"))
-    })?;
-    bin.join("kubelet").is_file().then_some(bin)
+    crate::k8s::binaries().filter(|bin| bin.join("kubelet").is_file())
 }
 
 impl Node {
-    /// Starts the node; `None` (with a note on stderr naming `test`) when there is no kubelet.
-    /// An error when the kubelet is there but the node's Debian packages are not.
-    pub fn start(test: &str) -> anyhow::Result<Option<Self>> {
+    /// Starts the node; an error naming what is missing when the kubelet, `node.sh` or the
+    /// node's Debian packages are not there (the tests calling this are ignored unless asked
+    /// for).
+    pub fn start() -> anyhow::Result<Self> {
         let Some(bin) = node_binaries() else {
-            eprintln!(
-                "{test}: skipped: no kubelet in K8S_BIN or ~/.cache/mca-k8s/bin (build the \
-                 node's parts with ../shared/k8s/build.sh, see its README)"
+            bail!(
+                "no kubelet in K8S_BIN or ~/.cache/mca-k8s/bin (build the node's parts with \
+                 ../shared/k8s/build.sh, see its README)"
             );
-            return Ok(None);
         };
         if !node_script().is_file() {
-            eprintln!(
-                "{test}: skipped: the node's parts are in {} but {} is not there (K8S_NODE_SH \
-                 names it)",
+            bail!(
+                "the node's parts are in {} but {} is not there (K8S_NODE_SH names it)",
                 bin.display(),
                 node_script().display()
             );
-            return Ok(None);
         }
         let missing: Vec<&str> = NODE_PROGRAMS
             .into_iter()
@@ -80,7 +76,7 @@ impl Node {
             .collect();
         if !missing.is_empty() {
             bail!(
-                "{test}: the node's binaries are in {} but {missing:?} are not installed \
+                "the node's binaries are in {} but {missing:?} are not installed \
                  (apt-get install {NODE_PACKAGES}; `cargo xtask test` does)",
                 bin.display()
             );
@@ -92,7 +88,7 @@ impl Node {
             bin,
         };
         node.script("start")?;
-        Ok(Some(node))
+        Ok(node)
     }
 
     /// Imports an image archive as `kind load image-archive` does on each node: `ctr images

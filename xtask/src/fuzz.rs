@@ -20,8 +20,13 @@ struct Outcome {
     crashed: bool,
 }
 
+/// The targets parse input and load no eBPF: asking `build.rs` for its stub (`MCA_EBPF=stub`)
+/// spares building the programs once more for the fuzz target directory.
+const EBPF: &str = "MCA_EBPF";
+
 /// Runs `targets` (all of them when empty) for `seconds` each, built unoptimized with `dev`;
 /// fails if any crashed.
+
 pub fn run(root: &Path, targets: &[String], seconds: u32, dev: bool) -> anyhow::Result<()> {
     let fuzz = root.join("mca-userspace/fuzz");
     if !super::on_path("cargo-fuzz") {
@@ -36,6 +41,7 @@ pub fn run(root: &Path, targets: &[String], seconds: u32, dev: bool) -> anyhow::
     super::run(
         Command::new("cargo")
             .args(["+nightly", "fuzz", "build", "--sanitizer", "none"])
+            .env(EBPF, "stub")
             .args(profile)
             .current_dir(&fuzz),
     )?;
@@ -88,6 +94,7 @@ fn run_one(fuzz: &Path, target: &str, seconds: u32, profile: &[&str]) -> anyhow:
     let mut command = Command::new("cargo");
     command
         .args(["+nightly", "fuzz", "run", "--sanitizer", "none"])
+        .env(EBPF, "stub")
         .args(profile)
         .arg(target)
         .arg(&corpus)

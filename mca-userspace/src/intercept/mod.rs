@@ -45,7 +45,7 @@ pub enum Mode {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// This binary has no eBPF programs.
-    #[error("this mca binary was built without eBPF programs (no bpf-linker, or MCA_EBPF=stub)")]
+    #[error("this mca binary was built without eBPF programs (MCA_EBPF=stub)")]
     NotBuilt,
     /// The cgroup to attach to could not be found or opened.
     #[error("cgroup {path}: {source}")]

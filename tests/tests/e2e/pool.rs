@@ -16,7 +16,7 @@
 //! A scripted HTTP/2 server (`tests/src/rawh2.rs`) lowers its stream limit on a live connection and
 //! refuses a stream, which MCA honours and retries. With `K8S_BIN` set (a control plane built by
 //! `../shared/k8s/build.sh`), 150 watches against a real kube-apiserver (100 streams per
-//! connection) do the same; without it that test says it was skipped.
+//! connection) do the same; without them that test is reported ignored.
 
 use std::{
     collections::BTreeSet,
@@ -388,13 +388,11 @@ async fn at_the_connection_bound_requests_get_a_status_not_a_wait() -> anyhow::R
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a real kube-apiserver: K8S_BIN or ~/.cache/mca-k8s/bin (../shared/k8s/build.sh); cargo xtask test runs it when found"]
 async fn real_apiserver_serves_150_watches_and_everything_else() -> anyhow::Result<()> {
     // kube-apiserver allows 100 streams per connection; this is the measurement.
     const COUNT: usize = 150;
-    let Some(cluster) = Cluster::start("real_apiserver_serves_150_watches_and_everything_else")?
-    else {
-        return Ok(());
-    };
+    let cluster = Cluster::start()?;
     // No controllers run: the ServiceAccount a pod needs is made by hand.
     cluster.kubectl(&["create", "serviceaccount", "default"])?;
     let env = Env::start_with_kubeconfig(&cluster.kubeconfig(), &[])?;

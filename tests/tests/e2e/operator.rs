@@ -512,14 +512,13 @@ fn routing_resources(east: &Cluster) -> anyhow::Result<Value> {
 }
 
 #[test]
+#[ignore = "needs a real kube-apiserver: K8S_BIN or ~/.cache/mca-k8s/bin (../shared/k8s/build.sh); cargo xtask test runs it when found"]
 fn the_chart_injects_pods_and_publishes_routing_a_sidecar_follows_across_a_leader_crash()
 -> anyhow::Result<()> {
     use nix::sys::signal::Signal::{SIGKILL, SIGTERM};
     let test = "the_chart_injects_pods_and_publishes_routing";
-    let Some(local) = Cluster::start(test)? else {
-        return Ok(());
-    };
-    let east = Cluster::start(test)?.expect("K8S_BIN is set");
+    let local = Cluster::start()?;
+    let east = Cluster::start()?;
     east.kubectl(&["create", "namespace", "east-1"])?;
     east.kubectl(&["create", "configmap", "only-in-east", "-n", "east-1"])?;
     east.kubectl(&["create", "namespace", TEAM])?;
