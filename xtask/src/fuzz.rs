@@ -26,7 +26,6 @@ const EBPF: &str = "MCA_EBPF";
 
 /// Runs `targets` (all of them when empty) for `seconds` each, built unoptimized with `dev`;
 /// fails if any crashed.
-
 pub fn run(root: &Path, targets: &[String], seconds: u32, dev: bool) -> anyhow::Result<()> {
     let fuzz = root.join("mca-userspace/fuzz");
     if !super::on_path("cargo-fuzz") {
