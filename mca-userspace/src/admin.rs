@@ -243,10 +243,10 @@ fn upstream_report(clusters: &Registry, live: &Live) -> Response<Full<Bytes>> {
         .map(|cluster| {
             serde_json::json!({
                 "name": &**cluster.name(),
-                "url": cluster.upstream().url().to_string(),
+                "url": cluster.url().to_string(),
                 "labels": cluster.labels(),
                 "healthy": cluster.health().is_ok(),
-                "pool": cluster.upstream().stats(),
+                "pool": cluster.pool_stats(),
                 "documents": cluster.documents(),
             })
         })

@@ -18,7 +18,7 @@ use crate::{
     admin::{self, Readiness},
     cli::RunArgs,
     client_auth::{ClientAuth, Mode as ClientAuthMode},
-    cluster::{self, Registry},
+    cluster::{self, Cluster, Registry},
     config::{Config, Schema},
     intercept::{Interception, Mode, Settings},
     metrics::Metrics,
@@ -27,7 +27,7 @@ use crate::{
     sa,
     state::{self, State, Store},
     tls::{Authorities, CaPolicy, ServingCert, SubjectNames},
-    upstream::{KeepAlive, Limits, Source, Upstream},
+    upstream::{KeepAlive, Limits, Source},
 };
 
 /// Why `mca run` could not start.
@@ -215,16 +215,17 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     let clusters = Arc::new(Registry::load(&config, &source, &settings, None).await?);
     if let Some(own) = clusters
         .iter()
-        .find(|c| is_own_listener(c.upstream().url(), args.listen))
+        .find(|c| is_own_listener(c.url(), args.listen))
     {
         return Err(Error::OwnListener {
             cluster: own.name().to_string(),
-            url: own.upstream().url().to_string(),
+            url: own.url().to_string(),
             listen: args.listen,
         });
     }
     // The local cluster never changes while MCA runs: its address and namespace are fixed.
-    let upstream = clusters.local().upstream().clone();
+    let upstream = clusters.local().url().clone();
+    let namespace = clusters.local().namespace().to_owned();
     let live = Live::new(Routing {
         clusters,
         router: config.router,
@@ -279,7 +280,12 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     };
     let mut listeners = vec![bind(args.listen).await?];
     let admin_listener = bind(args.admin_listen).await?;
-    let interception = intercept(&args, &service, &source, &upstream, &mut listeners).await?;
+    let interception = {
+        // Not kept: a reload replaces the clusters, and a removed one must be let go.
+        let routing = live.load();
+        let local = routing.clusters.local();
+        intercept(&args, &service, &source, local, &mut listeners).await?
+    };
     let readiness = Readiness::default();
     let metrics = Arc::new(Metrics::default());
     tokio::spawn(admin::serve(
@@ -306,7 +312,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         serving: Arc::clone(&serving),
         store,
         listen: args.listen,
-        namespace: upstream.namespace().to_owned(),
+        namespace: namespace.clone(),
         client_auth: client_auth.clone(),
     });
     fake.write_all(&live.load())?;
@@ -337,9 +343,9 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     tracing::info!(
         listen = %args.listen,
         admin = %args.admin_listen,
-        upstream = %upstream.url(),
+        %upstream,
         clusters = live.load().clusters.iter().count(),
-        namespace = upstream.namespace(),
+        %namespace,
         fake_sa_dir = %args.fake_sa_dir.display(),
         fake_kubeconfig = %fake.kubeconfig.display(),
         client_auth = ?args.client_auth,
@@ -482,7 +488,7 @@ async fn intercept(
     args: &RunArgs,
     service: &ServiceEnv,
     source: &Source,
-    upstream: &Upstream,
+    local: &Cluster,
     listeners: &mut Vec<TcpListener>,
 ) -> Result<Option<Arc<Interception>>, Error> {
     let env_mode = |why: &dyn std::fmt::Display| {
@@ -506,8 +512,8 @@ async fn intercept(
     let v6 = loopback_v6_listener(args.listen).await;
     let destinations = destinations(
         service.addr(),
-        upstream.url(),
-        &upstream.api_endpoints().await,
+        local.url(),
+        &local.api_endpoints().await,
         &args.intercept_addresses,
     );
     let settings = Settings {

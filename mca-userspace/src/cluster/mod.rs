@@ -1,21 +1,35 @@
 //! The clusters MCA forwards to: each one's upstream client (its credentials and connection
 //! pool, the only place credentials live), its health, its cached discovery and OpenAPI
 //! documents and LIST copies, and the requests in flight to it.
+//!
+//! [`Cluster::send`] is the only way out to a cluster's API server for a request on a client's
+//! behalf, the proxy's, a fan-out's or merged discovery's alike, so what it tracks cannot
+//! drift between callers. It is a stack of layers, each answering what it can:
+//!
+//! ```text
+//! send ─▶ LIST copies (resourceVersion=0 of a cached resource)
+//!      ─▶ documents (discovery and OpenAPI, revalidated after their TTL)
+//!      ─▶ forward: counted in flight until the answer's body is dropped; whether the
+//!         cluster answered at all goes to its health
+//!      ─▶ upstream (credentials, deadline, connection pool)
+//! ```
+//!
+//! Only a cluster's own machinery (its health probes, its list reflectors) talks to the
+//! upstream below the stack.
 
 mod documents;
+mod endpoints;
 mod health;
 pub mod lists;
 
 use std::{
     collections::BTreeMap,
-    sync::{
-        Arc, Weak,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, Weak},
     time::Duration,
 };
 
-use http::{Request, StatusCode};
+use http::{Request, Response, StatusCode, Uri};
+use tower::BoxError;
 
 pub use self::{
     documents::{Documents, Tally},
@@ -26,7 +40,7 @@ use crate::{
     config::{Config, LOCAL},
     limits::memory,
     route::{ClusterId, ClusterView},
-    upstream::{self, Limits, RequestClass, Source, Upstream, UpstreamBody},
+    upstream::{self, InFlight, Limits, RequestClass, Source, Stats, Upstream, UpstreamBody},
 };
 
 /// How many times its text a parsed JSON answer takes, roughly (a `serde_json::Value` of an
@@ -46,7 +60,7 @@ pub struct Cluster {
     health: Option<Health>,
     documents: Documents,
     lists: Lists,
-    in_flight: AtomicUsize,
+    in_flight: InFlight,
 }
 
 /// How clusters are set up, beyond their configuration.
@@ -73,9 +87,19 @@ impl Cluster {
         &self.labels
     }
 
-    /// Its API server and MCA's credentials for it.
-    pub fn upstream(&self) -> &Upstream {
-        &self.upstream
+    /// Its API server's URL.
+    pub fn url(&self) -> &Uri {
+        self.upstream.url()
+    }
+
+    /// MCA's namespace in it.
+    pub fn namespace(&self) -> &str {
+        self.upstream.namespace()
+    }
+
+    /// What its connection pool holds now.
+    pub fn pool_stats(&self) -> Stats {
+        self.upstream.stats()
     }
 
     /// How its cached documents were served.
@@ -90,20 +114,48 @@ impl Cluster {
 
     /// Sends a request to it, answering requests for discovery and OpenAPI documents from
     /// its cache (see [`Documents`]) and LISTs at `resourceVersion=0` of cached resources
-    /// from their copies (see [`Lists`]).
+    /// from their copies (see [`Lists`]); what goes on to the API server is
+    /// [forwarded](Self::forward).
     pub async fn send(
         &self,
         request: Request<UpstreamBody>,
         class: RequestClass,
-    ) -> Result<http::Response<upstream::Body>, tower::BoxError> {
+    ) -> Result<Response<upstream::Body>, BoxError> {
         if let Some(answer) = self.lists.answer(&request) {
             return Ok(answer);
         }
         if let Some(key) = self.documents.key(&request) {
-            let send = |request| self.upstream.send(request, RequestClass::Short);
-            return self.documents.serve(key, request, send).await;
+            let fetch = |request| self.forward(request, RequestClass::Short);
+            return self.documents.serve(key, request, fetch).await;
         }
-        self.upstream.send(request, class).await
+        self.forward(request, class).await
+    }
+
+    /// Sends a request to the API server. It counts as in flight until its answer's body is
+    /// dropped (for an upgrade, until its tunnel closes); an answer, whatever its status,
+    /// tells the cluster's health that it is reachable, a failure to connect that it may not
+    /// be. MCA's own refusals (its deadline, its limits) are not the cluster's fault and tell
+    /// it nothing.
+    async fn forward(
+        &self,
+        request: Request<UpstreamBody>,
+        class: RequestClass,
+    ) -> Result<Response<upstream::Body>, BoxError> {
+        let in_flight = self.in_flight.enter();
+        let sent = self.upstream.send(request, class).await;
+        if let Some(health) = &self.health {
+            match &sent {
+                Ok(_) => health.answered(),
+                Err(error) if upstream::is_connect_failure(error) => {
+                    let why = upstream::failure_status(error).message;
+                    if let Some(transition) = health.connect_failed(&why) {
+                        self.log(&transition);
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        sent.map(|response| response.map(|body| body.counted(in_flight)))
     }
 
     /// Whether routes may send to it, and if not why.
@@ -114,23 +166,7 @@ impl Cluster {
         }
     }
 
-    /// Records the outcome of a request forwarded to it: whether it could connect.
-    pub fn record(&self, outcome: Result<(), &str>) {
-        let Some(health) = &self.health else {
-            return;
-        };
-        match outcome {
-            Ok(()) => health.answered(),
-            Err(why) => {
-                if let Some(transition) = health.connect_failed(why) {
-                    self.log(&transition);
-                }
-            }
-        }
-    }
-
-    /// Sends a read and parses its JSON answer, bounded in `limit` bytes and `timeout`, and
-    /// records whether the cluster could be reached. A non-2xx answer is an error with the
+    /// Sends a read and parses its JSON answer, bounded in `limit` bytes and `timeout`. A non-2xx answer is an error with the
     /// API server's message; the content type comes with a document. The answer is held
     /// against the process's [`memory::ANSWERS`] while it is read and parsed (its text and,
     /// estimated, its parsed form); with the budget spent it is a `429`.
@@ -181,8 +217,7 @@ impl Cluster {
             })
     }
 
-    /// Sends a read and returns its successful answer, its body still to be read, and
-    /// records whether the cluster could be reached. A non-2xx answer is an error with the
+    /// Sends a read and returns its successful answer, its body still to be read. A non-2xx answer is an error with the
     /// API server's message (from the first 64 KiB of its Status).
     pub async fn open_read(
         &self,
@@ -193,12 +228,8 @@ impl Cluster {
             .await
             .map_err(|error| {
                 let status = upstream::failure_status(&error);
-                if upstream::is_connect_failure(&error) {
-                    self.record(Err(&status.message));
-                }
                 (status.code, status.message)
             })?;
-        self.record(Ok(()));
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -214,16 +245,6 @@ impl Cluster {
             }
             Transition::Up => tracing::info!(cluster = %self.name, "cluster is healthy again"),
         }
-    }
-}
-
-/// A request counted as in flight to its cluster until dropped.
-#[derive(Debug)]
-pub struct InFlight(Arc<Cluster>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -283,7 +304,7 @@ impl Registry {
                 health: spec.health.clone().map(Health::new),
                 documents: Documents::new(settings.document_ttl),
                 lists,
-                in_flight: AtomicUsize::new(0),
+                in_flight: InFlight::default(),
             });
             if cluster.health.is_some() {
                 tokio::spawn(probe_forever(Arc::downgrade(&cluster)));
@@ -324,13 +345,6 @@ impl Registry {
     pub fn any_healthy(&self) -> bool {
         (0..self.clusters.len()).any(|id| self.healthy(id))
     }
-
-    /// Counts a request to `id` as in flight until the guard is dropped.
-    pub fn start(&self, id: ClusterId) -> InFlight {
-        let cluster = &self.clusters[id];
-        cluster.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(Arc::clone(cluster))
-    }
 }
 
 /// What a cluster is built from: its source (credentials included, so never logged), labels
@@ -355,7 +369,7 @@ impl ClusterView for Registry {
     }
 
     fn in_flight(&self, cluster: ClusterId) -> usize {
-        self.clusters[cluster].in_flight.load(Ordering::Relaxed)
+        self.clusters[cluster].in_flight.get()
     }
 }
 

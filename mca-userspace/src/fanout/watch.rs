@@ -303,8 +303,8 @@ impl ClusterWatch {
             upstream::copy_head(&self.head)
         };
         let request = cluster_request(&head, &self.accept, self.version.as_deref(), None, false);
-        let upstream = self.registry.get(self.id).upstream().clone();
-        let sent = tokio::time::timeout(TIMEOUT, upstream.send(request, RequestClass::LongRunning))
+        let cluster = self.registry.get(self.id);
+        let sent = tokio::time::timeout(TIMEOUT, cluster.send(request, RequestClass::LongRunning))
             .await
             .map_err(|_| "no answer".to_owned())
             .and_then(|sent| sent.map_err(|error| upstream::failure_status(&error).message));

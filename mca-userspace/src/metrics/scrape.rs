@@ -40,7 +40,7 @@ impl Scrape<'_> {
             clusters().map(|(id, c)| (vec![&**c.name()], self.clusters.in_flight(id) as f64)),
         ));
         let pools: Vec<_> = clusters()
-            .map(|(_, c)| (&**c.name(), c.upstream().stats()))
+            .map(|(_, c)| (&**c.name(), c.pool_stats()))
             .collect();
         families.extend(gauges(
             "mca_upstream_connections",

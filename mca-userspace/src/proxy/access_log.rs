@@ -21,7 +21,6 @@ use http::{Method, Version};
 use http_body::{Body, Frame, SizeHint};
 
 use crate::{
-    cluster::InFlight,
     limits::{connection::Active, in_flight::Slot},
     metrics::{self, Metrics},
     reqinfo::RequestInfo,
@@ -59,8 +58,6 @@ pub struct AccessLog {
     metrics: Arc<Metrics>,
     span: tracing::Span,
     trace: TraceContext,
-    /// Keeps the request counted as in flight to its cluster until the line is written.
-    pub in_flight: Option<InFlight>,
     /// Its place in MCA's in-flight budget, held as long.
     pub slot: Option<Slot>,
     /// Keeps it counted as open on its client connection; told whether MCA answered.
@@ -113,7 +110,6 @@ impl AccessLog {
             cluster: None,
             merged: false,
             open: None,
-            in_flight: None,
             slot: None,
             connection: None,
             error: None,

@@ -42,7 +42,6 @@ use tracing::Instrument as _;
 use self::access_log::{AccessLog, Counted};
 use crate::{
     client_auth::ClientAuth,
-    cluster::Cluster,
     intercept::Interception,
     limits::{
         Limits,
@@ -364,10 +363,7 @@ impl Proxy {
             }
             Routed::One { cluster, .. } if upgrade => {
                 let cluster = routing.clusters.get(cluster);
-                let response =
-                    upgrade::forward(cluster.upstream(), &self.tunnels, request, log).await;
-                cluster.record(Ok(()));
-                response
+                upgrade::forward(cluster, &self.tunnels, request, log).await
             }
             Routed::One { cluster, fallback } => {
                 routing
@@ -447,7 +443,6 @@ impl Routing {
         let retry = fallback.map(|fallback| (fallback, copy_head(&parts)));
         let cluster = self.clusters.get(cluster);
         let mut result = cluster.send(Request::from_parts(parts, body), class).await;
-        record(cluster, &result);
         let failure = result.as_ref().err().map(crate::upstream::failure_status);
         if let (Some(failure), Some((fallback, parts))) = (failure, retry) {
             let next = self.clusters.get(fallback);
@@ -459,10 +454,8 @@ impl Routing {
             );
             log.note("the first cluster did not answer; retried on the route's next cluster");
             log.cluster = Some(Arc::clone(next.name()));
-            log.in_flight = Some(self.clusters.start(fallback));
             let request = Request::from_parts(parts, UpstreamBody::default());
             result = next.send(request, class).await;
-            record(next, &result);
         }
         match result {
             Ok(response) => {
@@ -532,7 +525,6 @@ impl Routing {
         };
         log.route = Some(Arc::clone(&EXPLICIT));
         log.cluster = Some(Arc::clone(self.clusters.get(cluster).name()));
-        log.in_flight = Some(self.clusters.start(cluster));
         Ok(cluster)
     }
 
@@ -596,7 +588,6 @@ impl Routing {
                 ));
             };
             log.cluster = Some(Arc::clone(self.clusters.get(cluster).name()));
-            log.in_flight = Some(self.clusters.start(cluster));
             return Ok((Routed::One { cluster, fallback }, request));
         }
     }
@@ -659,18 +650,6 @@ enum Routed {
 fn is_read(request: &Request<UpstreamBody>) -> bool {
     matches!(*request.method(), http::Method::GET | http::Method::HEAD)
         && http_body::Body::is_end_stream(request.body())
-}
-
-/// Tells the cluster's health whether a request reached it.
-fn record(cluster: &Cluster, result: &Result<Response<crate::upstream::Body>, tower::BoxError>) {
-    match result {
-        Ok(_) => cluster.record(Ok(())),
-        Err(error) if crate::upstream::is_connect_failure(error) => {
-            cluster.record(Err(&crate::upstream::failure_status(error).message));
-        }
-        // Not the cluster's fault (MCA's own limits) or not a connection problem.
-        Err(_) => {}
-    }
 }
 
 /// Splits `/clusters/<name>/rest?query` into the name and the request target `/rest?query`

@@ -25,8 +25,9 @@ use super::{
     answer, headers, to_origin_form,
 };
 use crate::{
+    cluster::Cluster,
     status::{Reason, Status},
-    upstream::{RequestClass, Upstream, UpstreamBody, failure_status},
+    upstream::{RequestClass, UpstreamBody, failure_status},
 };
 
 /// Copies bytes both ways between the upgraded connections until either side closes,
@@ -109,10 +110,10 @@ impl<T: AsyncWrite> AsyncWrite for CountedIo<T> {
     }
 }
 
-/// Forwards an upgrade request; on `101` the tunnel runs on `tunnels` and the access log line
-/// is written when it closes.
+/// Forwards an upgrade request; on `101` the tunnel runs on `tunnels`, counted in flight to
+/// `cluster`, and the access log line is written when it closes.
 pub async fn forward(
-    upstream: &Upstream,
+    cluster: &Cluster,
     tunnels: &TaskTracker,
     mut request: Request<UpstreamBody>,
     mut log: AccessLog,
@@ -138,7 +139,7 @@ pub async fn forward(
         Empty::new().map_err(|never| match never {}).boxed_unsync(),
     );
 
-    let mut response = match upstream.send(request, RequestClass::Upgrade).await {
+    let mut response = match cluster.send(request, RequestClass::Upgrade).await {
         Ok(response) => response,
         Err(error) => return answer(failure_status(&error), log),
     };
@@ -151,15 +152,17 @@ pub async fn forward(
     }
 
     let upstream_side = hyper::upgrade::on(&mut response);
+    let (parts, mut body) = response.into_parts();
+    let in_flight = body.take_in_flight();
     tunnels.spawn(async move {
         if let Err(why) = splice(client_side, upstream_side, &log).await {
             log.fail(why);
         }
+        drop(in_flight);
     });
 
     // Relay the 101 with its negotiation headers; hyper completes the client-side upgrade
     // once this response is written.
-    let (parts, _body) = response.into_parts();
     Response::from_parts(
         parts,
         Empty::new().map_err(|never| match never {}).boxed_unsync(),

@@ -3,6 +3,10 @@
 use std::{
     future::Future,
     pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Context, Poll, ready},
 };
 
@@ -21,6 +25,35 @@ use crate::limits::deadline::{Deadline, Expired};
 pub struct Body {
     inner: Inner,
     deadline: Option<(Pin<Box<Sleep>>, Expired)>,
+    /// Keeps its request counted as in flight to the cluster until the body is dropped.
+    in_flight: Option<Entered>,
+}
+
+/// How many requests are in flight to one cluster: sent and not yet answered in full.
+#[derive(Debug, Default)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    /// Counts one more request until the returned guard is dropped.
+    pub fn enter(&self) -> Entered {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Entered(Arc::clone(&self.0))
+    }
+
+    /// How many there are now.
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One request counted in an [`InFlight`] gauge until dropped.
+#[derive(Debug)]
+pub struct Entered(Arc<AtomicUsize>);
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 enum Inner {
@@ -88,7 +121,20 @@ impl Body {
         Self {
             inner,
             deadline: None,
+            in_flight: None,
         }
+    }
+
+    /// The body, keeping its request counted in flight until it is dropped.
+    pub fn counted(mut self, in_flight: Entered) -> Self {
+        self.in_flight = Some(in_flight);
+        self
+    }
+
+    /// Takes the in-flight count off the body: for an upgraded connection, whose tunnel
+    /// outlives the (empty) body of its `101`.
+    pub fn take_in_flight(&mut self) -> Option<Entered> {
+        self.in_flight.take()
     }
 
     /// The body, failing with [`Expired`] if it is not over by `deadline`.

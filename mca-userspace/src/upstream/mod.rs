@@ -36,7 +36,6 @@ use crate::{
 };
 use bytes::Bytes;
 use http::{Request, Response, Uri};
-use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use kube::{
     Config,
@@ -48,7 +47,7 @@ use tokio_util::sync::DropGuard;
 use tower::{BoxError, ServiceBuilder, ServiceExt, util::BoxCloneSyncService};
 
 pub use self::{
-    body::Body,
+    body::{Body, Entered, InFlight},
     pool::{KeepAlive, Limits, RequestClass, Stats},
 };
 use self::{
@@ -262,60 +261,6 @@ impl Upstream {
         files.authorize(&mut request);
         self.service.clone().oneshot(request).await
     }
-
-    /// The API server's own addresses (the `kubernetes` Service's EndpointSlices in `default`),
-    /// which clients may dial directly. Best effort: MCA's ServiceAccount may not be allowed to
-    /// read them, and then only the Service address is intercepted.
-    pub async fn api_endpoints(&self) -> Vec<std::net::SocketAddr> {
-        /// The API server's answer when the ServiceAccount may not list them.
-        #[derive(Debug, thiserror::Error)]
-        #[error("403 Forbidden")]
-        struct NotAllowed;
-
-        const PATH: &str = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices\
-                            ?labelSelector=kubernetes.io%2Fservice-name%3Dkubernetes";
-        let request = Request::get(PATH)
-            .header(http::header::ACCEPT, "application/json")
-            .body(UpstreamBody::default())
-            .expect("a valid request");
-        let fetched = async {
-            let response = self.send(request, RequestClass::Short).await?;
-            if response.status() == http::StatusCode::FORBIDDEN {
-                return Err(NotAllowed.into());
-            }
-            if !response.status().is_success() {
-                return Err(format!("{}", response.status()).into());
-            }
-            let body = http_body_util::Limited::new(response.into_body(), 1 << 20)
-                .collect()
-                .await?
-                .to_bytes();
-            Ok::<_, BoxError>(serde_json::from_slice::<serde_json::Value>(&body)?)
-        };
-        match tokio::time::timeout(Duration::from_secs(5), fetched).await {
-            Ok(Ok(list)) => endpoint_addresses(&list),
-            Ok(Err(error)) if error.is::<NotAllowed>() => {
-                tracing::warn!(
-                    "only the kubernetes Service's address is intercepted: MCA's ServiceAccount \
-                     may not list the API server's EndpointSlices (403), so a client that dials \
-                     an endpoint IP directly bypasses MCA and fails to verify its certificate; \
-                     to intercept those too, allow `list` on `endpointslices` (API group \
-                     discovery.k8s.io) in namespace `default` to the pod's ServiceAccount, or \
-                     name the addresses with --intercept-address"
-                );
-                Vec::new()
-            }
-            Ok(Err(error)) => {
-                let error = error_chain(error.as_ref());
-                tracing::info!(%error, "could not list the API server's EndpointSlices");
-                Vec::new()
-            }
-            Err(_) => {
-                tracing::info!("listing the API server's EndpointSlices timed out");
-                Vec::new()
-            }
-        }
-    }
 }
 
 /// The request line, headers and deadline of a request, for sending it again.
@@ -486,33 +431,6 @@ fn credential_failure(error: &kube::client::AuthError) -> String {
     }
 }
 
-/// Every address × port of an EndpointSliceList.
-fn endpoint_addresses(list: &serde_json::Value) -> Vec<std::net::SocketAddr> {
-    let mut addresses = Vec::new();
-    for slice in list["items"].as_array().into_iter().flatten() {
-        let ports: Vec<u16> = slice["ports"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|port| port["port"].as_u64()?.try_into().ok())
-            .collect();
-        let ips = slice["endpoints"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|endpoint| endpoint["addresses"].as_array().into_iter().flatten())
-            .filter_map(|address| address.as_str()?.parse::<std::net::IpAddr>().ok());
-        for ip in ips {
-            addresses.extend(
-                ports
-                    .iter()
-                    .map(|port| std::net::SocketAddr::new(ip, *port)),
-            );
-        }
-    }
-    addresses
-}
-
 /// kube's middleware around the pool, boxed.
 fn stack<S>(config: &Config, kube_auth: bool, pool: S) -> Result<UpstreamService, Error>
 where
@@ -580,29 +498,6 @@ fn in_cluster_config(sa_dir: &Path, host: &str, port: u16) -> Result<Config, Err
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn endpoint_slices_give_every_address_and_port() {
-        let list = serde_json::json!({"items": [
-            {"endpoints": [{"addresses": ["172.18.0.2"]}, {"addresses": ["172.18.0.3", "junk"]}],
-             "ports": [{"name": "https", "port": 6443}]},
-            {"endpoints": [{"addresses": ["fd00::2"]}], "ports": [{"port": 6443}, {"port": 443}]},
-            {"endpoints": null}
-        ]});
-        let addresses: Vec<String> = endpoint_addresses(&list)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        assert_eq!(
-            addresses,
-            [
-                "172.18.0.2:6443",
-                "172.18.0.3:6443",
-                "[fd00::2]:6443",
-                "[fd00::2]:443"
-            ]
-        );
-    }
 
     #[test]
     fn failures_map_to_status_codes() {

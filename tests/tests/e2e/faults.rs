@@ -33,10 +33,10 @@ const H2: &[&[u8]] = &[b"h2", b"http/1.1"];
 const H1: &[&[u8]] = &[b"http/1.1"];
 const HOST: &str = "kubernetes.default.svc";
 
-type Exec = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+pub(crate) type Exec = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// `cat` in the pod's container over a WebSocket, through MCA.
-async fn exec_cat(pod: &Pod) -> anyhow::Result<Exec> {
+pub(crate) async fn exec_cat(pod: &Pod) -> anyhow::Result<Exec> {
     let mut client = Https::connect(pod, HOST, H1).await?;
     let request = websocket_upgrade(
         &format!("/api/v1/namespaces/{NAMESPACE}/pods/web/exec?command=cat&stdin=true&stdout=true"),
@@ -55,7 +55,7 @@ async fn exec_cat(pod: &Pod) -> anyhow::Result<Exec> {
 }
 
 /// How long until `exec` ends (its stream closes or fails), at most `within`.
-async fn exec_ends(exec: &mut Exec, within: Duration) -> Option<Duration> {
+pub(crate) async fn exec_ends(exec: &mut Exec, within: Duration) -> Option<Duration> {
     let start = Instant::now();
     let deadline = tokio::time::Instant::now() + within;
     loop {

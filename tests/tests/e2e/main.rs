@@ -8,6 +8,7 @@
 //! binaries of `../shared/k8s/build.sh` are found (`K8S_BIN`, or its default
 //! `~/.cache/mca-k8s/bin`).
 
+mod accounting;
 mod build_script;
 mod caching;
 mod chart;

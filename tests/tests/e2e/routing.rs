@@ -313,7 +313,7 @@ fn readyz(fleet: &Fleet) -> anyhow::Result<(u16, String)> {
 }
 
 /// Waits until `/readyz?verbose` has a line starting with `line`.
-async fn wait_for_readyz(fleet: &Fleet, line: &str) -> anyhow::Result<(u16, String)> {
+pub(crate) async fn wait_for_readyz(fleet: &Fleet, line: &str) -> anyhow::Result<(u16, String)> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {
         let (code, body) = readyz(fleet)?;
@@ -341,7 +341,7 @@ async fn resume(pod: &Pod, server: &mut ApiServer) -> anyhow::Result<()> {
 }
 
 /// Namespaces `ha-*` fail over from east to west.
-const HA_ROUTES: &str = "routes:\n\
+pub(crate) const HA_ROUTES: &str = "routes:\n\
     \x20 - name: ha\n\
     \x20   match: {namespaces: [\"ha-*\"]}\n\
     \x20   to: {clusters: [east, west], strategy: failover}\n";
@@ -521,14 +521,14 @@ fn merged_discovery_falls_back_to_the_legacy_documents_when_a_cluster_lacks_aggr
 }
 
 /// Pods are one view across the three clusters.
-const FANOUT_ROUTES: &str = "routes:\n\
+pub(crate) const FANOUT_ROUTES: &str = "routes:\n\
     \x20 - name: all-pods\n\
     \x20   match: {resources: [pods]}\n\
     \x20   to: {clusters: [local, east, west], strategy: fanOut}\n";
 
 /// A fleet whose pods are web (local, team-a), e1 (east, team-a), e2 (east, team-b) and w1
 /// (west, team-a), behind [`FANOUT_ROUTES`].
-fn fan_out_fleet() -> anyhow::Result<Fleet> {
+pub(crate) fn fan_out_fleet() -> anyhow::Result<Fleet> {
     let fleet = Fleet::start(FANOUT_ROUTES, "", Options::default())?;
     fleet.east.state().pods.insert(NAMESPACE, "e1");
     fleet.east.state().pods.insert("team-b", "e2");
