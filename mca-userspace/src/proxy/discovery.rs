@@ -1,7 +1,10 @@
 //! Serving a discovery request from every healthy cluster at once, merged (see
 //! [`crate::discovery`]).
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use futures_util::future::join_all;
@@ -9,15 +12,22 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 
-use super::{ResponseBody, access_log::AccessLog, answer};
-use crate::upstream::copy_head;
+use super::{
+    ResponseBody,
+    context::{RequestContext, Served},
+};
 use crate::{
     cluster::Registry,
     discovery::{self, AGGREGATED, Document},
-    route::ClusterId,
+    reload::Routing,
+    reqinfo::RequestInfo,
+    route::{ClusterId, ClusterView},
     status::{Reason, Status},
-    upstream::UpstreamBody,
+    upstream::{UpstreamBody, copy_head},
 };
+
+/// The route name logged for merged discovery.
+static DISCOVERY: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("discovery"));
 
 /// A cluster has this long to answer; discovery must not hang on one slow cluster.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,14 +37,47 @@ const LIMIT: usize = 32 << 20;
 /// One cluster's answer: its content type and document, or why there is none.
 type Answer = Result<(String, Value), (StatusCode, String)>;
 
+/// The discovery document a request asks for, when the routing merges discovery.
+pub fn wanted(
+    routing: &Routing,
+    head: &http::request::Parts,
+    info: &RequestInfo,
+) -> Option<Document> {
+    if !routing.merged_discovery || head.method != http::Method::GET {
+        return None;
+    }
+    Document::of(&info.path)
+}
+
+/// Serves `head` (a `GET` of `document`) merged from every healthy cluster, the default
+/// route's first.
+pub async fn serve(
+    routing: &Routing,
+    head: &http::request::Parts,
+    document: Document,
+    mut context: RequestContext,
+) -> Response<ResponseBody> {
+    let registry = &*routing.clusters;
+    let mut order: Vec<ClusterId> = routing.router.default_target().clusters().collect();
+    for id in 0..registry.iter().count() {
+        if !order.contains(&id) {
+            order.push(id);
+        }
+    }
+    order.retain(|&id| registry.healthy(id));
+    let names = order.iter().map(|&id| Arc::clone(registry.get(id).name()));
+    context.routed(&DISCOVERY, Served::Merged(names.collect()));
+    merged(registry, &order, head, document, context).await
+}
+
 /// Answers `head` (a `GET` of `document`) with the merge of what `clusters` (ids, in merge
 /// order) answer.
-pub async fn serve(
+async fn merged(
     registry: &Registry,
     clusters: &[ClusterId],
     head: &http::request::Parts,
     document: Document,
-    mut log: AccessLog,
+    context: RequestContext,
 ) -> Response<ResponseBody> {
     let accept = head
         .headers
@@ -83,7 +126,7 @@ pub async fn serve(
                 format!("no cluster answered discovery: {}", reasons.join("; ")),
             )
         };
-        return answer(status, log);
+        return context.answer(status);
     }
     let merged = discovery::merge(document, aggregated, documents);
     let mut response = Response::new(Full::new(Bytes::from(merged.to_string())));
@@ -108,10 +151,7 @@ pub async fn serve(
             }
         }
     }
-    log.status = StatusCode::OK.as_u16();
-    let (parts, body) = response.into_parts();
-    let body = super::Counted::response(body.map_err(|never| match never {}), log);
-    Response::from_parts(parts, body.boxed_unsync())
+    context.respond(response.map(|body| body.map_err(|never| match never {})))
 }
 
 /// Asks every cluster at once, with `accept`.

@@ -19,11 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::task::TaskTracker;
 
-use super::{
-    ResponseBody,
-    access_log::{AccessLog, ByteCounter, Counted},
-    answer, headers, to_origin_form,
-};
+use super::{ResponseBody, context::RequestContext, counted::ByteCounter, headers};
 use crate::{
     cluster::Cluster,
     status::{Reason, Status},
@@ -31,18 +27,19 @@ use crate::{
 };
 
 /// Copies bytes both ways between the upgraded connections until either side closes,
-/// counting them into the access log.
+/// counting them into the request's context.
 async fn splice(
     client: hyper::upgrade::OnUpgrade,
     server: hyper::upgrade::OnUpgrade,
-    log: &AccessLog,
+    context: &RequestContext,
 ) -> Result<(), String> {
     let (client, server) =
         tokio::try_join!(client, server).map_err(|error| format!("upgrade failed: {error}"))?;
+    let (read, written) = context.counters();
     let mut client = CountedIo {
         inner: TokioIo::new(client),
-        read: Arc::clone(&log.bytes_in),
-        written: Arc::clone(&log.bytes_out),
+        read: Arc::clone(read),
+        written: Arc::clone(written),
     };
     let mut server = TokioIo::new(server);
     match tokio::io::copy_bidirectional(&mut client, &mut server).await {
@@ -62,7 +59,7 @@ async fn splice(
 }
 
 pin_project_lite::pin_project! {
-    /// The client side of a tunnel, counting bytes each way into the access log as they
+    /// The client side of a tunnel, counting bytes each way into the request's context as they
     /// pass, so the counts are right however the tunnel ends.
     struct CountedIo<T> {
         #[pin]
@@ -110,30 +107,27 @@ impl<T: AsyncWrite> AsyncWrite for CountedIo<T> {
     }
 }
 
-/// Forwards an upgrade request; on `101` the tunnel runs on `tunnels`, counted in flight to
-/// `cluster`, and the access log line is written when it closes.
+/// Forwards an upgrade request (in origin form, its upgrade headers kept); on `101` the tunnel
+/// runs on `tunnels`, counted in flight to `cluster`, and the exchange ends when it closes.
 pub async fn forward(
     cluster: &Cluster,
     tunnels: &TaskTracker,
     mut request: Request<UpstreamBody>,
-    mut log: AccessLog,
+    mut context: RequestContext,
 ) -> Response<ResponseBody> {
     if request.version() != Version::HTTP_11 {
         let message = format!(
             "protocol upgrades need HTTP/1.1; this request came over {:?}",
             request.version()
         );
-        return answer(
-            Status::new(StatusCode::BAD_REQUEST, Reason::BadRequest, message),
-            log,
-        );
+        return context.answer(Status::new(
+            StatusCode::BAD_REQUEST,
+            Reason::BadRequest,
+            message,
+        ));
     }
     let client_side = hyper::upgrade::on(&mut request);
-    let (mut parts, _body) = request.into_parts();
-    if let Err(status) = to_origin_form(&mut parts) {
-        return answer(status, log);
-    }
-    headers::strip_hop_by_hop(&mut parts.headers, true);
+    let (parts, _body) = request.into_parts();
     let request = Request::from_parts(
         parts,
         Empty::new().map_err(|never| match never {}).boxed_unsync(),
@@ -141,22 +135,21 @@ pub async fn forward(
 
     let mut response = match cluster.send(request, RequestClass::Upgrade).await {
         Ok(response) => response,
-        Err(error) => return answer(failure_status(&error), log),
+        Err(error) => return context.answer(failure_status(&error)),
     };
-    log.status = response.status().as_u16();
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         // The API server refused (forbidden, not found, no such container...): relay as is.
-        let (mut parts, body) = response.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers, false);
-        return Response::from_parts(parts, Counted::response(body, log).boxed_unsync());
+        headers::strip_hop_by_hop(response.headers_mut(), false);
+        return context.respond(response);
     }
 
+    context.responded(response.status());
     let upstream_side = hyper::upgrade::on(&mut response);
     let (parts, mut body) = response.into_parts();
     let in_flight = body.take_in_flight();
     tunnels.spawn(async move {
-        if let Err(why) = splice(client_side, upstream_side, &log).await {
-            log.fail(why);
+        if let Err(why) = splice(client_side, upstream_side, &context).await {
+            context.fail(why);
         }
         drop(in_flight);
     });
