@@ -3,9 +3,56 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum, builder::PossibleValue};
 
-use crate::{intercept::Mode, telemetry::LogFormat};
+use crate::{
+    client_auth::Mode as ClientAuthMode, inject::pod_security::Level, intercept::Mode,
+    limits::Limits, telemetry::LogFormat,
+};
+
+/// Makes a domain enum a flag's value, with the name each variant is written as and its help,
+/// so that the type itself knows nothing of clap.
+macro_rules! flag_values {
+    ($type:ident { $($variant:ident = $name:literal: $help:literal,)+ }) => {
+        impl ValueEnum for $type {
+            fn value_variants<'a>() -> &'a [Self] {
+                &[$($type::$variant),+]
+            }
+
+            fn to_possible_value(&self) -> Option<PossibleValue> {
+                Some(match self {
+                    $($type::$variant => PossibleValue::new($name).help($help),)+
+                })
+            }
+        }
+    };
+}
+
+flag_values!(LogFormat {
+    Text = "text": "Human-readable `key=value` lines",
+    Json = "json": "One JSON object per line, for log pipelines",
+});
+
+flag_values!(Mode {
+    Auto = "auto": "eBPF where it loads; otherwise env overrides, with one log line saying why",
+    Ebpf = "ebpf": "eBPF or fail",
+    Env = "env": "Env overrides only (`KUBERNETES_SERVICE_HOST=127.0.0.1`, `KUBERNETES_SERVICE_PORT`)",
+});
+
+flag_values!(ClientAuthMode {
+    Token = "token": "Every request must carry the token MCA provides (the default)",
+    None = "none": "Anyone who reaches the listener is served with the real credentials: \
+                    acceptable only when nothing untrusted can reach it (see `docs/operations.md`, \
+                    *Client authentication*)",
+});
+
+flag_values!(Level {
+    Privileged = "privileged": "Anything goes (also a namespace without the label, as the API server's \
+                                default)",
+    Baseline = "baseline": "No capabilities beyond the default set, no `hostPath`",
+    Restricted = "restricted": "Baseline, and non-root, no privilege escalation, capabilities \
+                                dropped, a seccomp profile",
+});
 
 /// MCA: a sidecar that transparently proxies an application's Kubernetes API traffic.
 #[derive(Debug, Parser)]
@@ -123,7 +170,7 @@ pub struct InjectArgs {
         value_enum,
         default_value = "privileged"
     )]
-    pub pod_security: crate::inject::pod_security::Level,
+    pub pod_security: Level,
 
     /// How to inject.
     #[command(flatten)]
@@ -255,7 +302,7 @@ pub struct RunArgs {
     /// (`token`, the default) or anyone who reaches the listener is served (`none`: only when
     /// nothing untrusted shares the pod's network namespace).
     #[arg(long, env = "MCA_CLIENT_AUTH", value_enum, default_value = "token")]
-    pub client_auth: crate::client_auth::Mode,
+    pub client_auth: ClientAuthMode,
 
     /// How long a client token stays accepted after it was renewed (clients re-read the token
     /// file about once a minute).
@@ -344,7 +391,7 @@ pub struct RunArgs {
 
     /// Bounds on what clients may hold and ask of MCA.
     #[command(flatten)]
-    pub limits: crate::limits::Limits,
+    pub limits: LimitFlags,
 
     /// How often MCA PINGs each HTTP/2 connection to the API server, to find connections
     /// whose peer went silent (client-go: 30s).
@@ -425,6 +472,107 @@ pub struct RunArgs {
     pub worker_threads: u16,
 }
 
+/// `mca run`'s bounds on what clients may hold and ask of MCA (see [`Limits`]).
+#[derive(Debug, Clone, Args)]
+pub struct LimitFlags {
+    /// A client that has not finished its TLS handshake after this long is disconnected.
+    #[arg(
+        long,
+        env = "MCA_TLS_HANDSHAKE_TIMEOUT",
+        default_value = "10s",
+        value_parser = crate::duration::parse
+    )]
+    pub tls_handshake_timeout: Duration,
+
+    /// An HTTP/1.1 client must send a request's headers within this long; an idle keep-alive
+    /// connection waiting for its next request is closed after it too.
+    #[arg(
+        long,
+        env = "MCA_HEADER_READ_TIMEOUT",
+        default_value = "32s",
+        value_parser = crate::duration::parse
+    )]
+    pub header_read_timeout: Duration,
+
+    /// A connection with no request open for this long is closed (HTTP/2 with a GOAWAY).
+    #[arg(
+        long,
+        env = "MCA_IDLE_TIMEOUT",
+        default_value = "90s",
+        value_parser = crate::duration::parse
+    )]
+    pub idle_timeout: Duration,
+
+    /// Largest request header block, in bytes; larger requests get 431.
+    #[arg(
+        long,
+        env = "MCA_MAX_HEADER_BYTES",
+        default_value_t = 1 << 20,
+        value_parser = clap::value_parser!(u32).range(16 * 1024..)
+    )]
+    pub max_header_bytes: u32,
+
+    /// Most client connections open at once; beyond it new connections wait in the kernel's
+    /// accept queue.
+    #[arg(
+        long,
+        env = "MCA_MAX_CONNECTIONS",
+        default_value_t = 16384,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_connections: u32,
+
+    /// Most non-mutating requests in flight (long-running ones not counted); more get 429 with
+    /// Retry-After. 0: no limit.
+    #[arg(long, env = "MCA_MAX_REQUESTS_INFLIGHT", default_value_t = 400)]
+    pub max_requests_inflight: u32,
+
+    /// Most mutating requests (every verb but get, list and watch) in flight; more get 429
+    /// with Retry-After. 0: no limit.
+    #[arg(
+        long,
+        env = "MCA_MAX_MUTATING_REQUESTS_INFLIGHT",
+        default_value_t = 200
+    )]
+    pub max_mutating_requests_inflight: u32,
+
+    /// Longest a request that is not long-running may take (or its `?timeout=` if shorter);
+    /// then it gets 504 and its upstream request is cancelled.
+    #[arg(
+        long,
+        env = "MCA_REQUEST_TIMEOUT",
+        default_value = "60s",
+        value_parser = crate::duration::parse
+    )]
+    pub request_timeout: Duration,
+
+    /// Concurrent streams an HTTP/2 client may open on one connection.
+    #[arg(
+        long,
+        env = "MCA_HTTP2_MAX_STREAMS_PER_CONNECTION",
+        default_value_t = 250,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub http2_max_streams_per_connection: u32,
+}
+
+impl LimitFlags {
+    /// The limits the flags set.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            tls_handshake_timeout: self.tls_handshake_timeout,
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_header_bytes: self.max_header_bytes,
+            max_connections: self.max_connections,
+            max_requests_inflight: self.max_requests_inflight,
+            max_mutating_requests_inflight: self.max_mutating_requests_inflight,
+            request_timeout: self.request_timeout,
+            http2_max_streams_per_connection: self.http2_max_streams_per_connection,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,5 +581,38 @@ mod tests {
     fn cli_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        limits: LimitFlags,
+    }
+
+    #[test]
+    fn durations_are_written_as_kubernetes_writes_them() {
+        let limits = Flags::parse_from(["mca", "--request-timeout", "1m30s"])
+            .limits
+            .limits();
+        assert_eq!(limits.request_timeout, Duration::from_secs(90));
+        let Err(refused) = Flags::try_parse_from(["mca", "--idle-timeout", "90"]) else {
+            panic!("a duration without a unit was accepted");
+        };
+        assert!(refused.to_string().contains("not a duration"), "{refused}");
+    }
+
+    #[test]
+    fn default_limits_are_the_api_servers() {
+        let limits = Flags::parse_from(["mca"]).limits.limits();
+        assert_eq!(limits.tls_handshake_timeout, Duration::from_secs(10));
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(32));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(90));
+        assert_eq!(limits.max_header_bytes, 1 << 20);
+        assert_eq!(limits.max_requests_inflight, 400);
+        assert_eq!(limits.max_mutating_requests_inflight, 200);
+        assert_eq!(limits.request_timeout, Duration::from_secs(60));
+        assert_eq!(limits.http2_max_streams_per_connection, 250);
+        // Builds without panicking (hyper checks the buffer size and the timer).
+        let _ = limits.http();
     }
 }

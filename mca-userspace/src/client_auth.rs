@@ -22,7 +22,7 @@ use base64::Engine;
 use http::{HeaderMap, header};
 
 /// Whether MCA checks the client's token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Every request must carry the token MCA provides (the default).
     Token,

@@ -50,7 +50,7 @@ pub enum Error {
     Listen {
         /// The address.
         addr: std::net::SocketAddr,
-        /// Why.
+        /// The operating system's error.
         source: std::io::Error,
     },
     /// `--state-dir` could not be used.
@@ -138,7 +138,11 @@ pub fn upstream_source(args: &RunArgs, service: &ServiceEnv) -> Source {
 /// telemetry, the run, and one line in the configured format saying what went wrong.
 pub fn main(args: RunArgs) -> std::process::ExitCode {
     let runtime = runtime(args.worker_threads).expect("starting the tokio runtime");
-    let _telemetry = crate::telemetry::init(&args);
+    #[cfg(feature = "otlp")]
+    let _telemetry =
+        crate::telemetry::init_with_export(args.log_format, args.otlp_endpoint.as_deref());
+    #[cfg(not(feature = "otlp"))]
+    let _telemetry = crate::telemetry::init_logs(args.log_format);
     match runtime.block_on(run(args)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
@@ -357,7 +361,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         let shutdown = shutdown.clone();
         let readiness = readiness.clone();
         async move {
-            let signal = wait_for_signal().await;
+            let signal = crate::signal::shutdown().await;
             tracing::info!(signal, "shutting down");
             readiness.set(false);
             shutdown.cancel();
@@ -365,7 +369,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     });
     let proxy = Proxy::new(
         live,
-        args.limits.clone(),
+        args.limits.limits(),
         client_auth,
         interception.clone(),
         metrics,
@@ -632,16 +636,6 @@ fn raise_open_file_limit() {
         }
         Ok(_) => {}
         Err(error) => tracing::warn!(%error, "could not read the open-file limit"),
-    }
-}
-
-pub(crate) async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
     }
 }
 

@@ -49,9 +49,9 @@ pub enum Error {
     /// A file or directory could not be written.
     #[error("writing {path}: {source}")]
     Write {
-        /// What.
+        /// The file or directory.
         path: PathBuf,
-        /// Why.
+        /// The operating system's error.
         source: std::io::Error,
     },
     /// The path holds something MCA did not write.

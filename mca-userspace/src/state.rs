@@ -25,9 +25,9 @@ pub enum Error {
     /// The directory or file could not be made, read or written.
     #[error("--state-dir {path}: {source}")]
     Io {
-        /// What.
+        /// The directory or file.
         path: PathBuf,
-        /// Why.
+        /// The operating system's error.
         source: std::io::Error,
     },
     /// The file is not MCA's state (nothing is overwritten).

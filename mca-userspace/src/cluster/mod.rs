@@ -252,9 +252,9 @@ impl Cluster {
 #[derive(Debug, thiserror::Error)]
 #[error("cluster {name}: {source}")]
 pub struct Error {
-    /// The cluster.
+    /// The cluster's name.
     pub name: String,
-    /// Why.
+    /// What failed loading its credentials or connection settings.
     pub source: upstream::Error,
 }
 

@@ -30,7 +30,7 @@ pub enum Error {
     Refused {
         /// `kind/name`.
         object: String,
-        /// Why.
+        /// What makes the injection unsafe.
         refusal: Refusal,
     },
 }

@@ -22,7 +22,7 @@ pub enum Error {
     Read {
         /// What was being read (`-` for stdin).
         path: String,
-        /// Why.
+        /// The operating system's error.
         source: std::io::Error,
     },
     /// A manifest could not be injected.
@@ -30,7 +30,7 @@ pub enum Error {
     Manifest {
         /// Its file.
         path: String,
-        /// Why.
+        /// What stopped the injection.
         source: manifest::Error,
     },
 }

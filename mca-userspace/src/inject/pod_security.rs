@@ -18,7 +18,7 @@ use crate::intercept::Mode;
 pub const ENFORCE_LABEL: &str = "pod-security.kubernetes.io/enforce";
 
 /// A Pod Security Standards level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
     /// Anything goes (also a namespace without the label, as the API server's default).
     Privileged,

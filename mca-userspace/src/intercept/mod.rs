@@ -31,7 +31,7 @@ use mca_common::{ClientEnd, Config, Destination, counter};
 static BYTECODE: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mca"));
 
 /// How applications reach MCA.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// eBPF where it loads; otherwise env overrides, with one log line saying why.
     Auto,
@@ -52,7 +52,7 @@ pub enum Error {
     Cgroup {
         /// The cgroup (or cgroup table) involved.
         path: PathBuf,
-        /// Why.
+        /// The operating system's error.
         source: std::io::Error,
     },
     /// MCA's cgroup is the root of its cgroup namespace (a container's own), so the pod's
@@ -88,7 +88,7 @@ pub enum Error {
     Program {
         /// Program name.
         name: &'static str,
-        /// Why.
+        /// aya's error (for a load, with the verifier's log).
         source: aya::programs::ProgramError,
     },
     /// A map was missing or could not be written.
@@ -96,7 +96,7 @@ pub enum Error {
     Map {
         /// Map name.
         name: &'static str,
-        /// Why.
+        /// aya's error.
         source: aya::maps::MapError,
     },
 }

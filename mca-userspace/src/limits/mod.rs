@@ -27,87 +27,40 @@ use hyper_util::{
     server::conn::auto,
 };
 
-/// The bounds, as `mca run` flags.
-#[derive(Debug, Clone, clap::Args)]
+/// The bounds; `mca run` sets them with its flags (see [`crate::cli`]), kube-apiserver's
+/// defaults unless told otherwise.
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// A client that has not finished its TLS handshake after this long is disconnected.
-    #[arg(
-        long,
-        env = "MCA_TLS_HANDSHAKE_TIMEOUT",
-        default_value = "10s",
-        value_parser = crate::duration::parse
-    )]
     pub tls_handshake_timeout: Duration,
 
     /// An HTTP/1.1 client must send a request's headers within this long; an idle keep-alive
     /// connection waiting for its next request is closed after it too.
-    #[arg(
-        long,
-        env = "MCA_HEADER_READ_TIMEOUT",
-        default_value = "32s",
-        value_parser = crate::duration::parse
-    )]
     pub header_read_timeout: Duration,
 
     /// A connection with no request open for this long is closed (HTTP/2 with a GOAWAY).
-    #[arg(
-        long,
-        env = "MCA_IDLE_TIMEOUT",
-        default_value = "90s",
-        value_parser = crate::duration::parse
-    )]
     pub idle_timeout: Duration,
 
     /// Largest request header block, in bytes; larger requests get 431.
-    #[arg(
-        long,
-        env = "MCA_MAX_HEADER_BYTES",
-        default_value_t = 1 << 20,
-        value_parser = clap::value_parser!(u32).range(16 * 1024..)
-    )]
     pub max_header_bytes: u32,
 
     /// Most client connections open at once; beyond it new connections wait in the kernel's
     /// accept queue.
-    #[arg(
-        long,
-        env = "MCA_MAX_CONNECTIONS",
-        default_value_t = 16384,
-        value_parser = clap::value_parser!(u32).range(1..)
-    )]
     pub max_connections: u32,
 
     /// Most non-mutating requests in flight (long-running ones not counted); more get 429 with
     /// Retry-After. 0: no limit.
-    #[arg(long, env = "MCA_MAX_REQUESTS_INFLIGHT", default_value_t = 400)]
     pub max_requests_inflight: u32,
 
     /// Most mutating requests (every verb but get, list and watch) in flight; more get 429
     /// with Retry-After. 0: no limit.
-    #[arg(
-        long,
-        env = "MCA_MAX_MUTATING_REQUESTS_INFLIGHT",
-        default_value_t = 200
-    )]
     pub max_mutating_requests_inflight: u32,
 
     /// Longest a request that is not long-running may take (or its `?timeout=` if shorter);
     /// then it gets 504 and its upstream request is cancelled.
-    #[arg(
-        long,
-        env = "MCA_REQUEST_TIMEOUT",
-        default_value = "60s",
-        value_parser = crate::duration::parse
-    )]
     pub request_timeout: Duration,
 
     /// Concurrent streams an HTTP/2 client may open on one connection.
-    #[arg(
-        long,
-        env = "MCA_HTTP2_MAX_STREAMS_PER_CONNECTION",
-        default_value_t = 250,
-        value_parser = clap::value_parser!(u32).range(1..)
-    )]
     pub http2_max_streams_per_connection: u32,
 }
 
@@ -135,42 +88,5 @@ impl Limits {
             .max_header_list_size(self.max_header_bytes)
             .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS);
         http
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Flags {
-        #[command(flatten)]
-        limits: Limits,
-    }
-
-    #[test]
-    fn durations_are_written_as_kubernetes_writes_them() {
-        let limits = Flags::parse_from(["mca", "--request-timeout", "1m30s"]).limits;
-        assert_eq!(limits.request_timeout, Duration::from_secs(90));
-        let Err(refused) = Flags::try_parse_from(["mca", "--idle-timeout", "90"]) else {
-            panic!("a duration without a unit was accepted");
-        };
-        assert!(refused.to_string().contains("not a duration"), "{refused}");
-    }
-
-    #[test]
-    fn defaults_are_the_api_servers() {
-        let limits = Flags::parse_from(["mca"]).limits;
-        assert_eq!(limits.tls_handshake_timeout, Duration::from_secs(10));
-        assert_eq!(limits.header_read_timeout, Duration::from_secs(32));
-        assert_eq!(limits.idle_timeout, Duration::from_secs(90));
-        assert_eq!(limits.max_header_bytes, 1 << 20);
-        assert_eq!(limits.max_requests_inflight, 400);
-        assert_eq!(limits.max_mutating_requests_inflight, 200);
-        assert_eq!(limits.request_timeout, Duration::from_secs(60));
-        assert_eq!(limits.http2_max_streams_per_connection, 250);
-        // Builds without panicking (hyper checks the buffer size and the timer).
-        let _ = limits.http();
     }
 }

@@ -69,7 +69,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
         &options.lease.1,
         &options.identity,
     );
-    let signal = crate::run::wait_for_signal();
+    let signal = crate::signal::shutdown();
     tokio::pin!(signal);
     tracing::info!(identity = %options.identity, "waiting to lead");
     loop {

@@ -17,10 +17,10 @@ use tracing_subscriber::{
 };
 
 pub use self::writer::Flush;
-use crate::{cli::RunArgs, trace_context::TraceContext};
+use crate::trace_context::TraceContext;
 
 /// The log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     /// Human-readable `key=value` lines.
     Text,
@@ -39,35 +39,29 @@ pub struct Guard {
     _flush: Flush,
 }
 
-/// Installs the global subscriber for `mca run`: logs to stderr ([`subscriber`]), and request
-/// spans exported when `args` ask for it, in builds with the `otlp` feature.
-pub fn init(args: &RunArgs) -> Guard {
-    let (registry, flush) = subscriber(args.log_format);
-    #[cfg(feature = "otlp")]
-    {
-        let endpoint = args.otlp_endpoint.as_deref();
-        let (exporter, layer) = match otlp::wanted(endpoint).then(|| otlp::start(endpoint)) {
-            Some(Ok((exporter, layer))) => (Some(exporter), Some(layer)),
-            Some(Err(error)) => {
-                eprintln!("mca: request spans are not exported: {error}");
-                (None, None)
-            }
-            None => (None, None),
-        };
-        registry.with(layer).init();
-        Guard {
-            _exporter: exporter,
-            _flush: flush,
+/// Installs the global subscriber for `mca run` in builds with the `otlp` feature: logs to
+/// stderr ([`subscriber`]), and request spans exported to `endpoint` (or where the
+/// `OTEL_EXPORTER_OTLP_*` variables say) when export is asked for.
+#[cfg(feature = "otlp")]
+pub fn init_with_export(format: LogFormat, endpoint: Option<&str>) -> Guard {
+    let (registry, flush) = subscriber(format);
+    let (exporter, layer) = match otlp::wanted(endpoint).then(|| otlp::start(endpoint)) {
+        Some(Ok((exporter, layer))) => (Some(exporter), Some(layer)),
+        Some(Err(error)) => {
+            eprintln!("mca: request spans are not exported: {error}");
+            (None, None)
         }
-    }
-    #[cfg(not(feature = "otlp"))]
-    {
-        registry.init();
-        Guard { _flush: flush }
+        None => (None, None),
+    };
+    registry.with(layer).init();
+    Guard {
+        _exporter: exporter,
+        _flush: flush,
     }
 }
 
-/// Installs the global subscriber for the other subcommands (`mca webhook`, ...): logs only.
+/// Installs the global subscriber with logs only: for `mca run` in builds without the `otlp`
+/// feature, and for the other subcommands (`mca webhook`, ...).
 pub fn init_logs(format: LogFormat) -> Guard {
     let (registry, flush) = subscriber(format);
     registry.init();

@@ -96,7 +96,7 @@ pub enum Error {
     ServiceAccount {
         /// The file that could not be read.
         path: PathBuf,
-        /// Why.
+        /// The operating system's error.
         source: std::io::Error,
     },
     /// `ca.crt` holds no usable certificate.

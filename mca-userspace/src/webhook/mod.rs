@@ -68,12 +68,12 @@ pub enum Error {
     /// The serving certificate.
     #[error("serving certificate: {0}")]
     Certificate(#[from] certificate::Error),
-    /// The listener.
+    /// The listen address could not be bound.
     #[error("listening on {addr}: {source}")]
     Listen {
-        /// Where.
+        /// The address.
         addr: SocketAddr,
-        /// Why.
+        /// The operating system's error.
         source: std::io::Error,
     },
 }
@@ -109,7 +109,7 @@ pub async fn run(options: Options, settings: Settings) -> Result<(), Error> {
     let gate = Gate::new(CONNECTIONS, PER_PEER);
     let http = http();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let signal = crate::run::wait_for_signal();
+    let signal = crate::signal::shutdown();
     tokio::pin!(signal);
     loop {
         let (tcp, peer, slot) = tokio::select! {
