@@ -4,6 +4,7 @@
 //! One module per concern; the request path reads top to bottom in [`proxy`].
 
 pub mod admin;
+pub(crate) mod backoff;
 pub mod cli;
 pub mod client_auth;
 pub mod cluster;

@@ -41,6 +41,7 @@ use self::{
     token::{Continue, Versions},
 };
 use crate::{
+    backoff::Backoff,
     cluster::{Cluster, Registry},
     query,
     reqinfo::RequestInfo,
@@ -54,8 +55,9 @@ use crate::{
 const LIST_LIMIT: usize = 32 << 20;
 /// How long one cluster has to answer a list or the start of a watch.
 const TIMEOUT: Duration = Duration::from_secs(60);
-/// Backoff between attempts to restart a cluster's failed watch.
-const BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(10));
+/// Between attempts to restart a cluster's failed watch: quick at first, since a merged watch
+/// missing a cluster is a client waiting.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
 
 /// Why a fan-out request is answered by MCA itself.
 pub type Refusal = Status;

@@ -253,7 +253,7 @@ struct ClusterWatch {
 
 impl ClusterWatch {
     async fn run(mut self) {
-        let mut backoff = BACKOFF.0;
+        let mut backoff = BACKOFF;
         let mut expired = false;
         loop {
             let attempt = if expired {
@@ -265,7 +265,7 @@ impl ClusterWatch {
                 self.stream().await
             };
             match attempt {
-                Ok(Ended::Resumable) => backoff = BACKOFF.0,
+                Ok(Ended::Resumable) => backoff.reset(),
                 Ok(Ended::Expired) => {
                     expired = true;
                     if !self.lock().held.complete(&self.cluster) {
@@ -277,14 +277,13 @@ impl ClusterWatch {
                 }
                 Ok(Ended::ClientGone | Ended::Refused) => return,
                 Err(why) => {
-                    tracing::debug!(cluster = %self.cluster, %why, ?backoff, "a merged watch's cluster stream failed; retrying");
+                    tracing::debug!(cluster = %self.cluster, %why, backoff = ?backoff.current(), "a merged watch's cluster stream failed; retrying");
                 }
             }
             if self.events.is_closed() {
                 return;
             }
-            tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64())).await;
-            backoff = (backoff * 2).min(BACKOFF.1);
+            tokio::time::sleep(backoff.next()).await;
         }
     }
 

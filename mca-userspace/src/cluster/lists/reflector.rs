@@ -15,9 +15,12 @@ use super::{
     Informer,
     store::{self, Page},
 };
-use crate::upstream::{
-    self, RequestClass, Upstream, UpstreamBody,
-    lines::{self, Lines, MAX_EVENT},
+use crate::{
+    backoff::Backoff,
+    upstream::{
+        self, RequestClass, Upstream, UpstreamBody,
+        lines::{self, Lines, MAX_EVENT},
+    },
 };
 
 /// Objects per LIST page.
@@ -26,8 +29,8 @@ const PAGE: usize = 500;
 const MAX_READ: usize = 64 << 20;
 /// How long a LIST page may take.
 const LIST_TIMEOUT: Duration = Duration::from_secs(60);
-/// Backoff between failed attempts: from the first to the last, doubling.
-const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
+/// Between failed attempts: unhurried, since LISTs go to the API server meanwhile.
+const BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
 /// A watch ending sooner than this (without an error) counts as broken, so a server that
 /// ends every watch at once is not asked in a tight loop.
 const SHORTEST_WATCH: Duration = Duration::from_secs(1);
@@ -64,7 +67,7 @@ struct Reflector {
     informer: Arc<Informer>,
     upstream: Upstream,
     cluster: Arc<str>,
-    backoff: Duration,
+    backoff: Backoff,
     /// Whether the last attempt failed (and said so in the log).
     failing: bool,
 }
@@ -75,7 +78,7 @@ pub(super) async fn run(informer: Arc<Informer>, upstream: Upstream, cluster: Ar
         informer,
         upstream,
         cluster,
-        backoff: BACKOFF.0,
+        backoff: BACKOFF,
         failing: false,
     };
     loop {
@@ -113,13 +116,12 @@ impl Reflector {
         if !std::mem::replace(&mut self.failing, true) {
             tracing::warn!(cluster = %self.cluster, resource = %self.informer.resource, %error, "list cache: {what}; its LISTs go to the API server until it recovers");
         }
-        tokio::time::sleep(self.backoff.mul_f64(0.5 + fastrand::f64() / 2.0)).await;
-        self.backoff = (self.backoff * 2).min(BACKOFF.1);
+        tokio::time::sleep(self.backoff.next()).await;
     }
 
     /// Notes that the copy is current again.
     fn recovered(&mut self, objects: usize) {
-        self.backoff = BACKOFF.0;
+        self.backoff.reset();
         if std::mem::take(&mut self.failing) {
             tracing::info!(cluster = %self.cluster, resource = %self.informer.resource, objects, "list cache: current again");
         }
