@@ -18,10 +18,7 @@
 //! All decisions are made under one short-held lock; nothing awaits while holding it. Waiters
 //! are woken whenever a stream, connection or dial outcome changes what they could do.
 
-use std::{
-    sync::{Arc, Mutex, MutexGuard, Weak},
-    time::Duration,
-};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use h2::client::SendRequest;
@@ -29,127 +26,25 @@ use http::{Request, Response};
 use tokio::{sync::Notify, time::Instant};
 use tower::BoxError;
 
+mod error;
+mod lifecycle;
+mod settings;
+mod state;
+
+pub use self::{
+    error::{ConnectError, Exhausted},
+    settings::{KeepAlive, Limits, RequestClass, Stats},
+};
+use self::{
+    lifecycle::{give_back, reap, release_socket, settle},
+    state::{Connection, Kind, Next, State},
+};
 use super::{
     ConnectTimeout, UpstreamBody,
     body::Body,
     connect::{Alpn, Dialer, Protocol, Slot},
     http1, http2,
 };
-
-/// How a request uses its connection, which decides where it may go. The proxy tags each
-/// request with one (a request extension); an untagged request is short.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RequestClass {
-    /// Answered promptly: get, list, create, update, delete...
-    #[default]
-    Short,
-    /// Open as long as the client wants: watch, logs, proxy (the API server's long-running
-    /// requests).
-    LongRunning,
-    /// An HTTP/1.1 `Upgrade` (exec, attach, port-forward): a connection of its own for the
-    /// whole session.
-    Upgrade,
-}
-
-/// The pool's bounds.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Connections, counting those being opened and those carrying upgraded sessions.
-    pub max_connections: usize,
-    /// Opening a connection (TCP, TLS and the HTTP/2 preface) takes at most this long, and a
-    /// request waits at most this long for a stream or a connection slot.
-    pub connect_timeout: Duration,
-    /// A connection with nothing in flight for this long is closed.
-    pub idle_timeout: Duration,
-    /// How HTTP/2 connections are checked for a peer that went silent.
-    pub keep_alive: KeepAlive,
-}
-
-/// HTTP/2 keep-alive: a PING every `interval`, and a connection whose answer does not come
-/// within `timeout` is closed, ending its streams (watches included) so clients start over on
-/// a live connection. Without it a connection whose peer vanished without a FIN (a node gone,
-/// a dead network path) swallows requests until they time out. client-go checks the same way
-/// (30 s, 15 s).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KeepAlive {
-    /// Between PINGs.
-    pub interval: Duration,
-    /// For the answer.
-    pub timeout: Duration,
-}
-
-impl KeepAlive {
-    /// client-go's values.
-    pub const CLIENT_GO: Self = Self {
-        interval: Duration::from_secs(30),
-        timeout: Duration::from_secs(15),
-    };
-}
-
-/// A request found every connection MCA may use busy, and none freed up in time.
-#[derive(Debug, thiserror::Error)]
-pub struct Exhausted {
-    class: RequestClass,
-    max_connections: usize,
-    waited: Duration,
-}
-
-impl std::fmt::Display for Exhausted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let Self {
-            max_connections: max,
-            waited,
-            ..
-        } = self;
-        if self.class == RequestClass::Short {
-            write!(
-                f,
-                "all {max} connections to the API server are busy and none freed up within \
-                 {waited:?} (raise --upstream-max-connections)"
-            )
-        } else {
-            write!(
-                f,
-                "the {} connections to the API server that long-running requests may use are \
-                 busy (one more is kept for short requests) and none freed up within {waited:?} \
-                 (raise --upstream-max-connections)",
-                max.saturating_sub(1)
-            )
-        }
-    }
-}
-
-/// Opening a connection to the API server failed; every request that waited for that
-/// connection gets this error.
-#[derive(Debug, Clone)]
-pub struct ConnectError(Arc<BoxError>);
-
-impl std::fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "connecting to the API server: {}", self.0)
-    }
-}
-
-impl std::error::Error for ConnectError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&**self.0)
-    }
-}
-
-/// A snapshot of the pool, for the admin endpoint and tests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Stats {
-    /// Open connections, including those being opened and upgraded sessions.
-    pub connections: usize,
-    /// Pooled HTTP/2 connections.
-    pub http2: usize,
-    /// Pooled HTTP/1.1 connections.
-    pub http1: usize,
-    /// Requests in flight on pooled HTTP/2 connections.
-    pub streams: usize,
-    /// Connections opened (or tried) since the pool was made.
-    pub opened: u64,
-}
 
 /// A request is sent at most this often when connections refuse it unprocessed.
 const ATTEMPTS: usize = 3;
@@ -176,134 +71,6 @@ struct Shared {
     state: Mutex<State>,
     /// Signalled after every change that may let a waiting request proceed.
     changed: Notify,
-}
-
-#[derive(Default)]
-struct State {
-    /// Pooled connections, oldest first: requests fill the oldest, so extra ones fall idle.
-    connections: Vec<Connection>,
-    /// Every open socket, pooled or not, and those being opened.
-    sockets: usize,
-    /// The pooled dial in flight while connections are (or may be) HTTP/2: a second request
-    /// waits for it, since the new connection will likely have streams to spare.
-    dialing: Option<u64>,
-    /// Dials so far, numbering them.
-    dials: u64,
-    /// The last dial that failed, so requests that waited for it report its error.
-    failed: Option<(u64, ConnectError)>,
-    /// What the last pooled connection negotiated.
-    protocol: Option<Protocol>,
-    next_id: u64,
-    /// Whether the idle reaper runs.
-    reaping: bool,
-}
-
-struct Connection {
-    id: u64,
-    /// Opened into the last slot, for short requests only.
-    reserved: bool,
-    /// Since when nothing has been in flight.
-    idle_since: Option<Instant>,
-    /// Takes no new requests (GOAWAY, a failed send, or retired for a new client
-    /// certificate); closes when its requests end.
-    draining: bool,
-    kind: Kind,
-}
-
-enum Kind {
-    Http2 {
-        send: SendRequest<Bytes>,
-        streams: usize,
-        /// Whether the server's stream limit is known; until then only the request that
-        /// opened the connection uses it.
-        settled: bool,
-    },
-    Http1 {
-        /// The connection's sender while no request uses it.
-        idle: Option<http1::Sender>,
-    },
-}
-
-impl Connection {
-    fn has_room(&self) -> bool {
-        !self.draining
-            && match &self.kind {
-                Kind::Http2 {
-                    send,
-                    streams,
-                    settled,
-                } => *settled && *streams < send.current_max_send_streams(),
-                Kind::Http1 { idle } => idle.is_some(),
-            }
-    }
-
-    fn in_flight(&self) -> usize {
-        match &self.kind {
-            Kind::Http2 { streams, .. } => *streams,
-            Kind::Http1 { idle } => usize::from(idle.is_none()),
-        }
-    }
-}
-
-/// What a request that needs a connection does next.
-#[derive(Debug, PartialEq, Eq)]
-enum Next {
-    /// Use this pooled connection.
-    Use(usize),
-    /// Open a connection; `reserved` when it takes the slot kept for short requests.
-    Dial { reserved: bool },
-    /// Wait for a change; `dial` names the dial in flight that may bring a connection.
-    Wait { dial: Option<u64> },
-}
-
-/// Whether a request that found no pooled connection with room may open one. The last slot
-/// is kept for short requests (when there are at least two); a dial already under way for
-/// connections that may be HTTP/2 (`dialing`) is waited for instead of racing it.
-fn dial_or_wait(
-    sockets: usize,
-    max_connections: usize,
-    long_running: bool,
-    dialing: Option<u64>,
-) -> Next {
-    if let Some(dial) = dialing {
-        return Next::Wait { dial: Some(dial) };
-    }
-    let free = max_connections.saturating_sub(sockets);
-    let reserve = usize::from(max_connections > 1);
-    if free == 0 || (long_running && free <= reserve) {
-        return Next::Wait { dial: None };
-    }
-    Next::Dial {
-        reserved: free <= reserve,
-    }
-}
-
-impl State {
-    fn next(&self, class: RequestClass, max_connections: usize) -> Next {
-        if class != RequestClass::Upgrade {
-            let usable = self
-                .connections
-                .iter()
-                .position(|c| c.has_room() && !(c.reserved && class != RequestClass::Short));
-            if let Some(index) = usable {
-                return Next::Use(index);
-            }
-        }
-        let dialing = self.dialing.filter(|_| self.coalesces(class));
-        dial_or_wait(
-            self.sockets,
-            max_connections,
-            class != RequestClass::Short,
-            dialing,
-        )
-    }
-
-    /// Whether a dial for `class` is one others should wait for: pooled, and the server may
-    /// speak HTTP/2. HTTP/1.1 connections take one request each, so those dials run side by
-    /// side.
-    fn coalesces(&self, class: RequestClass) -> bool {
-        class != RequestClass::Upgrade && self.protocol != Some(Protocol::Http1)
-    }
 }
 
 /// A pooled connection taken for one request.
@@ -744,25 +511,6 @@ enum Opened {
     Http1(http1::Sender),
 }
 
-/// Opens an HTTP/2 connection to every request once the server's stream limit is known; a
-/// server that does not answer within `timeout` gets no more requests on it.
-async fn settle(shared: Weak<Shared>, id: u64, settled: http2::Settled, timeout: Duration) {
-    let outcome = tokio::time::timeout(timeout, settled).await;
-    let Some(shared) = shared.upgrade() else {
-        return;
-    };
-    if !matches!(outcome, Ok(Ok(()))) {
-        tracing::debug!("the API server did not answer an HTTP/2 PING; not reusing the connection");
-    }
-    shared.update(id, |connection| {
-        if let Kind::Http2 { settled, .. } = &mut connection.kind {
-            *settled = true;
-            connection.draining |= !matches!(outcome, Ok(Ok(())));
-        }
-        true
-    });
-}
-
 /// Takes the pooled connection at `index` (which has room) for one request. An HTTP/1.1
 /// connection comes back as `Err` so the caller can check, without the lock, that it is still
 /// usable.
@@ -789,22 +537,6 @@ fn take(
     }
 }
 
-/// Returns an HTTP/1.1 connection whose response was read to the end.
-fn give_back(shared: &Shared, id: u64, sender: http1::Sender) {
-    shared.update(id, move |connection| {
-        connection.kind = Kind::Http1 { idle: Some(sender) };
-        connection.idle_since = Some(Instant::now());
-        !connection.draining
-    });
-}
-
-fn release_socket(shared: &Weak<Shared>) {
-    if let Some(shared) = shared.upgrade() {
-        shared.lock().sockets -= 1;
-        shared.changed.notify_waiters();
-    }
-}
-
 /// A request rebuilt from its head for another attempt.
 fn rebuild(parts: &http::request::Parts, body: UpstreamBody) -> Request<UpstreamBody> {
     let mut request = Request::new(body);
@@ -812,158 +544,4 @@ fn rebuild(parts: &http::request::Parts, body: UpstreamBody) -> Request<Upstream
     *request.uri_mut() = parts.uri.clone();
     *request.headers_mut() = parts.headers.clone();
     request
-}
-
-/// Closes connections that had nothing in flight for the idle timeout; ends when the pool is
-/// gone or empty (the next connection starts it again).
-async fn reap(shared: Weak<Shared>) {
-    loop {
-        let idle_timeout = match shared.upgrade() {
-            Some(shared) => shared.limits.idle_timeout,
-            None => return,
-        };
-        tokio::time::sleep((idle_timeout / 4).max(Duration::from_millis(100))).await;
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        let mut state = shared.lock();
-        let now = Instant::now();
-        let (idle, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut state.connections)
-            .into_iter()
-            .partition(|c| {
-                c.in_flight() == 0 && c.idle_since.is_some_and(|t| now - t >= idle_timeout)
-            });
-        state.connections = kept;
-        let done = state.connections.is_empty();
-        if done {
-            state.reaping = false;
-        }
-        drop(state);
-        if !idle.is_empty() {
-            tracing::debug!(
-                closed = idle.len(),
-                "closing idle connections to the API server"
-            );
-        }
-        // Dropping the last handle of a connection closes it.
-        drop(idle);
-        if done {
-            return;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dials_until_the_bound_keeping_the_last_slot_for_short_requests() {
-        // Room: anyone dials; the last slot is marked reserved.
-        assert_eq!(
-            dial_or_wait(0, 4, true, None),
-            Next::Dial { reserved: false }
-        );
-        assert_eq!(
-            dial_or_wait(2, 4, false, None),
-            Next::Dial { reserved: false }
-        );
-        assert_eq!(
-            dial_or_wait(3, 4, false, None),
-            Next::Dial { reserved: true }
-        );
-        // Long-running requests never take the last slot.
-        assert_eq!(dial_or_wait(3, 4, true, None), Next::Wait { dial: None });
-        // At the bound everyone waits.
-        assert_eq!(dial_or_wait(4, 4, false, None), Next::Wait { dial: None });
-        assert_eq!(dial_or_wait(5, 4, false, None), Next::Wait { dial: None });
-        // A bound of one has nothing to reserve.
-        assert_eq!(
-            dial_or_wait(0, 1, true, None),
-            Next::Dial { reserved: false }
-        );
-        assert_eq!(dial_or_wait(1, 1, false, None), Next::Wait { dial: None });
-        // A dial under way is waited for rather than raced.
-        assert_eq!(
-            dial_or_wait(1, 4, false, Some(7)),
-            Next::Wait { dial: Some(7) }
-        );
-    }
-
-    #[test]
-    fn http1_dials_run_side_by_side_and_upgrades_never_wait_for_pooled_dials() {
-        let mut state = State {
-            sockets: 1,
-            dialing: Some(1),
-            ..State::default()
-        };
-        assert_eq!(
-            state.next(RequestClass::Short, 8),
-            Next::Wait { dial: Some(1) }
-        );
-        assert_eq!(
-            state.next(RequestClass::Upgrade, 8),
-            Next::Dial { reserved: false }
-        );
-        state.protocol = Some(Protocol::Http1);
-        assert_eq!(
-            state.next(RequestClass::LongRunning, 8),
-            Next::Dial { reserved: false }
-        );
-    }
-
-    #[test]
-    fn long_running_requests_skip_reserved_and_busy_connections() {
-        let state = State {
-            sockets: 2,
-            connections: vec![
-                Connection {
-                    id: 1,
-                    reserved: false,
-                    idle_since: None,
-                    draining: false,
-                    kind: Kind::Http1 { idle: None },
-                },
-                Connection {
-                    id: 2,
-                    reserved: true,
-                    idle_since: None,
-                    draining: false,
-                    kind: Kind::Http1 { idle: None },
-                },
-            ],
-            ..State::default()
-        };
-        // Both busy: dial (short) or wait (long-running, only the reserved slot is left).
-        assert_eq!(
-            state.next(RequestClass::Short, 3),
-            Next::Dial { reserved: true }
-        );
-        assert_eq!(
-            state.next(RequestClass::LongRunning, 3),
-            Next::Wait { dial: None }
-        );
-    }
-
-    #[test]
-    fn exhaustion_says_what_to_raise() {
-        let short = Exhausted {
-            class: RequestClass::Short,
-            max_connections: 4,
-            waited: Duration::from_secs(10),
-        };
-        assert!(
-            short.to_string().starts_with("all 4 connections"),
-            "{short}"
-        );
-        assert!(short.to_string().contains("--upstream-max-connections"));
-        let watch = Exhausted {
-            class: RequestClass::LongRunning,
-            ..short
-        };
-        assert!(
-            watch.to_string().starts_with("the 3 connections"),
-            "{watch}"
-        );
-    }
 }

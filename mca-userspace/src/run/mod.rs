@@ -5,10 +5,15 @@
 //! certificate, then the listeners, and only then the fake ServiceAccount is written and
 //! readiness raised, so an application never starts against a proxy that cannot serve it.
 
-use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
-    sync::Arc,
+mod fake;
+mod interception;
+
+use self::{
+    fake::FakeCredentials,
+    interception::{intercept, is_own_listener},
 };
+
+use std::{net::SocketAddr, sync::Arc};
 
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -18,14 +23,13 @@ use crate::{
     admin::{self, Readiness},
     cli::RunArgs,
     client_auth::{ClientAuth, Mode as ClientAuthMode},
-    cluster::{self, Cluster, Registry},
+    cluster::{self, Registry},
     config::{Config, Schema},
-    intercept::{Interception, Mode, Settings},
     metrics::Metrics,
     proxy::Proxy,
     reload::{ConfigFile, Live, Routing},
     sa,
-    state::{self, State, Store},
+    state::{self, Store},
     tls::{Authorities, CaPolicy, ServingCert, SubjectNames},
     upstream::{KeepAlive, Limits, Source},
 };
@@ -384,245 +388,6 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// What MCA writes for the application instead of real credentials: the fake ServiceAccount
-/// and the fake kubeconfig, both carrying MCA's CAs and the client token; and, in
-/// `--state-dir`, what a restarted MCA needs to go on serving them. The state is always
-/// saved before the application's files change, so a crash in between leaves nothing the
-/// application holds unknown to the next run.
-struct FakeCredentials {
-    sa_dir: std::path::PathBuf,
-    kubeconfig: std::path::PathBuf,
-    serving: Arc<ServingCert>,
-    store: Option<Store>,
-    listen: SocketAddr,
-    namespace: String,
-    client_auth: Option<Arc<ClientAuth>>,
-}
-
-impl FakeCredentials {
-    fn token(&self) -> String {
-        self.client_auth
-            .as_ref()
-            .map_or_else(|| sa::PLACEHOLDER_TOKEN.to_owned(), |auth| auth.token())
-    }
-
-    fn write_all(&self, routing: &Routing) -> Result<(), Error> {
-        self.save_state()?;
-        let ca = self.serving.ca_pem();
-        sa::provision(&self.sa_dir, &ca, &self.token(), &self.namespace)?;
-        Ok(self.write_kubeconfig(routing)?)
-    }
-
-    fn save_state(&self) -> Result<(), state::Error> {
-        let Some(store) = &self.store else {
-            return Ok(());
-        };
-        store.save(&State {
-            authorities: self.serving.save_authorities(),
-            tokens: self.client_auth.as_ref().map(|auth| auth.save()),
-        })
-    }
-
-    fn write_kubeconfig(&self, routing: &Routing) -> Result<(), sa::Error> {
-        let names: Vec<&str> = routing.clusters.iter().map(|c| &**c.name()).collect();
-        sa::write_kubeconfig(
-            &self.kubeconfig,
-            &self.serving.ca_pem(),
-            &self.token(),
-            self.listen,
-            &self.namespace,
-            &names,
-        )
-    }
-
-    /// Renews the client token (the old one stays good for `grace`) and writes the new one.
-    fn renew_token(&self, routing: &Routing, grace: std::time::Duration) {
-        let Some(auth) = &self.client_auth else {
-            return;
-        };
-        let renewed = auth
-            .rotate(grace)
-            .map_err(|error| error.to_string())
-            .and_then(|()| {
-                self.save_state().map_err(|e| e.to_string())?;
-                sa::write_token(&self.sa_dir, &auth.token()).map_err(|e| e.to_string())?;
-                self.write_kubeconfig(routing).map_err(|e| e.to_string())
-            });
-        match renewed {
-            Ok(()) => tracing::info!(
-                ?grace,
-                "renewed the client token; the previous one is accepted for the grace period"
-            ),
-            Err(error) => tracing::error!(%error, "renewing the client token failed"),
-        }
-    }
-
-    /// Keeps the CAs moving ([`ServingCert::maintain`]) for as long as MCA runs: a new set is
-    /// saved and published in `ca.crt` (and the kubeconfig) as soon as it is made, which is
-    /// `--ca-overlap` before MCA serves with it.
-    async fn maintain_authorities(self: Arc<Self>, live: Arc<Live>) {
-        loop {
-            let now = time::OffsetDateTime::now_utc();
-            let published = self
-                .serving
-                .maintain(now)
-                .map_err(Error::from)
-                .and_then(|done| {
-                    if done.authorities {
-                        self.write_all(&live.load())?;
-                    }
-                    Ok(done)
-                });
-            match published {
-                Ok(done) if done.authorities => tracing::info!("published MCA's CAs in ca.crt"),
-                Ok(_) => {}
-                Err(error) => tracing::error!(%error, "maintaining MCA's CAs failed; retrying"),
-            }
-            let wait = self
-                .serving
-                .next_maintenance(time::OffsetDateTime::now_utc());
-            tokio::time::sleep(wait.max(std::time::Duration::from_secs(1))).await;
-        }
-    }
-}
-
-/// Sets up eBPF interception as `--intercept` asks, adding MCA's IPv6 loopback listener to
-/// `listeners` when redirected IPv6 connects are to land there.
-async fn intercept(
-    args: &RunArgs,
-    service: &ServiceEnv,
-    source: &Source,
-    local: &Cluster,
-    listeners: &mut Vec<TcpListener>,
-) -> Result<Option<Arc<Interception>>, Error> {
-    let env_mode = |why: &dyn std::fmt::Display| {
-        tracing::warn!(
-            "{why}; env-override mode: applications must use KUBERNETES_SERVICE_HOST={} \
-             KUBERNETES_SERVICE_PORT={}",
-            args.listen.ip(),
-            args.listen.port()
-        );
-    };
-    match args.intercept {
-        Mode::Env => return Ok(None),
-        // Outside a pod, "the pod's cgroup" would be the user's session: only intercept a
-        // cgroup that was named.
-        Mode::Auto if args.cgroup.is_none() && matches!(source, Source::Kubeconfig { .. }) => {
-            env_mode(&"not in a pod and no --cgroup given");
-            return Ok(None);
-        }
-        Mode::Auto | Mode::Ebpf => {}
-    }
-    let v6 = loopback_v6_listener(args.listen).await;
-    let destinations = destinations(
-        service.addr(),
-        local.url(),
-        &local.api_endpoints().await,
-        &args.intercept_addresses,
-    );
-    let settings = Settings {
-        cgroup: args.cgroup.clone(),
-        host_cgroup_root: args.host_cgroup_root.clone(),
-        destinations,
-        redirect_v4: match args.listen {
-            SocketAddr::V4(v4) => v4,
-            SocketAddr::V6(v6) => SocketAddrV4::new(Ipv4Addr::LOCALHOST, v6.port()),
-        },
-        redirect_v6: match v6.as_ref().and_then(|l| l.local_addr().ok()) {
-            Some(SocketAddr::V6(v6)) => Some(v6),
-            _ => None,
-        },
-        exempt_uids: args.exempt_uids.clone(),
-        log: args.ebpf_log,
-    };
-    match Interception::start(&settings) {
-        Ok(interception) => {
-            tracing::info!(
-                cgroup = %interception.cgroup().display(),
-                destinations = ?settings.destinations,
-                "eBPF interception active: connects to these destinations are redirected to MCA"
-            );
-            listeners.extend(v6);
-            Ok(Some(Arc::new(interception)))
-        }
-        Err(error) if args.intercept == Mode::Ebpf => Err(Error::Intercept(error)),
-        Err(error) => {
-            env_mode(&format_args!("eBPF interception unavailable ({error})"));
-            Ok(None)
-        }
-    }
-}
-
-/// MCA's IPv6 loopback listener on the same port, when it listens on IPv4 loopback and the
-/// host has IPv6; without it, redirected IPv6 connects go to the v4-mapped IPv4 listener.
-async fn loopback_v6_listener(listen: SocketAddr) -> Option<TcpListener> {
-    if !listen.ip().is_loopback() || !listen.is_ipv4() {
-        return None;
-    }
-    let addr = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, listen.port()));
-    match TcpListener::bind(addr).await {
-        Ok(listener) => Some(listener),
-        Err(error) => {
-            tracing::info!(%addr, %error, "no IPv6 loopback listener");
-            None
-        }
-    }
-}
-
-/// What to intercept, without repeats: the Service address (what in-cluster clients dial),
-/// the upstream's address if it is an IP, the API server's endpoints, and extras.
-fn destinations(
-    service: Option<SocketAddr>,
-    upstream: &http::Uri,
-    endpoints: &[SocketAddr],
-    extras: &[SocketAddr],
-) -> Vec<SocketAddr> {
-    let upstream = host_ip(upstream).map(|ip| SocketAddr::new(ip, port(upstream)));
-    let mut all: Vec<SocketAddr> = Vec::new();
-    for addr in service
-        .into_iter()
-        .chain(upstream)
-        .chain(endpoints.iter().copied())
-        .chain(extras.iter().copied())
-    {
-        if !all.contains(&addr) {
-            all.push(addr);
-        }
-    }
-    all
-}
-
-/// Whether `url` reaches MCA's listener on `listen`: the same port on the same address, on
-/// loopback when MCA listens on loopback (its IPv6 twin included) or on every address.
-/// Names other than `localhost` are not resolved.
-fn is_own_listener(url: &http::Uri, listen: SocketAddr) -> bool {
-    let ip = match url.host() {
-        Some(host) if host.eq_ignore_ascii_case("localhost") => Some(Ipv4Addr::LOCALHOST.into()),
-        _ => host_ip(url),
-    };
-    let Some(ip) = ip else {
-        return false;
-    };
-    let ours = listen.ip();
-    let local = |ip: IpAddr| ip.is_loopback() || ip.is_unspecified();
-    port(url) == listen.port() && (ip == ours || local(ip) && local(ours))
-}
-
-/// The host of `url` if it is an IP address.
-fn host_ip(url: &http::Uri) -> Option<IpAddr> {
-    url.host()?.trim_matches(['[', ']']).parse().ok()
-}
-
-/// The port of `url`, or its scheme's.
-fn port(url: &http::Uri) -> u16 {
-    let default = if url.scheme_str() == Some("http") {
-        80
-    } else {
-        443
-    };
-    url.port_u16().unwrap_or(default)
-}
-
 /// Every watch an application holds over HTTP/1.1 is a socket in MCA: lift the soft limit on
 /// open files to the hard one (as Go programs do at start), since the common soft default of
 /// 1024 would otherwise cap an operator's watches.
@@ -642,66 +407,6 @@ fn raise_open_file_limit() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn addrs(list: &[&str]) -> Vec<SocketAddr> {
-        list.iter().map(|a| a.parse().unwrap()).collect()
-    }
-
-    #[test]
-    fn destinations_cover_service_upstream_endpoints_and_extras_once() {
-        let service = ServiceEnv {
-            host: Some("10.96.0.1".into()),
-            port: 443,
-        };
-        let found = destinations(
-            service.addr(),
-            &"https://10.96.0.1".parse().unwrap(),
-            &addrs(&["172.18.0.2:6443", "10.96.0.1:443"]),
-            &addrs(&["[fd00::1]:443"]),
-        );
-        assert_eq!(
-            found,
-            addrs(&["10.96.0.1:443", "172.18.0.2:6443", "[fd00::1]:443"])
-        );
-        // A named upstream adds nothing; an IPv6 one is understood.
-        assert!(
-            destinations(
-                None,
-                &"https://api.example.com:6443".parse().unwrap(),
-                &[],
-                &[]
-            )
-            .is_empty()
-        );
-        assert_eq!(
-            destinations(None, &"https://[fd00::9]:6443".parse().unwrap(), &[], &[]),
-            addrs(&["[fd00::9]:6443"])
-        );
-    }
-
-    #[test]
-    fn mca_own_listener_is_recognised_as_an_upstream() {
-        let own = |url: &str, listen: &str| {
-            is_own_listener(&url.parse().unwrap(), listen.parse().unwrap())
-        };
-        assert!(own("https://127.0.0.1:6443", "127.0.0.1:6443"));
-        assert!(own(
-            "https://localhost:6443/clusters/east",
-            "127.0.0.1:6443"
-        ));
-        assert!(own("https://[::1]:6443", "127.0.0.1:6443"));
-        assert!(own("https://127.0.0.1:6443", "0.0.0.0:6443"));
-        assert!(own("https://10.0.0.7:443", "10.0.0.7:443"));
-        assert!(own("https://10.0.0.7", "10.0.0.7:443"));
-        // Another port, another address, a name: someone else.
-        assert!(!own("https://127.0.0.1:7443", "127.0.0.1:6443"));
-        assert!(!own("https://10.96.0.1:6443", "127.0.0.1:6443"));
-        assert!(!own("https://127.0.0.1:6443", "10.0.0.7:6443"));
-        assert!(!own(
-            "https://kubernetes.default.svc:6443",
-            "127.0.0.1:6443"
-        ));
-    }
 
     #[test]
     fn in_cluster_unless_a_kubeconfig_is_named() {
