@@ -3,7 +3,9 @@
 //! the cluster's failures instead), a fan-out watch is in flight to every cluster it watches
 //! (it used to count nowhere), and an exec is in flight until its tunnel closes.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use anyhow::Context as _;
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -12,7 +14,7 @@ use mca_tests::{
     apiserver::Options,
     client::{Https, body_json, open_watch, websocket_upgrade},
     fleet::Fleet,
-    harness::{Env, NAMESPACE},
+    harness::{Env, NAMESPACE, eventually},
     metrics::Scrape,
 };
 
@@ -21,24 +23,13 @@ use super::{
     routing::{HA_ROUTES, fan_out_fleet, wait_for_readyz},
 };
 
-/// Waits until `check` holds for a scrape of `env`'s `/metrics`; fails with the last one.
-async fn wait_for_metrics(
-    env: &Env,
-    what: &str,
-    check: impl Fn(&Scrape) -> bool,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+/// Waits until `check` holds for a scrape of `env`'s `/metrics`.
+fn wait_for_metrics(env: &Env, what: &str, check: impl Fn(&Scrape) -> bool) -> anyhow::Result<()> {
+    eventually(Duration::from_secs(10), || {
         let scrape = env.metrics()?;
-        if check(&scrape) {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{what} never held; last scrape: {scrape:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        Ok((check(&scrape), ()))
+    })
+    .with_context(|| format!("{what} never held"))
 }
 
 fn in_flight(scrape: &Scrape, cluster: &str) -> f64 {
@@ -110,8 +101,7 @@ async fn a_fan_out_watch_is_in_flight_to_every_cluster_it_watches() -> anyhow::R
                 .iter()
                 .all(|c| in_flight(scrape, c) == 1.0)
         },
-    )
-    .await?;
+    )?;
 
     drop(watch);
     drop(client);
@@ -120,7 +110,6 @@ async fn a_fan_out_watch_is_in_flight_to_every_cluster_it_watches() -> anyhow::R
             .iter()
             .all(|c| in_flight(scrape, c) == 0.0)
     })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -129,13 +118,11 @@ async fn an_exec_is_in_flight_until_its_tunnel_closes() -> anyhow::Result<()> {
     let mut exec = exec_cat(&env.pod).await?;
     wait_for_metrics(&env, "the exec in flight", |scrape| {
         in_flight(scrape, "local") == 1.0
-    })
-    .await?;
+    })?;
 
     exec.close(None).await?;
     assert!(exec_ends(&mut exec, Duration::from_secs(5)).await.is_some());
     wait_for_metrics(&env, "nothing in flight", |scrape| {
         in_flight(scrape, "local") == 0.0
     })
-    .await
 }

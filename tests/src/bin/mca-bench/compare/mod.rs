@@ -42,6 +42,12 @@ pub struct Options {
 pub fn run(options: &Options) -> anyhow::Result<()> {
     crate::raise_open_file_limit()?;
     let work = tempfile::tempdir()?;
+    // nginx's workers run as `nobody` when started by root: they must reach the files they
+    // serve below the (0700) directory, though not list it.
+    std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )?;
     let out = mca_tests::harness::workspace_root().join("target/bench");
     std::fs::create_dir_all(&out)?;
     let certs = Certs::generate(work.path())?;
