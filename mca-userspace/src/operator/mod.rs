@@ -3,39 +3,34 @@
 //! the webhook's serving certificate and `caBundle` current ([`webhook_tls`]). Replicas elect
 //! one leader with a Lease ([`lease`]); only the leader writes.
 //!
-//! Namespaces are reconciled when a `Cluster` or `Route` in them changes (watches on both,
-//! cluster-wide) and every [`RESYNC`] in any case, which is how changed credential Secrets
-//! reach the configuration without the operator watching every Secret in the cluster.
+//! Namespaces are reconciled by a kube-runtime `Controller` ([`namespaces`]) when a `Cluster`
+//! or `Route` in them changes (watches on both, cluster-wide) and every [`RESYNC`] in any
+//! case, which is how changed credential Secrets reach the configuration without the operator
+//! watching every Secret in the cluster.
 
 pub mod crd;
 pub mod lease;
 #[cfg(test)]
 mod mock;
+mod namespaces;
 pub mod reconcile;
 pub mod render;
 pub mod webhook_tls;
 
-use std::{collections::BTreeSet, time::Duration};
+use std::time::Duration;
 
-use futures_util::StreamExt as _;
 use k8s_openapi::{
     api::coordination::v1::Lease,
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
     jiff::Timestamp,
 };
-use kube::{
-    Api, Client, CustomResourceExt as _, ResourceExt as _,
-    runtime::{WatchStreamExt as _, watcher},
-};
-use tokio::sync::mpsc;
+use kube::{Api, Client, CustomResourceExt as _};
 
-/// How often every known namespace is reconciled even without a change to its resources.
-pub const RESYNC: Duration = Duration::from_secs(60);
+pub use self::namespaces::RESYNC;
+use self::namespaces::RETRY;
+
 /// How often the webhook's certificate is checked.
 const CERTIFICATE_CHECK: Duration = Duration::from_secs(600);
-/// The wait before a namespace whose reconciliation, or a certificate check, failed is tried
-/// again.
-const RETRY: Duration = Duration::from_secs(5);
 
 /// Why the operator stopped.
 #[derive(Debug, thiserror::Error)]
@@ -117,94 +112,28 @@ async fn keep_leading(elector: &lease::Elector) -> Error {
     }
 }
 
-/// The leader's work: namespaces as they change, and the webhook's certificate.
+/// The leader's work, until it is dropped: namespaces as they change, and the webhook's
+/// certificate.
 async fn lead(client: Client, options: Options) {
-    let (changed, mut changes) = mpsc::unbounded_channel::<String>();
-    tokio::spawn(watch_namespaces::<crd::Cluster>(
-        client.clone(),
-        changed.clone(),
-    ));
-    tokio::spawn(watch_namespaces::<crd::Route>(
-        client.clone(),
-        changed.clone(),
-    ));
-    if let Some(webhook) = options.webhook.clone() {
-        let client = client.clone();
-        tokio::spawn(async move {
-            loop {
-                // Soon again after a failure: until the caBundle is set, the API server
-                // cannot call the webhook, and pods of opted-in namespaces are refused.
-                let next = match webhook_tls::ensure(&client, &webhook, Timestamp::now()).await {
-                    Ok(_) => CERTIFICATE_CHECK,
-                    Err(error) => {
-                        tracing::warn!(%error, "keeping the webhook's certificate current failed; trying again");
-                        RETRY
-                    }
-                };
-                tokio::time::sleep(next).await;
-            }
-        });
-    }
-    let mut known = BTreeSet::new();
-    let mut resync = tokio::time::interval(RESYNC);
-    loop {
-        let mut due = BTreeSet::new();
-        tokio::select! {
-            Some(namespace) = changes.recv() => {
-                due.insert(namespace);
-                // A burst of changes (a `kubectl apply` of several resources) is one round.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                while let Ok(more) = changes.try_recv() {
-                    due.insert(more);
-                }
-            }
-            _ = resync.tick() => due.clone_from(&known),
-        }
-        for namespace in due {
-            match reconcile::namespace(&client, &namespace, &options.published).await {
-                Ok(summary) => {
-                    tracing::debug!(%namespace, ?summary, "reconciled");
-                    known.insert(namespace);
-                }
+    let certificate = async {
+        let Some(webhook) = &options.webhook else {
+            return;
+        };
+        loop {
+            // Soon again after a failure: until the caBundle is set, the API server cannot
+            // call the webhook, and pods of opted-in namespaces are refused.
+            let next = match webhook_tls::ensure(&client, webhook, Timestamp::now()).await {
+                Ok(_) => CERTIFICATE_CHECK,
                 Err(error) => {
-                    tracing::warn!(%namespace, %error, "reconciling failed; trying again");
-                    let changed = changed.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(RETRY).await;
-                        let _ = changed.send(namespace);
-                    });
+                    tracing::warn!(%error, "keeping the webhook's certificate current failed; trying again");
+                    RETRY
                 }
-            }
+            };
+            tokio::time::sleep(next).await;
         }
-    }
-}
-
-/// Sends the namespace of every `K` that changes (or is deleted).
-async fn watch_namespaces<K>(client: Client, changed: mpsc::UnboundedSender<String>)
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + 'static,
-{
-    let events = watcher(Api::<K>::all(client), watcher::Config::default())
-        .default_backoff()
-        .touched_objects();
-    tokio::pin!(events);
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(object) => {
-                if let Some(namespace) = object.namespace()
-                    && changed.send(namespace).is_err()
-                {
-                    return;
-                }
-            }
-            Err(error) => tracing::warn!(%error, "watch failed; resuming"),
-        }
-    }
+    };
+    let namespaces = namespaces::reconcile_all(client.clone(), options.published.clone());
+    tokio::join!(certificate, namespaces);
 }
 
 /// The CRDs, as `mca crds` prints them (YAML documents).
