@@ -116,6 +116,12 @@ pub struct OperatorArgs {
     #[arg(long, env = "MCA_WEBHOOK_CONFIGURATION", default_value = "mca")]
     pub webhook_configuration: String,
 
+    /// Watch the credential Secrets (the metadata of those labelled
+    /// mca.io/cluster-credentials=true), so a changed credential is published at once
+    /// instead of with the next resync (60 s). Needs `list` and `watch` on every Secret.
+    #[arg(long, env = "MCA_WATCH_CREDENTIAL_SECRETS")]
+    pub watch_credential_secrets: bool,
+
     /// Log format.
     #[arg(long, env = "MCA_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

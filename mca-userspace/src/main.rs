@@ -60,6 +60,7 @@ fn main() -> std::process::ExitCode {
                         configuration: args.webhook_configuration.clone(),
                     }
                 }),
+                watch_credential_secrets: args.watch_credential_secrets,
             };
             let ran = runtime().block_on(async {
                 let client = kube::Client::try_default().await?;

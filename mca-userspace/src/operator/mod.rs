@@ -5,8 +5,8 @@
 //!
 //! Namespaces are reconciled by a kube-runtime `Controller` ([`namespaces`]) when a `Cluster`
 //! or `Route` in them changes (watches on both, cluster-wide) and every [`RESYNC`] in any
-//! case, which is how changed credential Secrets reach the configuration without the operator
-//! watching every Secret in the cluster.
+//! case, which is how changed credential Secrets reach the configuration unless the operator
+//! is allowed to watch Secrets ([`Options::watch_credential_secrets`]).
 
 pub mod crd;
 pub mod lease;
@@ -55,6 +55,10 @@ pub struct Options {
     pub identity: String,
     /// The webhook whose certificate the operator keeps, if any.
     pub webhook: Option<webhook_tls::Webhook>,
+    /// Whether a changed credential Secret is acted on at once (a watch of the labelled
+    /// Secrets' metadata, which needs `list` and `watch` on every Secret) rather than with the
+    /// next [`RESYNC`].
+    pub watch_credential_secrets: bool,
 }
 
 /// Runs until SIGTERM or SIGINT (`Ok`), or until leadership is lost.
@@ -132,7 +136,11 @@ async fn lead(client: Client, options: Options) {
             tokio::time::sleep(next).await;
         }
     };
-    let namespaces = namespaces::reconcile_all(client.clone(), options.published.clone());
+    let namespaces = namespaces::reconcile_all(
+        client.clone(),
+        options.published.clone(),
+        options.watch_credential_secrets,
+    );
     tokio::join!(certificate, namespaces);
 }
 

@@ -6,17 +6,21 @@
 //!
 //! The key of a namespace is a `Namespace` object made here, not read from the API server:
 //! the operator needs no permission on namespaces, only on what it routes by. Credential
-//! Secrets are not watched either: RBAC cannot grant `list` and `watch` on only the labelled
-//! ones, and the operator reads Secrets by name alone (see `SECURITY.md`); a changed
-//! credential reaches the configuration with the next resync.
+//! Secrets are watched only when asked for ([`Options::watch_credential_secrets`]), since
+//! RBAC cannot grant `list` and `watch` on only the labelled ones (see `SECURITY.md`):
+//! without it the operator reads Secrets by name alone, and a changed credential reaches
+//! the configuration with the next resync. With it, the watch asks for the metadata of the
+//! labelled Secrets only, so no Secret's data reaches the operator through it.
+//!
+//! [`Options::watch_credential_secrets`]: super::Options::watch_credential_secrets
 
 use std::{sync::Arc, time::Duration};
 
-use futures_util::{StreamExt as _, stream};
-use k8s_openapi::api::core::v1::Namespace;
+use futures_util::{Stream, StreamExt as _, stream};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
     Api, Client, ResourceExt as _,
-    api::ObjectMeta,
+    api::{ObjectMeta, PartialObjectMeta},
     runtime::{
         WatchStreamExt as _,
         controller::{self, Action, Controller},
@@ -25,7 +29,7 @@ use kube::{
 };
 
 use super::{
-    crd::{Cluster, Route},
+    crd::{CREDENTIALS_LABEL, Cluster, Route},
     reconcile,
 };
 
@@ -44,17 +48,36 @@ struct Context {
 }
 
 /// Reconciles namespaces as their resources change, until dropped (leadership lost or the
-/// operator stopping).
-pub async fn reconcile_all(client: Client, published: String) {
+/// operator stopping); with `watch_credential_secrets`, also as their labelled credential
+/// Secrets change.
+pub async fn reconcile_all(client: Client, published: String, watch_credential_secrets: bool) {
     let (store, mut writer) = reflector::store::<Namespace>();
     // The store is filled as namespaces come up, never listed: it is complete from the start
     // (the Controller waits for that before it reconciles anything).
     writer.apply_watcher_event(&watcher::Event::InitDone);
-    let touched = stream::select(
-        namespaces_of::<Cluster>(&client),
-        namespaces_of::<Route>(&client),
-    )
-    .map(move |namespace| {
+    let mut sources = vec![
+        namespaces_of(watcher(
+            Api::<Cluster>::all(client.clone()),
+            watcher::Config::default(),
+        ))
+        .boxed(),
+        namespaces_of(watcher(
+            Api::<Route>::all(client.clone()),
+            watcher::Config::default(),
+        ))
+        .boxed(),
+    ];
+    if watch_credential_secrets {
+        let labelled = watcher::Config::default().labels(&format!("{CREDENTIALS_LABEL}=true"));
+        sources.push(
+            namespaces_of(watcher(
+                Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+                labelled,
+            ))
+            .boxed(),
+        );
+    }
+    let touched = stream::select_all(sources).map(move |namespace| {
         let key = Namespace {
             metadata: ObjectMeta {
                 name: Some(namespace),
@@ -81,17 +104,14 @@ pub async fn reconcile_all(client: Client, published: String) {
         .await;
 }
 
-/// The namespace of every `K` that changes (or is deleted).
-fn namespaces_of<K>(client: &Client) -> impl futures_util::Stream<Item = String> + Send + use<K>
+/// The namespace of every object of a watch that changes (or is deleted).
+fn namespaces_of<K>(
+    events: impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+) -> impl Stream<Item = String> + Send
 where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + 'static,
+    K: kube::Resource + Send + 'static,
 {
-    watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+    events
         .default_backoff()
         .touched_objects()
         .filter_map(|event| async move {

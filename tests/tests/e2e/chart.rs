@@ -323,6 +323,35 @@ fn the_operator_may_do_what_it_needs_and_the_webhook_nothing() -> anyhow::Result
 }
 
 #[test]
+fn watching_credential_secrets_is_opted_into_with_its_list_and_watch() -> anyhow::Result<()> {
+    let secret_verbs = |objects: &[Value]| -> anyhow::Result<Vec<String>> {
+        let role: ClusterRole = typed(find(objects, "ClusterRole", "mca-operator"))?;
+        let mut verbs: Vec<String> = role
+            .rules
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.resources.iter().flatten().any(|x| x == "secrets"))
+            .filter(|r| r.resource_names.is_none())
+            .flat_map(|r| r.verbs)
+            .collect();
+        verbs.sort();
+        Ok(verbs)
+    };
+    let args = |objects: &[Value]| {
+        find(objects, "Deployment", "mca-operator")["spec"]["template"]
+        ["spec"]["containers"][0]["args"]
+        .to_string()
+    };
+    let default = render(&[])?;
+    assert_eq!(secret_verbs(&default)?, ["get"]);
+    assert!(!args(&default).contains("--watch-credential-secrets"));
+    let watching = render(&["operator.watchCredentialSecrets=true"])?;
+    assert_eq!(secret_verbs(&watching)?, ["get", "list", "watch"]);
+    assert!(args(&watching).contains("\"--watch-credential-secrets\""));
+    Ok(())
+}
+
+#[test]
 fn other_pods_reach_the_webhook_port_alone_and_the_operator_not_at_all() -> anyhow::Result<()> {
     let objects = render(&[])?;
     let webhook: NetworkPolicy = typed(find(&objects, "NetworkPolicy", "mca-webhook"))?;

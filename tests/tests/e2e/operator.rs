@@ -22,7 +22,9 @@
 //! injected routing arguments starts before anything is published (its optional Secret volume
 //! empty, everything local); Clusters (one with a missing Secret: `Ready=False` naming it) and a
 //! Route are published, the sidecar applies them from its kubelet-style volume and reaches east
-//! with east's credential (east's audit log); the leader is killed, the other replica takes over
+//! with east's credential (east's audit log); east's credential rotated in its Secret is
+//! published at once (the chart's opt-in watch of credential Secrets, not the 60 s resync) and
+//! the sidecar reaches east with the new one; the leader is killed, the other replica takes over
 //! (about 16 s: the 15 s Lease) and publishes a new Route the sidecar then follows; a third replica
 //! waits while the leader is stopped with SIGTERM, releases the Lease and is replaced within
 //! seconds (not a Lease duration); deleting every resource publishes an empty configuration and the
@@ -57,9 +59,14 @@ const TAKEOVER: Duration = Duration::from_secs(40);
 /// A Secret's files, as the kubelet writes them into a volume.
 type Files = BTreeMap<String, Vec<u8>>;
 
-/// The rendered chart, as applied: routing on, the webhook reachable on loopback.
+/// The rendered chart, as applied: routing on, credential Secrets watched, the webhook
+/// reachable on loopback.
 fn chart(webhook_port: u16) -> anyhow::Result<Vec<Value>> {
-    let mut objects = helm::render(&["routing.enabled=true", "mode=env"])?;
+    let mut objects = helm::render(&[
+        "routing.enabled=true",
+        "mode=env",
+        "operator.watchCredentialSecrets=true",
+    ])?;
     for object in &mut objects {
         match object["kind"].as_str() {
             Some("Service") if object["metadata"]["name"] == "mca-webhook" => {
@@ -633,6 +640,51 @@ fn the_chart_injects_pods_and_publishes_routing_a_sidecar_follows_across_a_leade
         sidecar.kubectl(&team_config).is_err(),
         "team-a is still local, where team-config does not exist"
     );
+
+    // East's credential rotated in its Secret: the operator watches the labelled Secrets
+    // (the chart's opt-in), so it is published well before the 60 s resync, and the sidecar
+    // reaches east with it.
+    east.kubectl(&["create", "serviceaccount", "rotated", "-n", "east-1"])?;
+    east.kubectl(&[
+        "create",
+        "rolebinding",
+        "rotated-view",
+        "--clusterrole=view",
+        "--serviceaccount=east-1:rotated",
+        "-n",
+        "east-1",
+    ])?;
+    let rotated = east.kubectl(&["create", "token", "rotated", "-n", "east-1"])?;
+    let rotated = rotated.trim();
+    let patch = json!({"stringData": {"token": rotated}});
+    let changed = Instant::now();
+    install.local.kubectl(&[
+        "patch",
+        "secret",
+        "east-credentials",
+        "-n",
+        TEAM,
+        "-p",
+        &patch.to_string(),
+    ])?;
+    let republished = install.await_published(ACT, "the rotated credential", |files| {
+        files.get("east.token").map(Vec::as_slice) == Some(rotated.as_bytes())
+    })?;
+    eprintln!(
+        "{test}: the rotated credential was published {} ms after the Secret changed",
+        changed.elapsed().as_millis()
+    );
+    volume.update(&as_files(&republished))?;
+    let rotated_user = "system:serviceaccount:east-1:rotated";
+    eventually(ACT, || {
+        sidecar.kubectl(&only_in_east)?;
+        let audit = east.audit();
+        let by_rotated = audit.iter().any(|e| {
+            e["objectRef"]["name"] == "only-in-east" && e["user"]["username"] == rotated_user
+        });
+        Ok((by_rotated, ()))
+    })
+    .with_context(sidecar_log)?;
 
     // The leader crashes; the other replica takes over and publishes a new Route.
     let crashed = install.take_operator(&first);
