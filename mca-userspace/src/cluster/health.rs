@@ -6,6 +6,9 @@
 //! `healthyAfter` consecutive passed probes. While probes fail, they back off (doubling, up to
 //! eight intervals); every delay is jittered by ±20% so that many sidecars do not probe in
 //! step.
+//!
+//! A cluster the configuration reports down ([`HealthSpec::reported_down`]: a fleet manager
+//! said so) starts and stays unhealthy, whatever its probes say.
 
 use std::{
     sync::{
@@ -48,8 +51,8 @@ impl Health {
     /// A healthy cluster checked as `spec` says.
     pub fn new(spec: HealthSpec) -> Self {
         Self {
+            healthy: AtomicBool::new(spec.reported_down.is_none()),
             spec,
-            healthy: AtomicBool::new(true),
             connect_failures: AtomicU32::new(0),
             counters: Mutex::default(),
         }
@@ -70,6 +73,9 @@ impl Health {
         if self.is_healthy() {
             return None;
         }
+        if let Some(why) = &self.spec.reported_down {
+            return Some(format!("reported down: {why}"));
+        }
         self.counters().last_error.clone()
     }
 
@@ -86,7 +92,10 @@ impl Health {
             Ok(()) => {
                 counters.probe_failures = 0;
                 counters.probe_successes = counters.probe_successes.saturating_add(1);
-                if !self.is_healthy() && counters.probe_successes >= self.spec.healthy_after {
+                if !self.is_healthy()
+                    && self.spec.reported_down.is_none()
+                    && counters.probe_successes >= self.spec.healthy_after
+                {
                     self.connect_failures.store(0, Ordering::Relaxed);
                     counters.last_error = None;
                     self.healthy.store(true, Ordering::Relaxed);
@@ -186,6 +195,25 @@ mod tests {
         assert!(!health.is_healthy());
         health.probed(Ok(()));
         assert_eq!(health.probed(Ok(())), Some(Transition::Up));
+    }
+
+    #[test]
+    fn a_cluster_reported_down_stays_out_whatever_its_probes_say() {
+        let health = Health::new(HealthSpec {
+            reported_down: Some("ControlPlaneHealthy=False".to_owned()),
+            ..HealthSpec::default()
+        });
+        assert!(!health.is_healthy(), "out from the start");
+        for _ in 0..5 {
+            assert_eq!(health.probed(Ok(())), None);
+        }
+        health.answered();
+        assert!(!health.is_healthy());
+        health.connect_failed("refused");
+        assert_eq!(
+            health.problem().as_deref(),
+            Some("reported down: ControlPlaneHealthy=False")
+        );
     }
 
     #[test]

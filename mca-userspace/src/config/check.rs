@@ -70,7 +70,12 @@ impl Checker<'_> {
                 self.problem(line, &at, "another route has this name");
             }
             let conditions = self.conditions(route.matches, line, &at);
-            let target = self.target(route.to, &candidates, line, &format!("{at}: to"));
+            let target = self.target(
+                route.to,
+                (&candidates, &clusters),
+                line,
+                &format!("{at}: to"),
+            );
             if let Some(target) = target {
                 rules.push(Rule {
                     name: route.name.into(),
@@ -82,7 +87,12 @@ impl Checker<'_> {
         let default = match file.default_route {
             Some(Spanned {
                 value, referenced, ..
-            }) => self.target(value, &candidates, referenced.line(), "defaultRoute"),
+            }) => self.target(
+                value,
+                (&candidates, &clusters),
+                referenced.line(),
+                "defaultRoute",
+            ),
             None => None,
         };
         let default =
@@ -127,7 +137,13 @@ impl Checker<'_> {
             self.problem(line, at, "weight: must be at least 1");
         }
         let source = self.source(&cluster, line, at);
-        let health = self.health(cluster.health, line, at);
+        let mut health = self.health(cluster.health, line, at);
+        match cluster.unhealthy {
+            Some(why) if why.trim().is_empty() => {
+                self.problem(line, at, "unhealthy: say why the cluster is down");
+            }
+            why => health.reported_down = why,
+        }
         if self.problems.len() > problems {
             return None;
         }

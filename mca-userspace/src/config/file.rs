@@ -57,6 +57,10 @@ pub struct Cluster {
     pub weight: Option<u32>,
     /// Active health checking.
     pub health: Option<Health>,
+    /// Why the cluster is down, as whoever wrote the configuration knows it (the operator
+    /// copies a fleet manager's `ControlPlaneHealthy=False` here): routes skip it whatever
+    /// its probes say, until the configuration changes.
+    pub unhealthy: Option<String>,
 }
 
 /// A credential plugin, as in a kubeconfig's `user.exec`.
@@ -149,7 +153,11 @@ pub struct Match {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Target {
     /// Cluster names.
+    #[serde(default)]
     pub clusters: Vec<String>,
+    /// A label selector over the clusters' labels: the clusters it selects, in the file's
+    /// order, come after those named.
+    pub cluster_selector: Option<String>,
     /// `single` (the default), `failover`, `roundRobin`, `weighted`, `leastRequests`,
     /// `consistentHash`, `fanOut`.
     pub strategy: Option<String>,

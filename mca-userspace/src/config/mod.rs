@@ -79,6 +79,9 @@ pub struct HealthSpec {
     pub unhealthy_after: u32,
     /// Consecutive successes that bring it back.
     pub healthy_after: u32,
+    /// Why the configuration says the cluster is down (its `unhealthy`): it stays out of
+    /// its routes, whatever the probes say.
+    pub reported_down: Option<String>,
 }
 
 impl Default for HealthSpec {
@@ -89,6 +92,7 @@ impl Default for HealthSpec {
             timeout: Duration::from_secs(2),
             unhealthy_after: 3,
             healthy_after: 2,
+            reported_down: None,
         }
     }
 }
@@ -500,6 +504,69 @@ discovery: everything
             ),
             ["line 3: clusters[1] (w): a cluster named \"w\" is already defined"]
         );
+        assert_eq!(found.len(), expected.len(), "{}", found.join("\n"));
+    }
+
+    #[test]
+    fn a_cluster_selector_takes_the_clusters_it_selects_after_those_named() {
+        let text = r#"
+clusters:
+  - {name: east-1, server: "https://a", token: t, labels: {region: east}}
+  - {name: west, server: "https://b", token: t, labels: {region: west}}
+  - {name: east-2, server: "https://c", token: t, labels: {region: east}, unhealthy: "ControlPlaneHealthy=False"}
+routes:
+  - name: east
+    match: {}
+    to: {clusters: [east-2], clusterSelector: "region=east", strategy: failover}
+"#;
+        let config = Config::parse(text, Path::new("."), Schema::Full).unwrap();
+        let target = &config.router.rules()[0].target;
+        let names: Vec<&str> = target
+            .clusters()
+            .map(|id| config.clusters[id].name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["east-2", "east-1"],
+            "named first, then selected, once"
+        );
+        let east_2 = &config.clusters[3];
+        assert_eq!(
+            east_2.health.as_ref().unwrap().reported_down.as_deref(),
+            Some("ControlPlaneHealthy=False")
+        );
+        assert_eq!(
+            config.clusters[1].health.as_ref().unwrap().reported_down,
+            None
+        );
+
+        let wrong = r#"
+clusters:
+  - {name: down, server: "https://a", token: t, labels: {region: north}, unhealthy: " "}
+  - {name: east, server: "https://b", token: t, labels: {region: east}}
+routes:
+  - {name: none, match: {}, to: {clusterSelector: "region=north"}}
+  - {name: empty, match: {}, to: {clusterSelector: ""}}
+  - {name: bad, match: {}, to: {clusterSelector: "region in east"}}
+  - {name: nothing, match: {}, to: {}}
+  - {name: named, match: {}, to: {clusters: [east], clusterSelector: "region=east"}}
+"#;
+        let found = problems(wrong);
+        let expected = [
+            "line 3: clusters[0] (down): unhealthy: say why the cluster is down",
+            "line 6: routes[0] (none): to: clusterSelector \"region=north\" selects no other cluster",
+            "line 7: routes[1] (empty): to: clusterSelector: select by at least one label",
+            "line 8: routes[2] (bad): to: clusterSelector: expected '(' after in/notin",
+            "line 9: routes[3] (nothing): to: clusters: name at least one cluster, or select",
+            "line 10: routes[4] (named): to: clusterSelector \"region=east\" selects no other cluster",
+        ];
+        for want in expected {
+            assert!(
+                found.iter().any(|problem| problem.starts_with(want)),
+                "missing {want:?} in:\n{}",
+                found.join("\n")
+            );
+        }
         assert_eq!(found.len(), expected.len(), "{}", found.join("\n"));
     }
 

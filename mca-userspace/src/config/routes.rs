@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use super::{check::Checker, file};
+use super::{ClusterSpec, check::Checker, file};
 use crate::route::{
     Candidate, Conditions, Strategy, Target,
     pattern::{NamespacePattern, ResourcePattern, Verbs},
@@ -48,10 +48,12 @@ impl Checker<'_> {
         conditions
     }
 
+    /// A route's target: `candidates` are the clusters (by [`Candidate::id`], the index in
+    /// `clusters`, whose labels a `clusterSelector` selects by).
     pub(super) fn target(
         &mut self,
         target: file::Target,
-        candidates: &[Candidate],
+        (candidates, clusters): (&[Candidate], &[ClusterSpec]),
         line: u64,
         at: &str,
     ) -> Option<Target> {
@@ -66,12 +68,41 @@ impl Checker<'_> {
                 None => self.problem(line, at, format!("clusters: no cluster named {name:?}")),
             }
         }
-        if target.clusters.is_empty() {
-            self.problem(line, at, "clusters: name at least one cluster");
+        if let Some(text) = &target.cluster_selector {
+            match Selector::parse(text) {
+                Ok(selector) if selector.is_empty() => {
+                    self.problem(line, at, "clusterSelector: select by at least one label");
+                }
+                Ok(selector) => {
+                    let named = chosen.len();
+                    for candidate in candidates {
+                        let labels = &clusters[candidate.id].labels;
+                        if selector.matches(|key| labels.get(key).map(String::as_str))
+                            && !chosen.iter().any(|c| c.id == candidate.id)
+                        {
+                            chosen.push(candidate.clone());
+                        }
+                    }
+                    if chosen.len() == named {
+                        self.problem(
+                            line,
+                            at,
+                            format!("clusterSelector {text:?} selects no other cluster"),
+                        );
+                    }
+                }
+                Err(why) => self.problem(line, at, format!("clusterSelector: {why}")),
+            }
+        } else if target.clusters.is_empty() {
+            self.problem(
+                line,
+                at,
+                "clusters: name at least one cluster, or select them with clusterSelector",
+            );
         }
         let strategy = match target.strategy.as_deref() {
             None | Some("single") => {
-                if target.clusters.len() > 1 {
+                if target.clusters.len() > 1 || chosen.len() > 1 {
                     self.problem(
                         line,
                         at,

@@ -128,7 +128,12 @@ pub struct Match {
 #[serde(rename_all = "camelCase")]
 pub struct Target {
     /// Cluster names (`local` is the cluster the pod runs in).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clusters: Vec<String>,
+    /// A label selector over the clusters' labels (a ClusterProfile's properties are its
+    /// labels): the clusters it selects come after those named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_selector: Option<String>,
     /// single, failover, roundRobin, weighted, leastRequests or consistentHash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<String>,

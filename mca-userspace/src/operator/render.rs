@@ -274,6 +274,7 @@ mod tests {
                 to: Target {
                     clusters: to.iter().map(|c| (*c).to_owned()).collect(),
                     strategy: (to.len() > 1).then(|| "failover".to_owned()),
+                    cluster_selector: None,
                 },
                 default: false,
             },
