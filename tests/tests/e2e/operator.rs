@@ -645,14 +645,21 @@ fn the_chart_injects_pods_and_publishes_routing_a_sidecar_follows_across_a_leade
     // (the chart's opt-in), so it is published well before the 60 s resync, and the sidecar
     // reaches east with it.
     east.kubectl(&["create", "serviceaccount", "rotated", "-n", "east-1"])?;
+    // A role of its own (`view` is aggregated by the controller manager, which is not run),
+    // in every namespace the sidecar reads east in after the rotation.
     east.kubectl(&[
         "create",
-        "rolebinding",
-        "rotated-view",
-        "--clusterrole=view",
+        "clusterrole",
+        "read-configmaps",
+        "--verb=get,list",
+        "--resource=configmaps",
+    ])?;
+    east.kubectl(&[
+        "create",
+        "clusterrolebinding",
+        "rotated-read",
+        "--clusterrole=read-configmaps",
         "--serviceaccount=east-1:rotated",
-        "-n",
-        "east-1",
     ])?;
     let rotated = east.kubectl(&["create", "token", "rotated", "-n", "east-1"])?;
     let rotated = rotated.trim();
