@@ -9,6 +9,7 @@
 //! is allowed to watch Secrets ([`Options::watch_credential_secrets`]).
 
 pub mod crd;
+pub mod inventory;
 pub mod lease;
 #[cfg(test)]
 mod mock;
