@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum, builder::PossibleValue};
 
 use crate::{
     client_auth::Mode as ClientAuthMode, inject::pod_security::Level, intercept::Mode,
-    limits::Limits, telemetry::LogFormat,
+    limits::Limits, route::pattern::NamespacePattern, telemetry::LogFormat,
 };
 
 /// Makes a domain enum a flag's value, with the name each variant is written as and its help,
@@ -121,6 +121,26 @@ pub struct OperatorArgs {
     /// instead of with the next resync (60 s). Needs `list` and `watch` on every Secret.
     #[arg(long, env = "MCA_WATCH_CREDENTIAL_SECRETS")]
     pub watch_credential_secrets: bool,
+
+    /// A namespace holding SIG-Multicluster ClusterProfiles (the inventory's, e.g.
+    /// open-cluster-management-addon or fleet-system) to take clusters from; repeatable, the
+    /// first holding a name wins. Needs --clusterprofile-provider-file.
+    #[arg(
+        long = "clusterprofile-namespace",
+        env = "MCA_CLUSTERPROFILE_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub clusterprofile_namespaces: Vec<String>,
+
+    /// The access providers MCA may use, with their exec plugins (`{"providers": [...]}`, as
+    /// cluster-inventory-api's consumers read it). The operator runs the plugins.
+    #[arg(long, env = "MCA_CLUSTERPROFILE_PROVIDER_FILE")]
+    pub clusterprofile_provider_file: Option<PathBuf>,
+
+    /// The namespaces whose Routes may use ClusterProfiles (patterns with `*`; repeatable).
+    /// None by default: a profile's credential is the fleet's.
+    #[arg(long = "clusterprofile-consumers", env = "MCA_CLUSTERPROFILE_CONSUMERS", value_delimiter = ',', value_parser = NamespacePattern::parse)]
+    pub clusterprofile_consumers: Vec<NamespacePattern>,
 
     /// Log format.
     #[arg(long, env = "MCA_LOG_FORMAT", value_enum, default_value = "text")]

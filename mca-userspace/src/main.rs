@@ -48,6 +48,13 @@ fn main() -> std::process::ExitCode {
         }
         Command::Operator(args) => {
             let _telemetry = mca::telemetry::init_logs(args.log_format);
+            let inventory = match inventory(&args) {
+                Ok(inventory) => inventory,
+                Err(error) => {
+                    tracing::error!("mca operator: {error}");
+                    return std::process::ExitCode::from(2);
+                }
+            };
             let options = mca::operator::Options {
                 published: args.config_secret.clone(),
                 lease: (args.namespace.clone(), "mca-operator".to_owned()),
@@ -61,6 +68,7 @@ fn main() -> std::process::ExitCode {
                     }
                 }),
                 watch_credential_secrets: args.watch_credential_secrets,
+                inventory,
             };
             let ran = runtime().block_on(async {
                 let client = kube::Client::try_default().await?;
@@ -104,4 +112,37 @@ fn check_config(file: &std::path::Path, schema: mca::config::Schema) -> std::pro
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The inventory `mca operator` was pointed at, with its provider file read and checked.
+fn inventory(
+    args: &mca::cli::OperatorArgs,
+) -> Result<Option<mca::operator::inventory::members::Options>, String> {
+    use mca::operator::inventory::{members::Options, provider::Providers};
+    let file = &args.clusterprofile_provider_file;
+    let namespaces = &args.clusterprofile_namespaces;
+    let file = match (namespaces.is_empty(), file) {
+        (true, None) => return Ok(None),
+        (true, Some(_)) => {
+            return Err("--clusterprofile-provider-file needs --clusterprofile-namespace".into());
+        }
+        (false, None) => {
+            return Err("--clusterprofile-namespace needs --clusterprofile-provider-file".into());
+        }
+        (false, Some(file)) => file,
+    };
+    let text = std::fs::read_to_string(file)
+        .map_err(|error| format!("reading {}: {error}", file.display()))?;
+    let providers =
+        Providers::parse(&text).map_err(|error| format!("{}: {error}", file.display()))?;
+    if args.clusterprofile_consumers.is_empty() {
+        tracing::warn!(
+            "no --clusterprofile-consumers: routes in no namespace may use the inventory's clusters"
+        );
+    }
+    Ok(Some(Options {
+        namespaces: namespaces.clone(),
+        consumers: args.clusterprofile_consumers.clone(),
+        providers,
+    }))
 }

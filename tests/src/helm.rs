@@ -30,6 +30,11 @@ pub fn helm(args: &[&str]) -> anyhow::Result<String> {
 /// The objects `helm template` renders for a release `mca` in `mca-system` (CRDs included)
 /// with `--set` values.
 pub fn render(set: &[&str]) -> anyhow::Result<Vec<Value>> {
+    render_with(set, &[])
+}
+
+/// [`render`] with values also given as JSON (`--set-json`, for lists of objects).
+pub fn render_with(set: &[&str], set_json: &[&str]) -> anyhow::Result<Vec<Value>> {
     let mut args = vec![
         "template",
         "mca",
@@ -40,6 +45,9 @@ pub fn render(set: &[&str]) -> anyhow::Result<Vec<Value>> {
     ];
     for value in set {
         args.extend(["--set", value]);
+    }
+    for value in set_json {
+        args.extend(["--set-json", value]);
     }
     let yaml = helm(&args)?;
     let documents: Vec<Value> = serde_saphyr::from_str_multiple(&yaml)?;

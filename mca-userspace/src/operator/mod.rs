@@ -6,7 +6,9 @@
 //! Namespaces are reconciled by a kube-runtime `Controller` ([`namespaces`]) when a `Cluster`
 //! or `Route` in them changes (watches on both, cluster-wide) and every [`RESYNC`] in any
 //! case, which is how changed credential Secrets reach the configuration unless the operator
-//! is allowed to watch Secrets ([`Options::watch_credential_secrets`]).
+//! is allowed to watch Secrets ([`Options::watch_credential_secrets`]). Clusters can also come
+//! from SIG-Multicluster's inventory ([`inventory`]): `ClusterProfile`s, with credentials
+//! from their access providers' exec plugins, which the operator runs.
 
 pub mod crd;
 pub mod inventory;
@@ -18,7 +20,7 @@ pub mod reconcile;
 pub mod render;
 pub mod webhook_tls;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::{
     api::coordination::v1::Lease,
@@ -60,6 +62,8 @@ pub struct Options {
     /// Secrets' metadata, which needs `list` and `watch` on every Secret) rather than with the
     /// next [`RESYNC`].
     pub watch_credential_secrets: bool,
+    /// The SIG-Multicluster cluster inventory to take clusters from, if any.
+    pub inventory: Option<inventory::members::Options>,
 }
 
 /// Runs until SIGTERM or SIGINT (`Ok`), or until leadership is lost.
@@ -137,10 +141,18 @@ async fn lead(client: Client, options: Options) {
             tokio::time::sleep(next).await;
         }
     };
+    let inventory = options.inventory.clone().map(|inventory| {
+        Arc::new(inventory::members::Inventory::new(
+            client.clone(),
+            &options.identity,
+            inventory,
+        ))
+    });
     let namespaces = namespaces::reconcile_all(
         client.clone(),
         options.published.clone(),
         options.watch_credential_secrets,
+        inventory,
     );
     tokio::join!(certificate, namespaces);
 }

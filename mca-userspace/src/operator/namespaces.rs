@@ -30,6 +30,7 @@ use kube::{
 
 use super::{
     crd::{CREDENTIALS_LABEL, Cluster, Route},
+    inventory::members::Inventory,
     reconcile,
 };
 
@@ -45,12 +46,19 @@ struct Context {
     client: Client,
     /// The Secret each namespace's configuration is published as.
     published: String,
+    /// The cluster inventory, if the operator reads one.
+    inventory: Option<Arc<Inventory>>,
 }
 
 /// Reconciles namespaces as their resources change, until dropped (leadership lost or the
 /// operator stopping); with `watch_credential_secrets`, also as their labelled credential
-/// Secrets change.
-pub async fn reconcile_all(client: Client, published: String, watch_credential_secrets: bool) {
+/// Secrets change; with an `inventory`, every namespace known so far as its profiles change.
+pub async fn reconcile_all(
+    client: Client,
+    published: String,
+    watch_credential_secrets: bool,
+    inventory: Option<Arc<Inventory>>,
+) {
     let (store, mut writer) = reflector::store::<Namespace>();
     // The store is filled as namespaces come up, never listed: it is complete from the start
     // (the Controller waits for that before it reconciles anything).
@@ -88,9 +96,18 @@ pub async fn reconcile_all(client: Client, published: String, watch_credential_s
         writer.apply_watcher_event(&watcher::Event::Apply(key.clone()));
         Ok(key)
     });
-    let context = Arc::new(Context { client, published });
+    let profiles_changed = match &inventory {
+        Some(inventory) => Arc::clone(inventory).changes(client.clone()).boxed(),
+        None => stream::pending().boxed(),
+    };
+    let context = Arc::new(Context {
+        client,
+        published,
+        inventory,
+    });
     Controller::for_stream(touched, store)
         .with_config(controller::Config::default().debounce(DEBOUNCE))
+        .reconcile_all_on(profiles_changed)
         .run(reconcile, error_policy, context)
         .for_each(|outcome| async move {
             match outcome {
@@ -130,9 +147,13 @@ async fn reconcile(
     context: Arc<Context>,
 ) -> Result<Action, kube::Error> {
     let name = namespace.name_any();
-    let summary = reconcile::namespace(&context.client, &name, &context.published).await?;
+    let inventory = context.inventory.as_deref();
+    let summary =
+        reconcile::namespace(&context.client, &name, &context.published, inventory).await?;
     tracing::debug!(namespace = %name, ?summary, "reconciled");
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(
+        summary.refresh.map_or(RESYNC, |due| due.min(RESYNC)),
+    ))
 }
 
 fn error_policy(_: Arc<Namespace>, _: &kube::Error, _: Arc<Context>) -> Action {

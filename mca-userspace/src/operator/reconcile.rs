@@ -1,5 +1,5 @@
-//! One namespace reconciled: read its `Cluster`s and `Route`s and the Secrets they name,
-//! publish the routing configuration Secret its sidecars mount ([`render`]), and say on each
+//! One namespace reconciled: read its `Cluster`s and `Route`s, the Secrets they name and the
+//! inventory members its routes use ([`Inventory`]), publish the routing configuration Secret its sidecars mount ([`render`]), and say on each
 //! resource whether it made it in (a `Ready` condition with the reason when not).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,6 +13,7 @@ use serde_json::json;
 
 use super::{
     crd::{CREDENTIALS_LABEL, Cluster, Condition, Route, Status},
+    inventory::members::Inventory,
     render::{self, Rendered},
 };
 
@@ -26,13 +27,17 @@ pub struct Summary {
     pub published: bool,
     /// Resources whose `Ready` condition changed.
     pub statuses_written: usize,
+    /// How soon a published credential of the inventory is due for a refresh.
+    pub refresh: Option<std::time::Duration>,
 }
 
-/// Reconciles `namespace`, publishing its configuration as the Secret `published`.
+/// Reconciles `namespace`, publishing its configuration as the Secret `published`, with the
+/// members of `inventory` its routes use.
 pub async fn namespace(
     client: &Client,
     namespace: &str,
     published: &str,
+    inventory: Option<&Inventory>,
 ) -> Result<Summary, kube::Error> {
     let clusters: Api<Cluster> = Api::namespaced(client.clone(), namespace);
     let routes: Api<Route> = Api::namespaced(client.clone(), namespace);
@@ -42,6 +47,7 @@ pub async fn namespace(
     let mut summary = Summary {
         published: false,
         statuses_written: 0,
+        refresh: None,
     };
     if cluster_list.is_empty() && route_list.is_empty() {
         // Nothing to route: a namespace that never had resources gets no Secret, one whose
@@ -51,7 +57,7 @@ pub async fn namespace(
             publish(
                 &secrets,
                 published,
-                &render::render(&[], &[], &render::Secrets::new()),
+                &render::render(&[], &[], &render::Members::new(), &render::Secrets::new()),
             )
             .await?;
             summary.published = true;
@@ -68,7 +74,12 @@ pub async fn namespace(
             data.insert(name.to_owned(), credentials(name, secret));
         }
     }
-    let rendered = render::render(&cluster_list, &route_list, &data);
+    let resolved = match inventory {
+        Some(inventory) => inventory.members(client, namespace, &route_list).await?,
+        None => Default::default(),
+    };
+    summary.refresh = resolved.refresh;
+    let rendered = render::render(&cluster_list, &route_list, &resolved.members, &data);
     publish(&secrets, published, &rendered).await?;
     summary.published = true;
     for cluster in &cluster_list {
@@ -263,12 +274,15 @@ mod tests {
     #[tokio::test]
     async fn a_namespace_is_published_and_each_resource_says_whether_it_made_it() {
         let (client, seen) = api(objects(Value::Null));
-        let summary = namespace(&client, "shop", "mca-routes").await.unwrap();
+        let summary = namespace(&client, "shop", "mca-routes", None)
+            .await
+            .unwrap();
         assert_eq!(
             summary,
             Summary {
                 published: true,
-                statuses_written: 2
+                statuses_written: 2,
+                refresh: None,
             }
         );
         let seen = seen.lock().unwrap().seen.clone();
@@ -327,7 +341,9 @@ mod tests {
             }
         }
         let (client, seen) = api(objects);
-        namespace(&client, "shop", "mca-routes").await.unwrap();
+        namespace(&client, "shop", "mca-routes", None)
+            .await
+            .unwrap();
         let seen = &seen.lock().unwrap().seen;
         let body = |path: &str| {
             seen.iter()
@@ -355,7 +371,9 @@ mod tests {
             "status": "True", "reason": "Published", "message": "",
             "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 2}]});
         let (client, seen) = api(objects(ready));
-        let summary = namespace(&client, "shop", "mca-routes").await.unwrap();
+        let summary = namespace(&client, "shop", "mca-routes", None)
+            .await
+            .unwrap();
         // The route's status is new; the cluster's is as it was.
         assert_eq!(summary.statuses_written, 1);
         let seen = &seen.lock().unwrap().seen;
@@ -379,7 +397,9 @@ mod tests {
                 published,
             ),
         ]);
-        let summary = namespace(&client, "shop", "mca-routes").await.unwrap();
+        let summary = namespace(&client, "shop", "mca-routes", None)
+            .await
+            .unwrap();
         assert!(summary.published);
         let seen = &seen.lock().unwrap().seen;
         let (_, _, secret) = seen.iter().find(|(m, _, _)| *m == Method::PATCH).unwrap();
@@ -387,7 +407,9 @@ mod tests {
         // server-side apply removes it.
         let keys: Vec<&String> = secret["data"].as_object().unwrap().keys().collect();
         assert_eq!(keys, ["config.yaml"]);
-        let yaml = render::render(&[], &[], &render::Secrets::new()).files["config.yaml"].clone();
+        let yaml = render::render(&[], &[], &render::Members::new(), &render::Secrets::new()).files
+            ["config.yaml"]
+            .clone();
         let config = crate::config::Config::parse(
             &String::from_utf8(yaml).unwrap(),
             std::path::Path::new("/"),
@@ -403,7 +425,9 @@ mod tests {
             (ROUTES.to_owned(), list("Route", vec![])),
         ];
         let (client, seen) = api(empty);
-        let summary = namespace(&client, "shop", "mca-routes").await.unwrap();
+        let summary = namespace(&client, "shop", "mca-routes", None)
+            .await
+            .unwrap();
         assert!(!summary.published);
         assert!(
             seen.lock()

@@ -1,4 +1,5 @@
-//! A namespace's `Cluster`s and `Route`s, with the Secrets they name, rendered as the files
+//! A namespace's `Cluster`s and `Route`s, with the Secrets they name and the members of the
+//! inventory its routes name ([`Members`], from `ClusterProfile`s), rendered as the files
 //! of the routing configuration Secret its sidecars mount at `/etc/mca`: `config.yaml` and
 //! each cluster's credential files beside it (`<cluster>.token`, `<cluster>.ca.crt`,
 //! `<cluster>.tls.crt`, `<cluster>.tls.key`), so credentials stay out of the YAML and a
@@ -32,6 +33,8 @@ pub struct Rendered {
     pub files: BTreeMap<String, Vec<u8>>,
     /// By cluster name: `Ok`, or what is wrong.
     pub clusters: BTreeMap<String, Result<(), String>>,
+    /// By inventory member name: `Ok`, or what is wrong.
+    pub members: BTreeMap<String, Result<(), String>>,
     /// By route name: `Ok`, or what is wrong.
     pub routes: BTreeMap<String, Result<(), String>>,
 }
@@ -40,27 +43,87 @@ pub struct Rendered {
 /// not be used.
 pub type Secrets = BTreeMap<String, Result<BTreeMap<String, Vec<u8>>, String>>;
 
-/// Renders `clusters` and `routes` with the credentials in `secrets`.
-pub fn render(clusters: &[Cluster], routes: &[Route], secrets: &Secrets) -> Rendered {
+/// A cluster of the inventory, as the operator resolved it for one namespace.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Its API server.
+    pub server: String,
+    /// The name in the server's certificate, when not the URL's host.
+    pub tls_server_name: Option<String>,
+    /// Its labels (the profile's properties).
+    pub labels: BTreeMap<String, String>,
+    /// Its credential files by key: `token` or `tls.crt` and `tls.key`, and `ca.crt`.
+    pub credential: BTreeMap<String, Vec<u8>>,
+    /// Why it must take no requests, when its manager says so.
+    pub unhealthy: Option<String>,
+}
+
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Member")
+            .field("server", &self.server)
+            .field("labels", &self.labels)
+            .field("credential", &self.credential.keys().collect::<Vec<_>>())
+            .field("unhealthy", &self.unhealthy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The inventory members a namespace's routes name, by name: each resolved, or why it cannot
+/// be used.
+pub type Members = BTreeMap<String, Result<Member, String>>;
+
+/// Renders `clusters`, `routes` and `members` with the credentials in `secrets`.
+pub fn render(
+    clusters: &[Cluster],
+    routes: &[Route],
+    members: &Members,
+    secrets: &Secrets,
+) -> Rendered {
     let mut rendered = Rendered {
         files: BTreeMap::new(),
         clusters: BTreeMap::new(),
+        members: BTreeMap::new(),
         routes: BTreeMap::new(),
     };
     let mut entries = Vec::new();
-    for cluster in clusters {
-        let name = cluster.name_any();
-        let verdict = cluster_entry(cluster, secrets).and_then(|(entry, files)| {
+    let mut accept = |verdict: Result<Entry, String>| {
+        verdict.and_then(|(entry, files)| {
             check(&json!({"clusters": [entry]}))?;
             entries.push(entry);
             rendered.files.extend(files);
             Ok(())
-        });
-        rendered.clusters.insert(name, verdict);
+        })
+    };
+    let mut cluster_verdicts = BTreeMap::new();
+    for cluster in clusters {
+        let name = cluster.name_any();
+        let verdict = if members.contains_key(&name) {
+            Err(format!(
+                "a ClusterProfile of the inventory is named {name} too: rename this Cluster"
+            ))
+        } else {
+            accept(cluster_entry(cluster, secrets))
+        };
+        cluster_verdicts.insert(name, verdict);
     }
+    let mut member_verdicts = BTreeMap::new();
+    for (name, member) in members {
+        let verdict = if cluster_verdicts.contains_key(name) {
+            Err(format!(
+                "a Cluster in this namespace is named {name} too: rename the Cluster"
+            ))
+        } else {
+            accept(member.clone().and_then(|member| member_entry(name, member)))
+        };
+        member_verdicts.insert(name.clone(), verdict);
+    }
+    rendered.clusters = cluster_verdicts;
+    rendered.members = member_verdicts;
     let ready: BTreeSet<&str> = rendered
         .clusters
         .iter()
+        .chain(&rendered.members)
         .filter(|(_, v)| v.is_ok())
         .map(|(n, _)| n.as_str())
         .collect();
@@ -85,7 +148,8 @@ pub fn render(clusters: &[Cluster], routes: &[Route], secrets: &Secrets) -> Rend
             }
             for cluster in &route.spec.to.clusters {
                 if cluster != LOCAL && !ready.contains(cluster.as_str()) {
-                    return Err(match rendered.clusters.get(cluster) {
+                    let known = rendered.clusters.get(cluster);
+                    return Err(match known.or_else(|| rendered.members.get(cluster)) {
                         Some(Err(why)) => format!("cluster {cluster} is not ready: {why}"),
                         _ => format!("no Cluster {cluster} in this namespace"),
                     });
@@ -120,12 +184,11 @@ pub fn render(clusters: &[Cluster], routes: &[Route], secrets: &Secrets) -> Rend
     rendered
 }
 
+/// A cluster's configuration entry and its credential files (Secret key, contents).
+type Entry = (Value, Vec<(String, Vec<u8>)>);
+
 /// The configuration entry for `cluster` and its credential files.
-#[allow(clippy::type_complexity)]
-fn cluster_entry(
-    cluster: &Cluster,
-    secrets: &Secrets,
-) -> Result<(Value, Vec<(String, Vec<u8>)>), String> {
+fn cluster_entry(cluster: &Cluster, secrets: &Secrets) -> Result<Entry, String> {
     let name = cluster.name_any();
     if name == LOCAL {
         return Err(format!(
@@ -141,17 +204,7 @@ fn cluster_entry(
         .map_err(Clone::clone)?;
     bound_to(secret_name, secret, &spec.server)?;
     let mut entry = json!({"name": name, "server": spec.server});
-    let mut files = Vec::new();
-    let mut file = |key: &str, field: &str, entry: &mut Value| -> bool {
-        let Some(data) = secret.get(key) else {
-            return false;
-        };
-        let file = format!("{name}.{key}");
-        entry[field] = json!(file);
-        files.push((file, data.clone()));
-        true
-    };
-    let token = file("token", "tokenFile", &mut entry);
+    let token = secret.contains_key("token");
     let certificate = secret.contains_key("tls.crt") && secret.contains_key("tls.key");
     match (token, certificate) {
         (true, true) => {
@@ -164,19 +217,26 @@ fn cluster_entry(
                 "Secret {secret_name} has no token, nor tls.crt and tls.key"
             ));
         }
-        (false, true) => {
-            file("tls.crt", "clientCertificate", &mut entry);
-            file("tls.key", "clientKey", &mut entry);
-        }
         (true, false) if !secret.contains_key("ca.crt") => {
             return Err(format!(
                 "Secret {secret_name} has a token but no ca.crt: MCA would send the token to \
                  any server the system's roots vouch for"
             ));
         }
-        (true, false) => {}
+        (true, false) | (false, true) => {}
     }
-    file("ca.crt", "certificateAuthority", &mut entry);
+    let credential = if token {
+        ["token", "ca.crt"].as_slice()
+    } else {
+        ["tls.crt", "tls.key", "ca.crt"].as_slice()
+    };
+    let files = credential_files(
+        &name,
+        credential
+            .iter()
+            .filter_map(|key| Some((*key, secret.get(*key)?.clone()))),
+        &mut entry,
+    );
     if let Some(server_name) = &spec.tls_server_name {
         entry["tlsServerName"] = json!(server_name);
     }
@@ -190,6 +250,58 @@ fn cluster_entry(
         entry["health"] = serde_json::to_value(health).expect("serializes");
     }
     Ok((entry, files))
+}
+
+/// The configuration entry for the inventory member `name` and its credential files.
+fn member_entry(name: &str, member: Member) -> Result<Entry, String> {
+    if name == LOCAL {
+        return Err(format!(
+            "{LOCAL} is the cluster the pod runs in: a ClusterProfile of that name is not used"
+        ));
+    }
+    if member.credential.contains_key("token") && !member.credential.contains_key("ca.crt") {
+        return Err(
+            "its plugin gives a token but the profile has no certificate-authority-data: MCA \
+             would send the token to any server the system's roots vouch for"
+                .to_owned(),
+        );
+    }
+    let mut entry = json!({"name": name, "server": member.server});
+    let files = credential_files(name, member.credential, &mut entry);
+    if let Some(server_name) = member.tls_server_name {
+        entry["tlsServerName"] = json!(server_name);
+    }
+    if !member.labels.is_empty() {
+        entry["labels"] = json!(member.labels);
+    }
+    if let Some(why) = member.unhealthy {
+        entry["unhealthy"] = json!(why);
+    }
+    Ok((entry, files))
+}
+
+/// Names the credential files of cluster `name` (`<name>.<key>`) in its configuration
+/// `entry`, and returns them.
+fn credential_files(
+    name: &str,
+    credential: impl IntoIterator<Item = (impl AsRef<str>, Vec<u8>)>,
+    entry: &mut Value,
+) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    for (key, data) in credential {
+        let key = key.as_ref();
+        let field = match key {
+            "token" => "tokenFile",
+            "ca.crt" => "certificateAuthority",
+            "tls.crt" => "clientCertificate",
+            "tls.key" => "clientKey",
+            _ => continue,
+        };
+        let file = format!("{name}.{key}");
+        entry[field] = json!(file);
+        files.push((file, data));
+    }
+    files
 }
 
 /// The key of a credential Secret naming the one API server its credential is for.
@@ -351,6 +463,7 @@ mod tests {
                 route("first", 0, &["team-a"], &["local"]),
                 default,
             ],
+            &Members::new(),
             &secrets(),
         );
         assert!(
@@ -416,6 +529,7 @@ mod tests {
                 first_default,
                 second_default,
             ],
+            &Members::new(),
             &secrets(),
         );
         let why = |map: &BTreeMap<String, Result<(), String>>, name: &str| {
@@ -451,5 +565,112 @@ mod tests {
         let names: Vec<&str> = config.clusters.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["local", "east"]);
         assert_eq!(config.router.rules().len(), 1);
+    }
+
+    fn member(name: &str, credential: &[(&str, &str)]) -> Member {
+        Member {
+            server: format!("https://{name}.fleet.example:6443"),
+            tls_server_name: Some(format!("api.{name}")),
+            labels: [("topology.kubernetes.io/region".to_owned(), name.to_owned())].into(),
+            credential: credential
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+                .collect(),
+            unhealthy: None,
+        }
+    }
+
+    #[test]
+    fn inventory_members_are_rendered_beside_the_clusters_and_conflicts_are_refused() {
+        let mut down = member("south", &[("token", "south-token"), ("ca.crt", "SOUTH CA")]);
+        down.unhealthy =
+            Some("ClusterProfile fleet/south reports ControlPlaneHealthy=False".into());
+        let members: Members = [
+            (
+                "north".to_owned(),
+                Ok(member(
+                    "north",
+                    &[("token", "north-token"), ("ca.crt", "NORTH CA")],
+                )),
+            ),
+            ("south".to_owned(), Ok(down)),
+            (
+                "mtls".to_owned(),
+                Ok(member("mtls", &[("tls.crt", "CERT"), ("tls.key", "KEY")])),
+            ),
+            ("no-ca".to_owned(), Ok(member("no-ca", &[("token", "t")]))),
+            (
+                "broken".to_owned(),
+                Err(
+                    "no credential for ClusterProfile fleet/broken: x failed (exit status: 1)"
+                        .to_owned(),
+                ),
+            ),
+            (
+                "east".to_owned(),
+                Ok(member("east", &[("token", "t"), ("ca.crt", "CA")])),
+            ),
+        ]
+        .into();
+        let mut selected = route("by-region", 0, &["c"], &[]);
+        selected.spec.to.cluster_selector = Some("topology.kubernetes.io/region=south".to_owned());
+        let rendered = render(
+            &[cluster("east", "east-creds")],
+            &[
+                route("to-north", 0, &["a"], &["north", "south"]),
+                route("to-broken", 0, &["b"], &["broken"]),
+                route("to-east", 0, &["d"], &["east"]),
+                selected,
+            ],
+            &members,
+            &secrets(),
+        );
+        let why = |map: &BTreeMap<String, Result<(), String>>, name: &str| {
+            map[name].clone().err().unwrap_or_default()
+        };
+        assert!(rendered.members["north"].is_ok() && rendered.members["mtls"].is_ok());
+        assert!(
+            rendered.members["south"].is_ok(),
+            "unhealthy, still published"
+        );
+        assert!(why(&rendered.members, "no-ca").contains("no certificate-authority-data"));
+        assert!(
+            why(&rendered.clusters, "east")
+                .contains("a ClusterProfile of the inventory is named east too")
+        );
+        assert!(
+            why(&rendered.members, "east")
+                .contains("a Cluster in this namespace is named east too")
+        );
+        assert!(rendered.routes["to-north"].is_ok(), "{rendered:?}");
+        assert!(rendered.routes["by-region"].is_ok(), "{rendered:?}");
+        assert_eq!(
+            why(&rendered.routes, "to-broken"),
+            "cluster broken is not ready: no credential for ClusterProfile fleet/broken: x failed \
+             (exit status: 1)"
+        );
+        assert!(why(&rendered.routes, "to-east").contains("cluster east is not ready"));
+        assert_eq!(rendered.files["north.token"], b"north-token");
+        assert_eq!(rendered.files["north.ca.crt"], b"NORTH CA");
+        assert_eq!(rendered.files["mtls.tls.key"], b"KEY");
+        assert!(
+            !rendered.files.contains_key("east.token"),
+            "neither of the conflicting two"
+        );
+        let yaml = std::str::from_utf8(&rendered.files[CONFIG_KEY]).unwrap();
+        assert!(
+            !yaml.contains("north-token"),
+            "a credential in the YAML: {yaml}"
+        );
+        let config = config(&rendered);
+        let names: Vec<&str> = config.clusters.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["local", "mtls", "north", "south"]);
+        let north = &config.clusters[2];
+        assert_eq!(north.labels["topology.kubernetes.io/region"], "north");
+        assert!(yaml.contains("tlsServerName: api.north"), "{yaml}");
+        assert!(
+            yaml.contains("unhealthy: ClusterProfile fleet/south reports"),
+            "{yaml}"
+        );
     }
 }

@@ -13,7 +13,7 @@ use k8s_openapi::{
     api::{
         admissionregistration::v1::MutatingWebhookConfiguration,
         apps::v1::Deployment,
-        core::v1::{Service, ServiceAccount},
+        core::v1::{ConfigMap, Service, ServiceAccount},
         networking::v1::NetworkPolicy,
         policy::v1::PodDisruptionBudget,
         rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
@@ -24,7 +24,7 @@ use k8s_openapi::{
 };
 use mca_tests::{
     harness::workspace_root,
-    helm::{helm, render},
+    helm::{helm, render, render_with},
 };
 use serde_json::Value;
 
@@ -46,6 +46,7 @@ fn check_types(objects: &[Value]) -> anyhow::Result<()> {
         match object["kind"].as_str().unwrap_or_default() {
             "CustomResourceDefinition" => drop(typed::<CustomResourceDefinition>(object)?),
             "ServiceAccount" => drop(typed::<ServiceAccount>(object)?),
+            "ConfigMap" => drop(typed::<ConfigMap>(object)?),
             "ClusterRole" => drop(typed::<ClusterRole>(object)?),
             "ClusterRoleBinding" => drop(typed::<ClusterRoleBinding>(object)?),
             "Role" => drop(typed::<Role>(object)?),
@@ -408,5 +409,98 @@ fn the_deploy_examples_are_objects_of_known_types_only() -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+#[test]
+fn the_inventory_is_read_in_its_namespaces_alone_with_the_provider_file_mounted()
+-> anyhow::Result<()> {
+    let providers = r#"operator.clusterProfiles.providers=[{"name":"token-reader","execConfig":{"apiVersion":"client.authentication.k8s.io/v1","command":"/plugins/token-reader","provideClusterInfo":true}}]"#;
+    let objects = render_with(
+        &[
+            "operator.clusterProfiles.namespaces={fleet,open-cluster-management-addon}",
+            "operator.clusterProfiles.consumers={shop,team-*}",
+        ],
+        &[
+            providers,
+            r#"operator.clusterProfiles.volumes=[{"name":"plugins","emptyDir":{}}]"#,
+            r#"operator.clusterProfiles.volumeMounts=[{"name":"plugins","mountPath":"/plugins"}]"#,
+        ],
+    )?;
+    check_types(&objects)?;
+    let roles: Vec<Role> = objects
+        .iter()
+        .filter(|o| o["kind"] == "Role" && o["metadata"]["name"] == "mca-operator-inventory")
+        .map(typed)
+        .collect::<anyhow::Result<_>>()?;
+    let namespaces: Vec<&str> = roles
+        .iter()
+        .map(|r| r.metadata.namespace.as_deref().unwrap())
+        .collect();
+    assert_eq!(namespaces, ["fleet", "open-cluster-management-addon"]);
+    let rules = serde_json::to_value(&roles[0].rules)?;
+    assert_eq!(
+        rules,
+        serde_json::json!([
+            {"apiGroups": ["multicluster.x-k8s.io"], "resources": ["clusterprofiles"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+        ])
+    );
+    let bindings = objects
+        .iter()
+        .filter(|o| o["kind"] == "RoleBinding" && o["metadata"]["name"] == "mca-operator-inventory")
+        .map(typed::<RoleBinding>)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    assert_eq!(bindings.len(), 2);
+    let deployment: Deployment = typed(find(&objects, "Deployment", "mca-operator"))?;
+    let pod = deployment.spec.unwrap().template.spec.unwrap();
+    let container = &pod.containers[0];
+    let args = container.args.clone().unwrap();
+    for wanted in [
+        "--clusterprofile-namespace=fleet",
+        "--clusterprofile-namespace=open-cluster-management-addon",
+        "--clusterprofile-consumers=shop",
+        "--clusterprofile-consumers=team-*",
+        "--clusterprofile-provider-file=/etc/mca-inventory/providers.json",
+    ] {
+        assert!(args.iter().any(|a| a == wanted), "{wanted} in {args:?}");
+    }
+    let mounts: Vec<&str> = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.mount_path.as_str())
+        .collect();
+    assert_eq!(mounts, ["/etc/mca-inventory", "/plugins"]);
+    let volumes: Vec<&str> = pod
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(volumes, ["inventory-providers", "plugins"]);
+    // The provider file is one the operator reads.
+    let file = find(&objects, "ConfigMap", "mca-inventory-providers")["data"]["providers.json"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let parsed =
+        mca::operator::inventory::provider::Providers::parse(&file).map_err(anyhow::Error::msg)?;
+    assert_eq!(
+        parsed.providers[0].exec_config.command,
+        "/plugins/token-reader"
+    );
+
+    // Off by default: no Role, flag, volume or ConfigMap.
+    let default = render(&[])?;
+    assert!(
+        default
+            .iter()
+            .all(|o| o["metadata"]["name"] != "mca-operator-inventory"
+                && o["metadata"]["name"] != "mca-inventory-providers")
+    );
+    let deployment = find(&default, "Deployment", "mca-operator");
+    assert!(!deployment.to_string().contains("clusterprofile"));
+    assert!(deployment["spec"]["template"]["spec"]["volumes"].is_null());
     Ok(())
 }

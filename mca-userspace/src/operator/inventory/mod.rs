@@ -4,5 +4,6 @@
 //! ([`exec`]) in the operator and never in the sidecars.
 
 pub mod exec;
+pub mod members;
 pub mod profile;
 pub mod provider;
