@@ -122,9 +122,9 @@ pub struct OperatorArgs {
     #[arg(long, env = "MCA_WATCH_CREDENTIAL_SECRETS")]
     pub watch_credential_secrets: bool,
 
-    /// A namespace holding SIG-Multicluster ClusterProfiles (the inventory's, e.g.
-    /// open-cluster-management-addon or fleet-system) to take clusters from; repeatable, the
-    /// first holding a name wins. Needs --clusterprofile-provider-file.
+    /// A namespace holding SIG-Multicluster ClusterProfiles (where the cluster manager writes
+    /// them: `kubectl get clusterprofiles -A`) to take clusters from; repeatable, the first
+    /// holding a name wins. Needs --clusterprofile-provider-file.
     #[arg(
         long = "clusterprofile-namespace",
         env = "MCA_CLUSTERPROFILE_NAMESPACES",

@@ -17,6 +17,7 @@ mod clients;
 mod ebpf;
 mod faults;
 mod inject;
+mod inventory;
 mod kubeconfig;
 mod limits;
 mod node;

@@ -57,7 +57,7 @@ const ACT: Duration = Duration::from_secs(20);
 const TAKEOVER: Duration = Duration::from_secs(40);
 
 /// A Secret's files, as the kubelet writes them into a volume.
-type Files = BTreeMap<String, Vec<u8>>;
+pub(super) type Files = BTreeMap<String, Vec<u8>>;
 
 /// The rendered chart, as applied: routing on, credential Secrets watched, the webhook
 /// reachable on loopback.
@@ -85,7 +85,7 @@ fn chart(webhook_port: u16) -> anyhow::Result<Vec<Value>> {
 }
 
 /// The arguments the chart gives `deployment`'s container.
-fn chart_args(objects: &[Value], deployment: &str) -> Vec<String> {
+pub(super) fn chart_args(objects: &[Value], deployment: &str) -> Vec<String> {
     let object = objects
         .iter()
         .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == deployment)
@@ -100,7 +100,7 @@ fn chart_args(objects: &[Value], deployment: &str) -> Vec<String> {
 
 /// A kubeconfig for the ServiceAccount `name` in `namespace`: a real, expiring token, so
 /// the operator has exactly the permissions the chart's RBAC gives it.
-fn service_account_kubeconfig(
+pub(super) fn service_account_kubeconfig(
     cluster: &Cluster,
     namespace: &str,
     name: &str,
@@ -168,7 +168,7 @@ fn ready(cluster: &Cluster, kind: &str, name: &str) -> anyhow::Result<Option<(St
     }))
 }
 
-fn as_files(files: &Files) -> Vec<(&str, &[u8])> {
+pub(super) fn as_files(files: &Files) -> Vec<(&str, &[u8])> {
     files
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_slice()))

@@ -47,6 +47,8 @@ use crate::{
 /// How long a credential without an `expirationTimestamp` is used before its plugin runs
 /// again.
 pub const REFRESH_WITHOUT_EXPIRY: Duration = Duration::from_secs(600);
+/// After a plugin failed, how soon it runs again.
+const RETRY_FAILED: Duration = Duration::from_secs(10);
 /// The wait between tries to find the `ClusterProfile` API.
 const DISCOVERY_RETRY: Duration = Duration::from_secs(30);
 
@@ -70,6 +72,16 @@ pub struct Inventory {
     /// By profile (`namespace/name`); one lock each, so a slow plugin holds up only the
     /// namespaces using its cluster.
     credentials: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<Option<Cached>>>>>,
+}
+
+/// What [`Inventory::credential`] found.
+enum Obtained {
+    /// A credential and when it is refreshed.
+    Fresh(Credential, Timestamp),
+    /// The plugin failed (why), but the last credential is good until it expires.
+    Stale(Credential, Timestamp, String),
+    /// No credential, and why.
+    None(String),
 }
 
 /// A credential and what it was obtained for.
@@ -167,20 +179,19 @@ impl Inventory {
         let now = Timestamp::now();
         for (object, profile) in referenced(&profiles, routes) {
             let name = profile.metadata.name.clone();
-            let member = if consumer {
-                self.member(object, profile, &resource, now).await
-            } else {
-                Err(format!(
+            if !consumer {
+                let why = format!(
                     "ClusterProfile {} is not offered to namespace {namespace}: \
                      --clusterprofile-consumers does not match it",
                     profile.key()
-                ))
-            };
-            if let Ok((_, refresh)) = &member {
-                let due = refresh.duration_since(now).unsigned_abs();
-                resolved.refresh = Some(resolved.refresh.map_or(due, |r| r.min(due)));
+                );
+                resolved.members.insert(name, Err(why));
+                continue;
             }
-            resolved.members.insert(name, member.map(|(m, _)| m));
+            let (member, again) = self.member(object, profile, &resource, now).await;
+            let due = again.duration_since(now).unsigned_abs();
+            resolved.refresh = Some(resolved.refresh.map_or(due, |r| r.min(due)));
+            resolved.members.insert(name, member);
         }
         self.forget_all_but(&profiles);
         Ok(resolved)
@@ -226,26 +237,32 @@ impl Inventory {
         Ok(profiles)
     }
 
-    /// `profile` as a member, with when its credential is due for a refresh; on a failure
-    /// the reason, also reported as an event on the profile and in the log.
+    /// `profile` as a member, or why it cannot be one (also reported as an event on the
+    /// profile and in the log), and when to look at it again.
     async fn member(
         &self,
         object: &DynamicObject,
         profile: &ClusterProfile,
         resource: &ApiResource,
         now: Timestamp,
-    ) -> Result<(Member, Timestamp), String> {
+    ) -> (Result<Member, String>, Timestamp) {
         let key = profile.key();
-        let obtained = match self.options.providers.plan(profile) {
-            Ok(plan) => self.credential(&key, plan, now).await,
-            Err(why) => Err(why),
+        let retry = after(now, RETRY_FAILED);
+        let plan = match self.options.providers.plan(profile) {
+            Ok(plan) => plan,
+            Err(why) => return (Err(self.failed(object, resource, &key, &why).await), retry),
         };
-        let (plan, credential, refresh) = match obtained {
-            Ok(obtained) => obtained,
-            Err(why) => {
-                tracing::warn!(profile = %key, reason = %why, "no credential for the ClusterProfile; its cluster is left out");
-                self.report(object, resource, &why).await;
-                return Err(format!("no credential for ClusterProfile {key}: {why}"));
+        let (credential, refresh) = match self.credential(&key, &plan, now).await {
+            Obtained::Fresh(credential, refresh) => (credential, refresh),
+            Obtained::Stale(credential, expires, why) => {
+                let why =
+                    format!("{why}; its current credential is used until it expires at {expires}");
+                tracing::warn!(profile = %key, reason = %why, "refreshing the ClusterProfile's credential failed");
+                self.report(object, resource, "RefreshFailed", &why).await;
+                (credential, retry.min(expires))
+            }
+            Obtained::None(why) => {
+                return (Err(self.failed(object, resource, &key, &why).await), retry);
             }
         };
         let mut files = BTreeMap::new();
@@ -268,17 +285,26 @@ impl Inventory {
             credential: files,
             unhealthy: profile.reported_down(),
         };
-        Ok((member, refresh))
+        (Ok(member), refresh)
+    }
+
+    /// Reports that no credential could be had for the profile `key`, and says why.
+    async fn failed(
+        &self,
+        object: &DynamicObject,
+        resource: &ApiResource,
+        key: &str,
+        why: &str,
+    ) -> String {
+        tracing::warn!(profile = %key, reason = %why, "no credential for the ClusterProfile; its cluster is left out");
+        self.report(object, resource, "NoCredential", why).await;
+        format!("no credential for ClusterProfile {key}: {why}")
     }
 
     /// The credential for the profile `key` by `plan`: the cached one while it is good for
-    /// that plan, else a new one from the plugin.
-    async fn credential(
-        &self,
-        key: &str,
-        plan: Plan,
-        now: Timestamp,
-    ) -> Result<(Plan, Credential, Timestamp), String> {
+    /// that plan, else a new one from the plugin; when the plugin fails, the cached one for
+    /// as long as it has not expired.
+    async fn credential(&self, key: &str, plan: &Plan, now: Timestamp) -> Obtained {
         let slot = Arc::clone(
             self.credentials
                 .lock()
@@ -287,22 +313,37 @@ impl Inventory {
                 .or_default(),
         );
         let mut slot = slot.lock().await;
-        if let Some(cached) = slot.as_ref()
-            && cached.plan == plan
+        let cached = slot.as_ref().filter(|cached| cached.plan == *plan);
+        if let Some(cached) = cached
             && now < cached.refresh
         {
-            return Ok((plan, cached.credential.clone(), cached.refresh));
+            return Obtained::Fresh(cached.credential.clone(), cached.refresh);
         }
         let started = Timestamp::now();
-        let credential = exec::run(&plan).await.map_err(|error| error.to_string())?;
-        let refresh = refresh_at(started, credential.expires)?;
-        tracing::info!(profile = key, provider = %plan.provider, expires = ?credential.expires, "obtained a credential");
-        *slot = Some(Cached {
-            plan: plan.clone(),
-            credential: credential.clone(),
-            refresh,
-        });
-        Ok((plan, credential, refresh))
+        let ran = exec::run(plan)
+            .await
+            .map_err(|error| error.to_string())
+            .and_then(|credential| Ok((refresh_at(started, credential.expires)?, credential)));
+        match ran {
+            Ok((refresh, credential)) => {
+                tracing::info!(profile = key, provider = %plan.provider, expires = ?credential.expires, "obtained a credential");
+                *slot = Some(Cached {
+                    plan: plan.clone(),
+                    credential: credential.clone(),
+                    refresh,
+                });
+                Obtained::Fresh(credential, refresh)
+            }
+            Err(why) => match cached.and_then(|c| Some((c, c.credential.expires?))) {
+                Some((cached, expires)) if now < expires => {
+                    Obtained::Stale(cached.credential.clone(), expires, why)
+                }
+                _ => {
+                    *slot = None;
+                    Obtained::None(why)
+                }
+            },
+        }
     }
 
     /// Drops the cached credentials of profiles no longer in the inventory.
@@ -315,10 +356,16 @@ impl Inventory {
     }
 
     /// A warning event on the profile (best effort: a failure to report is only logged).
-    async fn report(&self, object: &DynamicObject, resource: &ApiResource, why: &str) {
+    async fn report(
+        &self,
+        object: &DynamicObject,
+        resource: &ApiResource,
+        reason: &str,
+        why: &str,
+    ) {
         let event = Event {
             type_: EventType::Warning,
-            reason: "NoCredential".to_owned(),
+            reason: reason.to_owned(),
             note: Some(why.chars().take(1000).collect()),
             action: "ObtainCredential".to_owned(),
             secondary: None,
@@ -376,12 +423,19 @@ fn referenced<'a>(
         .map(|(object, profile)| (object, profile))
 }
 
+/// `duration` after `at`.
+fn after(at: Timestamp, duration: Duration) -> Timestamp {
+    SignedDuration::try_from(duration)
+        .ok()
+        .and_then(|d| at.checked_add(d).ok())
+        .unwrap_or(at)
+}
+
 /// When a credential obtained at `obtained` is refreshed: at two thirds of its lifetime, or
 /// after [`REFRESH_WITHOUT_EXPIRY`] when it does not say. One already expired is refused.
 pub fn refresh_at(obtained: Timestamp, expires: Option<Timestamp>) -> Result<Timestamp, String> {
     let Some(expires) = expires else {
-        let after = SignedDuration::try_from(REFRESH_WITHOUT_EXPIRY).expect("a small duration");
-        return Ok(obtained.checked_add(after).unwrap_or(obtained));
+        return Ok(after(obtained, REFRESH_WITHOUT_EXPIRY));
     };
     let lifetime = expires.duration_since(obtained);
     if lifetime <= SignedDuration::ZERO {

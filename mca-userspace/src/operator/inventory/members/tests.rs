@@ -293,3 +293,44 @@ async fn a_consumer_namespace_is_published_with_the_member_its_route_names() {
     let ready = &body("/routes/r/status")["status"]["conditions"][0];
     assert_eq!(ready["status"], "True", "{ready}");
 }
+
+#[tokio::test]
+async fn a_failed_refresh_keeps_the_credential_until_it_expires_and_no_longer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, _) = api(server(vec![]));
+    let providers = plugin(dir.path(), false);
+    let inventory = inventory(&client, providers.clone());
+    let east: ClusterProfile = serde_json::from_value(profile("east", "east", "True")).unwrap();
+    let plan = providers.plan(&east).unwrap();
+    let now = Timestamp::now();
+    let Obtained::Fresh(credential, refresh) = inventory.credential("fleet/east", &plan, now).await
+    else {
+        panic!("a credential");
+    };
+    let expires = credential.expires.unwrap();
+    assert!(now < refresh && refresh < expires);
+    // The plugin breaks; its credential is due for a refresh but has not expired.
+    plugin(dir.path(), true);
+    let due = after(refresh, Duration::from_secs(1));
+    match inventory.credential("fleet/east", &plan, due).await {
+        Obtained::Stale(kept, until, why) => {
+            assert_eq!(kept, credential);
+            assert_eq!(until, expires);
+            assert!(why.contains("failed") && !why.contains("s3cret"), "{why}");
+        }
+        _ => panic!("the current credential, kept"),
+    }
+    let expired = after(expires, Duration::from_secs(1));
+    assert!(matches!(
+        inventory.credential("fleet/east", &plan, expired).await,
+        Obtained::None(why) if why.contains("failed")
+    ));
+    // Nothing is kept once it expired: a working plugin is run again even "before" the
+    // refresh time of the credential that is gone.
+    plugin(dir.path(), false);
+    assert!(matches!(
+        inventory.credential("fleet/east", &plan, now).await,
+        Obtained::Fresh(..)
+    ));
+    assert_eq!(runs(dir.path()), 2);
+}
