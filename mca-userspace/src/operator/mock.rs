@@ -28,6 +28,14 @@ pub struct State {
     pub seen: Vec<Seen>,
 }
 
+/// The body of the first PATCH of a path containing `path`.
+pub fn patched(seen: &[Seen], path: &str) -> Value {
+    seen.iter()
+        .find(|(m, uri, _)| *m == Method::PATCH && uri.contains(path))
+        .map(|(_, _, body)| body.clone())
+        .unwrap_or_else(|| panic!("no PATCH of {path}"))
+}
+
 /// A client talking to a mocked server holding `objects`.
 pub fn api(objects: impl IntoIterator<Item = (String, Value)>) -> (Client, Arc<Mutex<State>>) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();

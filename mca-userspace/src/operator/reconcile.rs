@@ -229,7 +229,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::operator::mock::api;
+    use crate::operator::mock::{api, patched};
 
     const CLUSTERS: &str = "/apis/mca.io/v1alpha1/namespaces/shop/clusters";
     const ROUTES: &str = "/apis/mca.io/v1alpha1/namespaces/shop/routes";
@@ -345,12 +345,7 @@ mod tests {
             .await
             .unwrap();
         let seen = &seen.lock().unwrap().seen;
-        let body = |path: &str| {
-            seen.iter()
-                .find(|(m, uri, _)| *m == Method::PATCH && uri.contains(path))
-                .map(|(_, _, body)| body.clone())
-                .unwrap()
-        };
+        let body = |path: &str| patched(seen, path);
         let published = body("/secrets/mca-routes");
         assert!(
             published["data"].get("east.token").is_none(),

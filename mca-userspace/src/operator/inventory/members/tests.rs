@@ -4,7 +4,7 @@ use http::Method;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::operator::mock::api;
+use crate::operator::mock::{api, patched};
 
 const PROFILES: &str = "/apis/multicluster.x-k8s.io/v1alpha2/namespaces/fleet/clusterprofiles";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/fleet/events";
@@ -281,12 +281,7 @@ async fn a_consumer_namespace_is_published_with_the_member_its_route_names() {
     assert!(summary.published);
     assert!(summary.refresh.is_some());
     let seen = &state.lock().unwrap().seen;
-    let body = |path: &str| {
-        seen.iter()
-            .find(|(m, uri, _)| *m == Method::PATCH && uri.contains(path))
-            .map(|(_, _, body)| body.clone())
-            .unwrap()
-    };
+    let body = |path: &str| patched(seen, path);
     let published = body("/secrets/mca-routes");
     // base64 of "tok-east"
     assert_eq!(published["data"]["east.token"], "dG9rLWVhc3Q=");
