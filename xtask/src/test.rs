@@ -80,7 +80,8 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             println!("tests against real binaries: {real_totals}");
         }
         None => println!(
-            "xtask: no kube-apiserver in K8S_BIN or ~/.cache/mca-k8s/bin, so the {} tests \
+            "xtask: no kube-apiserver in K8S_BIN or ~/.cache/mca-k8s/bin, or no \
+             ../shared/k8s/cluster.sh (K8S_CLUSTER_SH) to start it with, so the {} tests \
              that need a real control plane or node did not run (../shared/k8s/build.sh \
              builds one; they are reported as ignored above)",
             totals.ignored
@@ -144,7 +145,7 @@ fn build_otlp(root: &Path) -> anyhow::Result<()> {
 /// them (with `node.sh` to start one).
 struct RealTiers {
     /// `K8S_BIN`, or the script's default `~/.cache/mca-k8s/bin`, when it holds a
-    /// kube-apiserver.
+    /// kube-apiserver and `cluster.sh` is found to start it with.
     bin: Option<PathBuf>,
     /// A kubelet beside it, and `node.sh` beside the workspace (or `K8S_NODE_SH`).
     node: bool,
@@ -157,7 +158,15 @@ impl RealTiers {
             .or_else(|| {
                 std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/mca-k8s/bin"))
             })
-            .filter(|bin| bin.join("kube-apiserver").is_file());
+            .filter(|bin| bin.join("kube-apiserver").is_file())
+            // The tests start control planes with `cluster.sh`, beside the workspace (a clone
+            // elsewhere has the binaries but not the script).
+            .filter(|_| {
+                std::env::var_os("K8S_CLUSTER_SH")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| workspace_root().join("../shared/k8s/cluster.sh"))
+                    .is_file()
+            });
         let script = std::env::var_os("K8S_NODE_SH")
             .map(PathBuf::from)
             .unwrap_or_else(|| workspace_root().join("../shared/k8s/node.sh"));

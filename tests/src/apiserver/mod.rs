@@ -58,6 +58,9 @@ pub struct Options {
     /// Answer lists of pods with `200` and only the first half of their JSON, as a server
     /// whose stream broke would.
     pub truncate_lists: bool,
+    /// Answer every request but the health probes this much later, as a farther or busier
+    /// cluster would.
+    pub delay: Option<std::time::Duration>,
 }
 
 /// One request as the server received it.
@@ -395,6 +398,11 @@ async fn handle(
     }
     let path = go_decode(request.uri().path());
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if let Some(delay) = state.options.delay
+        && !matches!(segments.as_slice(), ["readyz" | "livez" | "healthz"])
+    {
+        tokio::time::sleep(delay).await;
+    }
     if request.method() == Method::GET {
         let extra = state.extra_resources.read().unwrap().clone();
         if let Some(response) =

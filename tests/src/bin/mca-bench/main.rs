@@ -6,12 +6,14 @@
 //! - `connect`: what eBPF interception costs `connect()`;
 //! - `watches`: MCA's memory per open watch, over HTTP/2 and over HTTP/1.1;
 //! - `lists`: MCA's peak memory while it merges three large lists;
+//! - `fanout`: a merged LIST and watch of ten members, one slower, against one member's;
 //! - `route`: what a routing decision costs with 100 routes;
 //! - `get`: GET requests per second and latency through MCA (`MCA_BIN` picks the build);
 //! - `soak`: a bounded soak with open watches and steady GETs and LISTs (`cargo xtask soak`).
 
 mod compare;
 mod connect;
+mod fanout;
 mod get;
 mod lists;
 mod route;
@@ -58,6 +60,12 @@ enum Bench {
         /// The size of each cluster's list, in MiB.
         #[arg(long, default_value_t = 64)]
         size_mib: usize,
+    },
+    /// A merged LIST and watch of ten members (one 50 ms slower) against one member's.
+    Fanout {
+        /// Interleaved rounds of each.
+        #[arg(long, default_value_t = 30)]
+        rounds: usize,
     },
     /// Time and allocations of a routing decision with 100 routes.
     Route {
@@ -107,6 +115,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Watches { count } => watches::run(count),
         Bench::Route { decisions } => route::run(decisions),
         Bench::Lists { size_mib } => lists::run(size_mib),
+        Bench::Fanout { rounds } => fanout::run(rounds),
         Bench::Get { seconds } => get::run(seconds),
         Bench::Soak {
             time,
