@@ -229,6 +229,8 @@ fn main() -> anyhow::Result<()> {
                 .arg("watches")
                 .arg(format!("--count={watches}")))?;
             run(Command::new(&bench).arg("lists"))?;
+            run(Command::new(&bench).arg("fanout"))?;
+            run(Command::new(&bench).arg("clusters"))?;
             run(Command::new(&bench).arg("route"))
         }
         Task::Test => test::run(&root),

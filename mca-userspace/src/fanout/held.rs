@@ -109,7 +109,7 @@ impl Held {
         let field = if table { "rows" } else { "items" };
         for item in list[field].as_array().into_iter().flatten() {
             let object = if table { &item["object"] } else { item };
-            let Some((key, entry)) = entry(object, table.then_some(item)) else {
+            let Some((key, entry)) = entry(&object["metadata"], table.then_some(item)) else {
                 continue;
             };
             let kind = match old.remove(&key) {
@@ -175,16 +175,15 @@ fn entries(object: &Value) -> Vec<(Box<str>, Entry)> {
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|row| entry(&row["object"], Some(row)))
+            .filter_map(|row| entry(&row["object"]["metadata"], Some(row)))
             .collect()
     } else {
-        entry(object, None).into_iter().collect()
+        entry(&object["metadata"], None).into_iter().collect()
     }
 }
 
 /// An object's key and entry (with its Table `row`'s cells).
-fn entry(object: &Value, row: Option<&Value>) -> Option<(Box<str>, Entry)> {
-    let metadata = &object["metadata"];
+fn entry(metadata: &Value, row: Option<&Value>) -> Option<(Box<str>, Entry)> {
     let name = metadata["name"].as_str()?;
     let namespace = metadata["namespace"].as_str().unwrap_or_default();
     let version = metadata["resourceVersion"].as_str().unwrap_or_default();
@@ -216,10 +215,16 @@ pub fn kept(page: &Value) -> Vec<Kept> {
 /// One item of a list (an object, or a Table's row), as a snapshot keeps it.
 pub fn entry_of(item: &Value, table: bool) -> Option<Kept> {
     let (key, entry) = if table {
-        entry(&item["object"], Some(item))?
+        entry(&item["object"]["metadata"], Some(item))?
     } else {
-        entry(item, None)?
+        entry(&item["metadata"], None)?
     };
+    Some(Kept(key, entry))
+}
+
+/// An object of a list, as a snapshot keeps it, by its `metadata` alone.
+pub fn entry_of_metadata(metadata: &Value) -> Option<Kept> {
+    let (key, entry) = entry(metadata, None)?;
     Some(Kept(key, entry))
 }
 

@@ -3,7 +3,9 @@
 //! it came from, and Tables get a `Cluster` column, so `kubectl get` shows where each row
 //! lives.
 
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json, value::RawValue};
 
 use super::token::Versions;
 
@@ -164,7 +166,37 @@ pub fn annotate(object: &mut Value, cluster: &str) {
     if !object.is_object() {
         return;
     }
-    let metadata = &mut object["metadata"];
+    annotate_metadata(&mut object["metadata"], cluster);
+}
+
+/// The object `raw` (JSON) marked with its cluster, written to `out`, and its annotated
+/// `metadata`; `None` when `raw` is not an object. Only `metadata` is parsed: the other
+/// members (`spec`, `status`: most of the bytes) are copied as the cluster wrote them, which
+/// makes a merged list several times cheaper than parsing every object whole. Members come
+/// out in key order, as from [`annotate`].
+pub fn annotate_raw(
+    raw: &[u8],
+    cluster: &str,
+    out: impl std::io::Write,
+) -> Result<Option<Value>, serde_json::Error> {
+    let Ok(mut members) = serde_json::from_slice::<BTreeMap<String, &RawValue>>(raw) else {
+        let object: Value = serde_json::from_slice(raw)?;
+        serde_json::to_writer(out, &object)?;
+        return Ok(None);
+    };
+    let mut metadata: Value = match members.get("metadata") {
+        Some(metadata) => serde_json::from_str(metadata.get())?,
+        None => Value::Null,
+    };
+    annotate_metadata(&mut metadata, cluster);
+    let written = RawValue::from_string(metadata.to_string())?;
+    members.insert("metadata".to_owned(), &written);
+    serde_json::to_writer(out, &members)?;
+    Ok(Some(metadata))
+}
+
+/// `metadata` (made an object if it is not one) with the cluster annotation.
+fn annotate_metadata(metadata: &mut Value, cluster: &str) {
     if !metadata.is_object() {
         *metadata = json!({});
     }
@@ -297,5 +329,31 @@ mod tests {
         let end: Value = serde_json::from_slice(&initial_events_end(&seen)).unwrap();
         assert_eq!(end["object"]["metadata"]["resourceVersion"], seen.encode());
         assert_eq!(event(parse(b"{}"), "east", &mut seen), Event::Garbage);
+    }
+
+    #[test]
+    fn an_object_annotated_from_its_bytes_is_the_object_annotated_whole() {
+        let raw = br#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"web","namespace":"a","annotations":{"x":"1"}},"spec":{"containers":[{"name":"app","image":"i"}]},"status":{"phase":"Running"}}"#;
+        let mut fast = Vec::new();
+        let metadata = annotate_raw(raw, "east", &mut fast).unwrap().unwrap();
+        let mut whole: Value = serde_json::from_slice(raw).unwrap();
+        annotate(&mut whole, "east");
+        assert_eq!(serde_json::from_slice::<Value>(&fast).unwrap(), whole);
+        let fast = String::from_utf8(fast).unwrap();
+        assert!(
+            fast.contains(r#""spec":{"containers":[{"name":"app","image":"i"}]}"#),
+            "copied as the cluster wrote it: {fast}"
+        );
+        assert_eq!(metadata, whole["metadata"]);
+        assert_eq!(metadata["annotations"][CLUSTER_ANNOTATION], "east");
+
+        // No metadata, or not an object: as `annotate` does.
+        let mut out = Vec::new();
+        let metadata = annotate_raw(br#"{"kind":"Pod"}"#, "east", &mut out).unwrap();
+        assert_eq!(metadata.unwrap()["annotations"][CLUSTER_ANNOTATION], "east");
+        let mut out = Vec::new();
+        assert_eq!(annotate_raw(b"[1, 2]", "east", &mut out).unwrap(), None);
+        assert_eq!(out, b"[1,2]");
+        assert!(annotate_raw(br#"{"kind": "Pod""#, "east", &mut Vec::new()).is_err());
     }
 }

@@ -235,21 +235,29 @@ impl Merged {
         };
         match piece {
             super::scan::Piece::Item(raw) => {
-                let mut item = parse(&raw)?;
-                if *kept_total <= MAX_SNAPSHOTS {
-                    kept.extend(held::entry_of(&item, self.table));
-                    *kept_total += 1;
-                }
-                if self.table {
-                    merge::mark_row(&mut item, cluster);
-                } else {
-                    merge::annotate(&mut item, cluster);
-                }
                 if std::mem::replace(&mut self.any, true) {
                     self.buffer.extend_from_slice(b",");
                 }
-                serde_json::to_writer(bytes::BufMut::writer(&mut self.buffer), &item)
-                    .expect("JSON values serialize");
+                let keep = *kept_total <= MAX_SNAPSHOTS;
+                if self.table {
+                    let mut row = parse(&raw)?;
+                    if keep {
+                        kept.extend(held::entry_of(&row, true));
+                    }
+                    merge::mark_row(&mut row, cluster);
+                    serde_json::to_writer(bytes::BufMut::writer(&mut self.buffer), &row)
+                        .expect("JSON values serialize");
+                } else {
+                    let out = bytes::BufMut::writer(&mut self.buffer);
+                    let metadata = merge::annotate_raw(&raw, cluster, out)
+                        .map_err(|e| format!("cluster {cluster}: {e}"))?;
+                    if keep {
+                        kept.extend(metadata.as_ref().and_then(held::entry_of_metadata));
+                    }
+                }
+                if keep {
+                    *kept_total += 1;
+                }
                 if self.buffer.len() >= CHUNK {
                     self.flush().await?;
                 }

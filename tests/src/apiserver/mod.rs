@@ -337,6 +337,8 @@ async fn serve(
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
         };
+        // As Go's net/http, and so kube-apiserver, does: no Nagle delay on small writes.
+        let _ = tcp.set_nodelay(true);
         let (acceptor, state, http) = (acceptor.clone(), Arc::clone(&state), http.clone());
         tokio::spawn(async move {
             let Ok(tls) = acceptor.accept(tcp).await else {

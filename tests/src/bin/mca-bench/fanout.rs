@@ -19,6 +19,8 @@ use mca_tests::{
     sandbox::Pod,
 };
 
+use crate::compare::usage::cpu_seconds;
+
 /// Members.
 const MEMBERS: usize = 10;
 /// How late the slow member answers.
@@ -83,6 +85,22 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
             single.push(list(&mut client, &single_path, PODS).await?);
         }
         let (merged, single) = (median(&mut merged), median(&mut single));
+        // MCA's own work per merged list (the members' is in this process, not in MCA).
+        let before = cpu_seconds(mca.pid())?;
+        for _ in 0..rounds {
+            list(&mut client, &merged_path, MEMBERS * PODS).await?;
+        }
+        let merged_cpu = (cpu_seconds(mca.pid())? - before) / rounds as f64;
+        let before = cpu_seconds(mca.pid())?;
+        for _ in 0..rounds {
+            list(&mut client, &single_path, PODS).await?;
+        }
+        let single_cpu = (cpu_seconds(mca.pid())? - before) / rounds as f64;
+        println!(
+            "Fan-out LIST: MCA's CPU per list: merged {:.2} ms, the slow member alone {:.2} ms",
+            merged_cpu * 1000.0,
+            single_cpu * 1000.0
+        );
         println!(
             "Fan-out LIST: {MEMBERS} members x {PODS} pods, one {} ms slower; medians of {rounds}, \
              interleaved, through MCA: merged {:.1} ms, the slow member alone {:.1} ms: {:.2}x",

@@ -7,10 +7,12 @@
 //! - `watches`: MCA's memory per open watch, over HTTP/2 and over HTTP/1.1;
 //! - `lists`: MCA's peak memory while it merges three large lists;
 //! - `fanout`: a merged LIST and watch of ten members, one slower, against one member's;
+//! - `clusters`: the idle cost of 100 configured clusters, and a hot reload of them under load;
 //! - `route`: what a routing decision costs with 100 routes;
 //! - `get`: GET requests per second and latency through MCA (`MCA_BIN` picks the build);
 //! - `soak`: a bounded soak with open watches and steady GETs and LISTs (`cargo xtask soak`).
 
+mod clusters;
 mod compare;
 mod connect;
 mod fanout;
@@ -67,6 +69,12 @@ enum Bench {
         #[arg(long, default_value_t = 30)]
         rounds: usize,
     },
+    /// The idle CPU and memory of many configured clusters, and a hot reload under load.
+    Clusters {
+        /// Clusters to configure.
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+    },
     /// Time and allocations of a routing decision with 100 routes.
     Route {
         /// Decisions to time.
@@ -116,6 +124,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Route { decisions } => route::run(decisions),
         Bench::Lists { size_mib } => lists::run(size_mib),
         Bench::Fanout { rounds } => fanout::run(rounds),
+        Bench::Clusters { count } => clusters::run(count),
         Bench::Get { seconds } => get::run(seconds),
         Bench::Soak {
             time,

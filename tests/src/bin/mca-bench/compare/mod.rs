@@ -14,7 +14,7 @@ mod documents;
 mod exec;
 mod report;
 mod servers;
-mod usage;
+pub(crate) mod usage;
 mod watches;
 mod wrk;
 
