@@ -11,7 +11,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use http_body_util::BodyExt;
 use mca_tests::{
     apiserver::{ApiServer, Options},
     client::{Https, next_chunk},
@@ -170,16 +169,9 @@ fn configuration(members: &[(ApiServer, String)]) -> String {
 /// How long a LIST of `path` took; checks it has `items` items.
 async fn list(client: &mut Https, path: &str, items: usize) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let response = client.get(path).await?;
-    ensure!(
-        response.status().is_success(),
-        "{path}: {}",
-        response.status()
-    );
-    let body = response.into_body().collect().await?.to_bytes();
+    let body = crate::lists::fetch(client, path).await?;
     let took = started.elapsed();
-    let list: serde_json::Value = serde_json::from_slice(&body).context("a JSON list")?;
-    let got = list["items"].as_array().map_or(0, Vec::len);
+    let got = crate::lists::items(&body)?;
     ensure!(got == items, "{path}: {got} items, not {items}");
     Ok(took)
 }

@@ -57,14 +57,23 @@ pub fn run(size_mib: usize) -> anyhow::Result<()> {
 
 /// GETs `path`; the answer's size and its number of items.
 async fn read(client: &mut Https, path: &str) -> anyhow::Result<(usize, usize)> {
+    let body = fetch(client, path).await?;
+    Ok((body.len(), items(&body)?))
+}
+
+/// GETs `path`: the whole body of its successful answer.
+pub(crate) async fn fetch(client: &mut Https, path: &str) -> anyhow::Result<bytes::Bytes> {
     let response = client.get(path).await?;
     ensure!(
         response.status().is_success(),
         "{path}: {}",
         response.status()
     );
-    let body = response.into_body().collect().await?.to_bytes();
-    let list: serde_json::Value = serde_json::from_slice(&body).context("a JSON list")?;
-    let items = list["items"].as_array().map_or(0, Vec::len);
-    Ok((body.len(), items))
+    Ok(response.into_body().collect().await?.to_bytes())
+}
+
+/// The number of items in a list.
+pub(crate) fn items(body: &[u8]) -> anyhow::Result<usize> {
+    let list: serde_json::Value = serde_json::from_slice(body).context("a JSON list")?;
+    Ok(list["items"].as_array().map_or(0, Vec::len))
 }
