@@ -1,5 +1,6 @@
 //! Builds the eBPF programs (`mca-ebpf`, nightly, `bpfel-unknown-none`, bpf-linker) into
-//! `OUT_DIR/mca`, which the binary embeds.
+//! `OUT_DIR/mca`, which the binary embeds, by way of `target/mca-ebpf`, shared by every
+//! build of this crate.
 //!
 //! Without bpf-linker the build fails, naming what to do: a binary that silently lacks its
 //! programs would ship (the static build, the image) and fall back to env mode in every pod.
@@ -8,6 +9,17 @@
 //! `cargo xtask setup` installs bpf-linker and the nightly `rust-src`.
 
 use std::{env, fs, path::PathBuf, process::ExitCode};
+
+/// Points aya-build (which reads only `OUT_DIR`) at `dir`.
+#[allow(
+    unsafe_code,
+    reason = "aya-build takes its output directory from the environment alone"
+)]
+fn build_into(dir: &std::path::Path) {
+    // SAFETY: the build script is single-threaded here: nothing reads or writes the
+    // environment at the same time.
+    unsafe { env::set_var("OUT_DIR", dir) };
+}
 
 fn main() -> anyhow::Result<ExitCode> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
@@ -30,6 +42,16 @@ fn main() -> anyhow::Result<ExitCode> {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let root = manifest_dir.join("../mca-ebpf");
     let root = root.to_str().expect("a UTF-8 workspace path");
+    // aya-build builds into OUT_DIR, which differs for every profile, target and feature set
+    // of this crate (check, build, test, the static and fuzz builds), and so rebuilt the
+    // programs and their `core` (build-std) each time, about 30 s. Built in one place for
+    // all of them instead, the later builds find the programs current.
+    let shared = manifest_dir.join("../target/mca-ebpf");
+    fs::create_dir_all(&shared)?;
+    // Builds running at once take turns: each copies the programs out of the shared place.
+    let turn = fs::File::create(shared.join(".lock"))?;
+    turn.lock()?;
+    build_into(&shared);
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "mca-ebpf",
@@ -39,5 +61,7 @@ fn main() -> anyhow::Result<ExitCode> {
         }],
         aya_build::Toolchain::Nightly,
     )?;
+    fs::copy(shared.join("mca"), out_dir.join("mca"))?;
+    drop(turn);
     Ok(ExitCode::SUCCESS)
 }
