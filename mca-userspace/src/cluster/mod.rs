@@ -126,7 +126,8 @@ impl Cluster {
         }
         if let Some(key) = self.documents.key(&request) {
             let fetch = |request| self.forward(request, RequestClass::Short);
-            return self.documents.serve(key, request, fetch).await;
+            // Boxed, so the future of every other request is not as large as this one's.
+            return Box::pin(self.documents.serve(key, request, fetch)).await;
         }
         self.forward(request, class).await
     }

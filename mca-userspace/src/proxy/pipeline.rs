@@ -123,7 +123,7 @@ impl Proxy {
         if explicit.is_none()
             && let Some(document) = discovery::wanted(&routing, &head, context.info())
         {
-            return discovery::serve(&routing, &head, document, context).await;
+            return Box::pin(discovery::serve(&routing, &head, document, context)).await;
         }
 
         let bytes_in = Arc::clone(context.counters().0);
@@ -143,21 +143,25 @@ impl Proxy {
         if let Some(note) = routed.note {
             context.note(note);
         }
+        // The paths other than forwarding to one cluster are boxed (merged discovery above
+        // too): their futures are several KB each, and a request's future is as large as its
+        // largest path and is moved into hyper's box, so inline they would cost every GET.
         match routed.to {
             To::Unavailable => context.answer(routed.unavailable()),
             To::FanOut(clusters) => {
-                forward::fan_out(
-                    &routing.clusters,
+                let registry = &routing.clusters;
+                Box::pin(forward::fan_out(
+                    registry,
                     &routed.route,
                     &clusters,
                     request,
                     context,
-                )
+                ))
                 .await
             }
             To::One { cluster, .. } if upgrade => {
                 let cluster = routing.clusters.get(cluster);
-                upgrade::forward(cluster, &self.tunnels, request, context).await
+                Box::pin(upgrade::forward(cluster, &self.tunnels, request, context)).await
             }
             To::One { cluster, fallback } => {
                 forward::one(

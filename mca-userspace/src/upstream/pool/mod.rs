@@ -202,7 +202,8 @@ impl Pool {
             .copied()
             .unwrap_or_default();
         if class == RequestClass::Upgrade {
-            return self.send_upgrade(request).await;
+            // Boxed, as `open` below: see there.
+            return Box::pin(self.send_upgrade(request)).await;
         }
         let (parts, mut body) = request.into_parts();
         // Only a request without a body can be sent again once a server has seen it, and only
@@ -213,7 +214,10 @@ impl Pool {
         loop {
             let lease = match self.acquire(class).await? {
                 Grant::Lease(lease) => lease,
-                Grant::Dial(ticket) => self.open(ticket).await?,
+                // Boxed: opening a connection (TCP, TLS, HTTP/2 handshake) is rare and its
+                // future is 8 KB. Inline, it would make every request's future that large,
+                // and that future is moved through each of the stack's layers.
+                Grant::Dial(ticket) => Box::pin(self.open(ticket)).await?,
             };
             let error: BoxError = match lease {
                 Lease::Stream { send, lease } => {
