@@ -6,7 +6,7 @@
 //! `traceparent: {version}-{trace-id}-{parent-id}-{trace-flags}`, lower-case hex:
 //! `00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01`.
 
-use std::fmt;
+use std::{fmt, io::Write as _};
 
 use http::{HeaderMap, HeaderValue};
 
@@ -15,6 +15,9 @@ pub const TRACEPARENT: &str = "traceparent";
 
 /// The `sampled` trace flag.
 const SAMPLED: u8 = 0x01;
+
+/// `00-` trace id `-` span id `-` flags: 2 + 1 + 32 + 1 + 16 + 1 + 2.
+const TRACEPARENT_LEN: usize = 55;
 
 /// Where a request sits in a trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,14 +94,32 @@ impl TraceContext {
     }
 
     /// The trace id as 32 hex digits, as the access log and the API server's logs print it.
-    pub fn trace_id(&self) -> String {
-        format!("{:032x}", self.trace_id)
+    pub fn trace_id_hex(&self) -> TraceIdHex {
+        let mut digits = [0u8; 32];
+        let mut cursor = &mut digits[..];
+        write!(cursor, "{:032x}", self.trace_id).expect("32 digits fit");
+        TraceIdHex(digits)
     }
 
     /// Sets `traceparent` in `headers` to this context (version `00`).
     pub fn inject(&self, headers: &mut HeaderMap) {
-        let value = HeaderValue::try_from(self.to_string()).expect("hex and dashes");
+        // On the stack: a `String` grown digit by digit was three allocations per request.
+        let mut value = [0u8; TRACEPARENT_LEN];
+        let mut cursor = &mut value[..];
+        write!(cursor, "{self}").expect("a traceparent fits");
+        let value = HeaderValue::from_bytes(&value).expect("hex and dashes");
         headers.insert(TRACEPARENT, value);
+    }
+}
+
+/// A trace id's 32 hex digits, on the stack: the access log prints one per request.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceIdHex([u8; 32]);
+
+impl TraceIdHex {
+    /// The digits.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("hex digits")
     }
 }
 
@@ -138,7 +159,10 @@ mod tests {
         assert_eq!(context.span_id, 0x00f067aa0ba902b7);
         assert!(context.sampled());
         assert_eq!(context.to_string(), EXAMPLE);
-        assert_eq!(context.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            context.trace_id_hex().as_str(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
     }
 
     #[test]

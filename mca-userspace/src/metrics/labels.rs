@@ -50,7 +50,7 @@ pub fn code(code: u16) -> String {
 
 /// Keys seen so far, up to a bound: whether a key is one of the first `bound` seen.
 #[derive(Debug)]
-pub struct Seen<K = Box<str>> {
+pub struct Seen<K> {
     bound: usize,
     keys: RwLock<HashSet<K>>,
 }
@@ -88,9 +88,10 @@ impl<K: std::hash::Hash + Eq> Seen<K> {
     }
 }
 
-/// The resources seen so far, up to [`RESOURCES`].
+/// The resources seen so far, up to [`RESOURCES`], by a hash of the triple: every request
+/// asks, and a key of its own would be an allocation each time.
 #[derive(Debug)]
-pub struct Resources(Seen);
+pub struct Resources(Seen<u64>);
 
 impl Default for Resources {
     fn default() -> Self {
@@ -132,13 +133,21 @@ impl Resources {
         {
             return other;
         }
-        let key = format!("{}/{}/{}", named.group, named.resource, named.subresource);
-        if self.0.admit(key.into_boxed_str()) {
+        if self
+            .0
+            .admit(hash(&(named.group, named.resource, named.subresource)))
+        {
             named
         } else {
             other
         }
     }
+}
+
+/// A label combination's key in a [`Seen`] set.
+pub fn hash(labels: &impl std::hash::Hash) -> u64 {
+    use std::hash::{BuildHasher as _, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(labels)
 }
 
 /// Whether `value` is spelled like a Kubernetes group or resource name (a DNS subdomain:

@@ -171,11 +171,7 @@ impl Metrics {
             resource.subresource,
         ];
         let mut code = labels::code(ended.code);
-        let combination = {
-            use std::hash::{BuildHasher as _, BuildHasherDefault, DefaultHasher};
-            BuildHasherDefault::<DefaultHasher>::default().hash_one((&labels, &code))
-        };
-        if !self.series.admit(combination) {
+        if !self.series.admit(labels::hash(&(&labels, &code))) {
             // Past the bound, only the cluster (bounded by the configuration) is told apart.
             labels[1..].fill(labels::OTHER);
             code = labels::OTHER.to_owned();

@@ -4,6 +4,8 @@
 
 use std::{sync::atomic::Ordering, time::Duration};
 
+use http::Version;
+
 use super::context::Facts;
 use crate::{
     telemetry::access::{
@@ -20,13 +22,13 @@ pub fn write(facts: &Facts, elapsed: Duration, trace: &TraceContext) {
     }
     let info = &facts.info;
     let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-    let http = format!("{:?}", facts.version);
+    let http = version(facts.version);
     let stripped = facts.stripped.join(",");
     let original = facts
         .original_destination
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let trace_id = format!("{:032x}", trace.trace_id);
+    let trace_id = trace.trace_id_hex();
     access::write(
         "request",
         &[
@@ -39,7 +41,7 @@ pub fn write(facts: &Facts, elapsed: Duration, trace: &TraceContext) {
             ("name", Raw(&info.name)),
             ("path", Raw(&info.path)),
             ("method", Raw(facts.method.as_str())),
-            ("http", Raw(&http)),
+            ("http", Raw(http)),
             ("status", Number(facts.status.into())),
             ("latency_us", Number(latency_us)),
             ("bytes_in", Number(facts.bytes_in.load(Ordering::Relaxed))),
@@ -50,7 +52,19 @@ pub fn write(facts: &Facts, elapsed: Duration, trace: &TraceContext) {
             ("cluster", Quoted(facts.cluster.as_deref().unwrap_or(""))),
             ("error", Quoted(facts.error.as_deref().unwrap_or(""))),
             ("note", Quoted(facts.note.unwrap_or(""))),
-            ("trace_id", Raw(&trace_id)),
+            ("trace_id", Raw(trace_id.as_str())),
         ],
     );
+}
+
+/// The HTTP version as the line prints it (as `http::Version`'s `Debug` spells it).
+fn version(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "",
+    }
 }
