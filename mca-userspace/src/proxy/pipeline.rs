@@ -149,9 +149,8 @@ impl Proxy {
         match routed.to {
             To::Unavailable => context.answer(routed.unavailable()),
             To::FanOut(clusters) => {
-                let registry = &routing.clusters;
                 Box::pin(forward::fan_out(
-                    registry,
+                    &routing.clusters,
                     &routed.route,
                     &clusters,
                     request,
