@@ -19,29 +19,47 @@ use std::borrow::Cow;
 use crate::query;
 
 /// What a request does, as the API server sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+///
+/// Every field is a slice of one string: the path first, then the verb and a name read from
+/// the query (the fields that are not slices of the path). A request's info is one allocation
+/// however many fields it has, and it rides every open watch until the watch ends.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct RequestInfo {
-    /// Whether the path names an API resource; if false only `verb` and `path` are meaningful.
-    pub is_resource_request: bool,
-    /// The request path, without the query.
-    pub path: String,
-    /// Kubernetes verb: get, list, watch, create, update, patch, delete, deletecollection,
-    /// proxy; for non-resource requests the lower-cased HTTP method.
-    pub verb: String,
-    /// `api` or `apis`; empty for non-resource requests.
-    pub api_prefix: String,
-    /// API group; empty for the core group.
-    pub api_group: String,
-    /// API version, e.g. `v1`.
-    pub api_version: String,
-    /// Namespace; empty for cluster-scoped requests.
-    pub namespace: String,
-    /// Resource, e.g. `pods`.
-    pub resource: String,
-    /// Subresource, e.g. `log`, `exec`, `status`.
-    pub subresource: String,
-    /// Object name; for lists also taken from a `metadata.name=` field selector.
-    pub name: String,
+    text: Box<str>,
+    is_resource_request: bool,
+    path: Span,
+    verb: Span,
+    api_prefix: Span,
+    api_group: Span,
+    api_version: Span,
+    namespace: Span,
+    resource: Span,
+    subresource: Span,
+    name: Span,
+}
+
+/// Where a field is in [`RequestInfo::text`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl std::fmt::Debug for RequestInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestInfo")
+            .field("is_resource_request", &self.is_resource_request)
+            .field("path", &self.path())
+            .field("verb", &self.verb())
+            .field("api_prefix", &self.api_prefix())
+            .field("api_group", &self.api_group())
+            .field("api_version", &self.api_version())
+            .field("namespace", &self.namespace())
+            .field("resource", &self.resource())
+            .field("subresource", &self.subresource())
+            .field("name", &self.name())
+            .finish()
+    }
 }
 
 /// Subresources of a namespace object itself, which must not be mistaken for a resource
@@ -103,6 +121,132 @@ pub fn decode_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     Ok(decoded)
 }
 
+/// The most path segments request-info reads: `apis/{group}/{version}/watch/namespaces/{ns}/
+/// {resource}/{name}/{subresource}`, and one more to tell a subresource from the end.
+const MAX_SEGMENTS: usize = 10;
+
+/// A resource request's fields, each a slice of the path or a static string, but the name,
+/// which may come from the query.
+#[derive(Default)]
+struct Fields<'a> {
+    verb: &'a str,
+    api_prefix: &'a str,
+    api_group: &'a str,
+    api_version: &'a str,
+    namespace: &'a str,
+    resource: &'a str,
+    subresource: &'a str,
+    name: &'a str,
+}
+
+impl<'a> Fields<'a> {
+    /// Reads a resource request from `method` and `path`'s segments; `None` for a
+    /// non-resource request.
+    fn read(method: &str, path: &'a str) -> Option<Self> {
+        // Like Go's strings.Split(strings.Trim(path, "/"), "/"): inner empty segments stay.
+        let mut segments = [""; MAX_SEGMENTS];
+        let mut count = 0;
+        for (slot, segment) in segments.iter_mut().zip(path.trim_matches('/').split('/')) {
+            *slot = segment;
+            count += 1;
+        }
+        let mut parts = &segments[..count];
+        if parts.len() < 3 {
+            return None;
+        }
+        let mut fields = Self {
+            api_prefix: parts[0],
+            ..Self::default()
+        };
+        parts = match parts[0] {
+            "api" => &parts[1..],
+            // A group needs /apis/{group}/{version}/{resource} at least.
+            "apis" if parts.len() >= 4 => {
+                fields.api_group = parts[1];
+                &parts[2..]
+            }
+            _ => return None,
+        };
+        fields.api_version = parts[0];
+        parts = &parts[1..];
+
+        fields.verb = match parts[0] {
+            // e.g. /api/v1/watch, which the server rejects: logged for what it is.
+            "watch" | "proxy" if parts.len() < 2 => return None,
+            "watch" => "watch",
+            "proxy" => "proxy",
+            _ => match method {
+                "POST" => "create",
+                "GET" | "HEAD" => "get",
+                "PUT" => "update",
+                "PATCH" => "patch",
+                "DELETE" => "delete",
+                _ => "",
+            },
+        };
+        if matches!(fields.verb, "watch" | "proxy") {
+            parts = &parts[1..];
+        }
+
+        if parts[0] == "namespaces" && parts.len() > 1 {
+            fields.namespace = parts[1];
+            // /namespaces/{ns}/{resource}/... names a resource inside the namespace, unless
+            // what follows is a subresource of the namespace object itself.
+            if parts.len() > 2 && !NAMESPACE_SUBRESOURCES.contains(&parts[2]) {
+                parts = &parts[2..];
+            }
+        }
+
+        // parts: resource/name/subresource/anything-else; proxy paths carry no subresource.
+        fields.resource = parts[0];
+        fields.name = parts.get(1).copied().unwrap_or_default();
+        if fields.verb != "proxy" {
+            fields.subresource = parts.get(2).copied().unwrap_or_default();
+        }
+        Some(fields)
+    }
+}
+
+/// Builds [`RequestInfo::text`]: the path, then each field that is not a slice of it.
+struct Text<'p> {
+    path: &'p str,
+    text: String,
+}
+
+impl<'p> Text<'p> {
+    fn new(path: &'p str, extra: usize) -> Self {
+        let mut text = String::with_capacity(path.len() + extra);
+        text.push_str(path);
+        Self { path, text }
+    }
+
+    /// Where `field` is: in the path if it is a slice of it, else appended. Either way the
+    /// span holds exactly `field`'s bytes.
+    fn span(&mut self, field: &str) -> Span {
+        let path = self.path.as_ptr() as usize;
+        let at = field.as_ptr() as usize;
+        let (start, end) = if at >= path && at + field.len() <= path + self.path.len() {
+            (at - path, at - path + field.len())
+        } else {
+            let start = self.text.len();
+            self.text.push_str(field);
+            (start, self.text.len())
+        };
+        Span::new(start, end)
+    }
+}
+
+impl Span {
+    fn new(start: usize, end: usize) -> Self {
+        // Request targets are far shorter than 4 GiB (hyper's limit is 64 KiB).
+        let narrow = |at: usize| u32::try_from(at).expect("a request target under 4 GiB");
+        Self {
+            start: narrow(start),
+            end: narrow(end),
+        }
+    }
+}
+
 impl RequestInfo {
     /// Decodes the path of the request target as the API server does ([`decode_path`]) and
     /// parses the result.
@@ -133,83 +277,114 @@ impl RequestInfo {
 
     /// Parses `method`, a path as the API server sees it, and the raw query.
     fn parse_parts(method: &str, path: &str, query: &str) -> Self {
-        let non_resource = || Self {
-            is_resource_request: false,
-            path: path.to_owned(),
-            verb: method.to_ascii_lowercase(),
-            ..Self::default()
+        // Declared first: the name a field selector gives borrows from it.
+        let selector;
+        let Some(mut fields) = Fields::read(method, path) else {
+            return Self::non_resource(method, path);
         };
-
-        // Like Go's strings.Split(strings.Trim(path, "/"), "/"): inner empty segments stay.
-        let mut parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-        if parts.len() < 3 {
-            return non_resource();
-        }
-        let mut info = Self {
-            is_resource_request: true,
-            path: path.to_owned(),
-            api_prefix: parts[0].to_owned(),
-            ..Self::default()
-        };
-        match parts[0] {
-            "api" => parts.drain(..1),
-            // A group needs /apis/{group}/{version}/{resource} at least.
-            "apis" if parts.len() >= 4 => {
-                info.api_group = parts[1].to_owned();
-                parts.drain(..2)
-            }
-            _ => return non_resource(),
-        };
-        info.api_version = parts.remove(0).to_owned();
-
-        if parts[0] == "watch" || parts[0] == "proxy" {
-            if parts.len() < 2 {
-                // e.g. /api/v1/watch, which the server rejects: log it for what it is.
-                return non_resource();
-            }
-            info.verb = parts.remove(0).to_owned();
-        } else {
-            info.verb = match method {
-                "POST" => "create",
-                "GET" | "HEAD" => "get",
-                "PUT" => "update",
-                "PATCH" => "patch",
-                "DELETE" => "delete",
-                _ => "",
-            }
-            .to_owned();
-        }
-
-        if parts[0] == "namespaces" && parts.len() > 1 {
-            info.namespace = parts[1].to_owned();
-            // /namespaces/{ns}/{resource}/... names a resource inside the namespace, unless
-            // what follows is a subresource of the namespace object itself.
-            if parts.len() > 2 && !NAMESPACE_SUBRESOURCES.contains(&parts[2]) {
-                parts.drain(..2);
-            }
-        }
-
-        // parts: resource/name/subresource/anything-else; proxy paths carry no subresource.
-        info.resource = parts[0].to_owned();
-        if let Some(name) = parts.get(1) {
-            info.name = (*name).to_owned();
-        }
-        if let Some(subresource) = parts.get(2).filter(|_| info.verb != "proxy") {
-            info.subresource = (*subresource).to_owned();
-        }
-
         // A GET without a name is a list (or a watch); a DELETE without one a deletecollection.
-        if info.name.is_empty() {
-            match info.verb.as_str() {
+        if fields.name.is_empty() {
+            match fields.verb {
                 "get" => {
-                    info.verb = "list".to_owned();
-                    info.refine_list(query);
+                    fields.verb = if query::flag(query, "watch") {
+                        "watch"
+                    } else {
+                        "list"
+                    };
+                    selector = list_selector(query);
+                    if let Some(name) = selector.as_deref().and_then(exact_name_match) {
+                        fields.name = name;
+                    }
                 }
-                "delete" => info.verb = "deletecollection".to_owned(),
+                "delete" => fields.verb = "deletecollection",
                 _ => {}
             }
         }
-        info
+        let mut text = Text::new(path, fields.verb.len() + fields.name.len());
+        Self {
+            is_resource_request: true,
+            path: text.span(path),
+            verb: text.span(fields.verb),
+            api_prefix: text.span(fields.api_prefix),
+            api_group: text.span(fields.api_group),
+            api_version: text.span(fields.api_version),
+            namespace: text.span(fields.namespace),
+            resource: text.span(fields.resource),
+            subresource: text.span(fields.subresource),
+            name: text.span(fields.name),
+            text: text.text.into_boxed_str(),
+        }
+    }
+
+    /// A non-resource request: only its path and its verb, the lower-cased method.
+    fn non_resource(method: &str, path: &str) -> Self {
+        let mut text = Text::new(path, method.len());
+        let verb_start = text.text.len();
+        text.text
+            .extend(method.chars().map(|c| c.to_ascii_lowercase()));
+        Self {
+            is_resource_request: false,
+            path: Span::new(0, path.len()),
+            verb: Span::new(verb_start, text.text.len()),
+            text: text.text.into_boxed_str(),
+            ..Self::default()
+        }
+    }
+
+    fn field(&self, span: Span) -> &str {
+        &self.text[span.start as usize..span.end as usize]
+    }
+
+    /// Whether the path names an API resource; if false only [`Self::verb`] and
+    /// [`Self::path`] are meaningful.
+    pub fn is_resource_request(&self) -> bool {
+        self.is_resource_request
+    }
+
+    /// The request path, without the query.
+    pub fn path(&self) -> &str {
+        self.field(self.path)
+    }
+
+    /// Kubernetes verb: get, list, watch, create, update, patch, delete, deletecollection,
+    /// proxy; for non-resource requests the lower-cased HTTP method.
+    pub fn verb(&self) -> &str {
+        self.field(self.verb)
+    }
+
+    /// `api` or `apis`; empty for non-resource requests.
+    pub fn api_prefix(&self) -> &str {
+        self.field(self.api_prefix)
+    }
+
+    /// API group; empty for the core group.
+    pub fn api_group(&self) -> &str {
+        self.field(self.api_group)
+    }
+
+    /// API version, e.g. `v1`.
+    pub fn api_version(&self) -> &str {
+        self.field(self.api_version)
+    }
+
+    /// Namespace; empty for cluster-scoped requests.
+    pub fn namespace(&self) -> &str {
+        self.field(self.namespace)
+    }
+
+    /// Resource, e.g. `pods`.
+    pub fn resource(&self) -> &str {
+        self.field(self.resource)
+    }
+
+    /// Subresource, e.g. `log`, `exec`, `status`.
+    pub fn subresource(&self) -> &str {
+        self.field(self.subresource)
+    }
+
+    /// Object name; for lists also taken from a `metadata.name=` field selector.
+    pub fn name(&self) -> &str {
+        self.field(self.name)
     }
 
     /// Whether the API server treats the request as long-running (its
@@ -217,38 +392,30 @@ impl RequestInfo {
     /// `log`, `portforward` and `proxy` subresources, and `/debug/pprof/` profiles. Such
     /// requests hold their connection for as long as the client wants.
     pub fn is_long_running(&self) -> bool {
-        if matches!(self.verb.as_str(), "watch" | "proxy") {
+        if matches!(self.verb(), "watch" | "proxy") {
             return true;
         }
         if self.is_resource_request {
             matches!(
-                self.subresource.as_str(),
+                self.subresource(),
                 "attach" | "exec" | "log" | "portforward" | "proxy"
             )
         } else {
-            self.path.starts_with("/debug/pprof/")
-        }
-    }
-
-    /// A list with `watch` set is a watch; a list narrowed to one object by
-    /// `fieldSelector=metadata.name=x` names that object (RBAC checks it by name). Read as
-    /// the API server reads its list options ([`crate::query`]): first values only, and no
-    /// name when an integer option does not decode (the API server then drops them all but
-    /// `watch`).
-    fn refine_list(&mut self, query: &str) {
-        if query::flag(query, "watch") {
-            self.verb = "watch".to_owned();
-        }
-        let decodes = ["timeoutSeconds", "limit"]
-            .iter()
-            .all(|key| query::first(query, key).is_none_or(|value| value.parse::<i64>().is_ok()));
-        let selector = query::first(query, "fieldSelector").filter(|_| decodes);
-        if let Some(name) = selector.as_deref().and_then(exact_name_match) {
-            self.name = name.to_owned();
+            self.path().starts_with("/debug/pprof/")
         }
     }
 }
 
+/// A list's field selector, read as the API server reads its list options ([`crate::query`]):
+/// the first value only, and none when an integer option does not decode (the API server then
+/// drops them all but `watch`). One narrowed to `metadata.name=x` names that object (RBAC
+/// checks it by name).
+fn list_selector(query: &str) -> Option<Cow<'_, str>> {
+    let decodes = ["timeoutSeconds", "limit"]
+        .iter()
+        .all(|key| query::first(query, key).is_none_or(|value| value.parse::<i64>().is_ok()));
+    query::first(query, "fieldSelector").filter(|_| decodes)
+}
 /// The name in a field selector that requires `metadata.name` to equal exactly one valid path
 /// segment, as `fields.Selector.RequiresExactMatch("metadata.name")` finds it.
 fn exact_name_match(selector: &str) -> Option<&str> {
@@ -655,11 +822,7 @@ mod tests {
         ];
         for (query, verb, name) in cases {
             let info = RequestInfo::parse("GET", &format!("/api/v1/namespaces/a/pods?{query}"));
-            assert_eq!(
-                (info.verb.as_str(), info.name.as_str()),
-                (verb, name),
-                "{query}"
-            );
+            assert_eq!((info.verb(), info.name()), (verb, name), "{query}");
         }
     }
 
@@ -668,14 +831,14 @@ mod tests {
         for &(method, target, verb, group, version, ns, resource, sub, name) in RESOURCE_CASES {
             let info = RequestInfo::parse(method, target);
             let got = (
-                info.is_resource_request,
-                info.verb.as_str(),
-                info.api_group.as_str(),
-                info.api_version.as_str(),
-                info.namespace.as_str(),
-                info.resource.as_str(),
-                info.subresource.as_str(),
-                info.name.as_str(),
+                info.is_resource_request(),
+                info.verb(),
+                info.api_group(),
+                info.api_version(),
+                info.namespace(),
+                info.resource(),
+                info.subresource(),
+                info.name(),
             );
             assert_eq!(
                 got,
@@ -700,16 +863,51 @@ mod tests {
             ("POST", "/other/v1/pods"),
         ] {
             let info = RequestInfo::parse(method, target);
-            assert!(!info.is_resource_request, "{target} is a resource request");
-            assert_eq!(info.verb, method.to_ascii_lowercase());
-            assert_eq!(info.path, target);
+            assert!(
+                !info.is_resource_request(),
+                "{target} is a resource request"
+            );
+            assert_eq!(info.verb(), method.to_ascii_lowercase());
+            assert_eq!(info.path(), target);
         }
     }
 
     #[test]
     fn path_excludes_query() {
         let info = RequestInfo::parse("GET", "/version?timeout=32s");
-        assert_eq!(info.path, "/version");
+        assert_eq!(info.path(), "/version");
+    }
+
+    #[test]
+    fn fields_outside_the_path_are_kept_beside_it() {
+        // The verb and a field selector's (decoded) name are not slices of the path.
+        let info = RequestInfo::parse(
+            "GET",
+            "/api/v1/namespaces/a/pods?fieldSelector=metadata.name%3Dweb&watch=1",
+        );
+        assert_eq!(
+            (info.verb(), info.namespace(), info.name(), info.path()),
+            ("watch", "a", "web", "/api/v1/namespaces/a/pods")
+        );
+        // An extension method's verb, lower-cased, for a non-resource request.
+        let info = RequestInfo::parse("PROPFIND", "/version");
+        assert_eq!((info.verb(), info.path()), ("propfind", "/version"));
+        // Segments past the ones request-info reads change nothing.
+        let info = RequestInfo::parse(
+            "GET",
+            "/apis/g/v1/watch/namespaces/a/things/t/proxy/x/y/z/w",
+        );
+        assert_eq!(
+            (
+                info.verb(),
+                info.resource(),
+                info.name(),
+                info.subresource()
+            ),
+            ("watch", "things", "t", "proxy")
+        );
+        let debug = format!("{info:?}");
+        assert!(debug.contains(r#"resource: "things""#), "{debug}");
     }
 
     #[test]
@@ -793,12 +991,7 @@ mod tests {
         for (target, verb, namespace, resource, name) in cases {
             let info = read(target).unwrap();
             assert_eq!(
-                (
-                    info.verb.as_str(),
-                    info.namespace.as_str(),
-                    info.resource.as_str(),
-                    info.name.as_str()
-                ),
+                (info.verb(), info.namespace(), info.resource(), info.name()),
                 (verb, namespace, resource, name),
                 "{target}"
             );
@@ -806,7 +999,7 @@ mod tests {
         assert_eq!(
             read("/api/v1/namespaces/default%2Fconfigmaps")
                 .unwrap()
-                .path,
+                .path(),
             "/api/v1/namespaces/default/configmaps"
         );
         let refused = [

@@ -75,7 +75,7 @@ pub async fn serve(
 ) -> Result<Response<Body>, Refusal> {
     let accept = json_accept(&head)?;
     let clusters: Vec<&Cluster> = ids.iter().map(|&id| registry.get(id)).collect();
-    match info.verb.as_str() {
+    match info.verb() {
         "list" => list(&clusters, head, &accept).await,
         "watch" => watch::watch(registry, ids, head, &accept).await,
         "get" => first_found(&clusters, head, &accept).await,

@@ -40,7 +40,7 @@ impl InFlight {
         if info.is_long_running() {
             return Ok(None);
         }
-        let budget = if is_mutating(&info.verb) {
+        let budget = if is_mutating(info.verb()) {
             &self.mutating
         } else {
             &self.reads

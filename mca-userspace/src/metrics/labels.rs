@@ -29,7 +29,7 @@ pub fn verb(info: &RequestInfo) -> &str {
     crate::route::pattern::VERBS
         .iter()
         .chain(&METHODS)
-        .find(|known| **known == info.verb)
+        .find(|known| **known == info.verb())
         .copied()
         .unwrap_or(OTHER)
 }
@@ -115,9 +115,9 @@ impl Resources {
     /// seen and spelled as Kubernetes names are, else [`OTHER`] for all three.
     pub fn labels<'a>(&self, info: &'a RequestInfo) -> Resource<'a> {
         let named = Resource {
-            group: &info.api_group,
-            resource: &info.resource,
-            subresource: &info.subresource,
+            group: info.api_group(),
+            resource: info.resource(),
+            subresource: info.subresource(),
         };
         let other = Resource {
             group: OTHER,

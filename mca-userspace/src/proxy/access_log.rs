@@ -2,7 +2,7 @@
 //! [`RequestContext`](super::context::RequestContext)): what the request did, where it went,
 //! how it ended, in the order an operator reads it.
 
-use std::{sync::atomic::Ordering, time::Duration};
+use std::time::Duration;
 
 use http::Version;
 
@@ -23,7 +23,7 @@ pub fn write(facts: &Facts, elapsed: Duration, trace: &TraceContext) {
     let info = &facts.info;
     let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
     let http = version(facts.version);
-    let stripped = facts.stripped.join(",");
+    let stripped = facts.stripped.joined();
     let original = facts
         .original_destination
         .map(|a| a.to_string())
@@ -32,20 +32,20 @@ pub fn write(facts: &Facts, elapsed: Duration, trace: &TraceContext) {
     access::write(
         "request",
         &[
-            ("verb", Raw(&info.verb)),
-            ("group", Raw(&info.api_group)),
-            ("version", Raw(&info.api_version)),
-            ("resource", Raw(&info.resource)),
-            ("subresource", Raw(&info.subresource)),
-            ("namespace", Raw(&info.namespace)),
-            ("name", Raw(&info.name)),
-            ("path", Raw(&info.path)),
+            ("verb", Raw(info.verb())),
+            ("group", Raw(info.api_group())),
+            ("version", Raw(info.api_version())),
+            ("resource", Raw(info.resource())),
+            ("subresource", Raw(info.subresource())),
+            ("namespace", Raw(info.namespace())),
+            ("name", Raw(info.name())),
+            ("path", Raw(info.path())),
             ("method", Raw(facts.method.as_str())),
             ("http", Raw(http)),
             ("status", Number(facts.status.into())),
             ("latency_us", Number(latency_us)),
-            ("bytes_in", Number(facts.bytes_in.load(Ordering::Relaxed))),
-            ("bytes_out", Number(facts.bytes_out.load(Ordering::Relaxed))),
+            ("bytes_in", Number(facts.bytes_in.total())),
+            ("bytes_out", Number(facts.bytes_out)),
             ("stripped", Raw(&stripped)),
             ("original_dst", Raw(&original)),
             ("route", Quoted(facts.route.as_deref().unwrap_or(""))),

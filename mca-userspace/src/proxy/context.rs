@@ -8,7 +8,11 @@
 //! task and is consumed when that is dropped: by the metrics and by the [access
 //! log](super::access_log), which read the same [`Facts`].
 
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, atomic::Ordering},
+    time::Instant,
+};
 
 use bytes::Bytes;
 use http::{Method, Response, StatusCode, Version};
@@ -17,6 +21,7 @@ use http_body_util::{BodyExt, Full};
 use super::{
     ResponseBody, access_log,
     counted::{ByteCounter, Counted},
+    headers::Stripped,
 };
 use crate::{
     limits::{connection::Active, in_flight::Slot},
@@ -38,7 +43,7 @@ pub struct Facts {
     /// The response status sent to the client; 0 until known.
     pub status: u16,
     /// Request headers removed before forwarding (names only, never values).
-    pub stripped: Vec<&'static str>,
+    pub stripped: Stripped,
     /// The address the client dialled, when eBPF redirected its connection to MCA.
     pub original_destination: Option<SocketAddr>,
     /// The route that took it.
@@ -52,9 +57,30 @@ pub struct Facts {
     /// Something routing could not know (why a create's labels were not read).
     pub note: Option<&'static str>,
     /// Bytes received from the client (request body, or client→server after an upgrade).
-    pub bytes_in: ByteCounter,
-    /// Bytes sent to the client (response body, or server→client after an upgrade).
-    pub bytes_out: ByteCounter,
+    pub bytes_in: Received,
+    /// Bytes sent to the client (response body, or server→client after an upgrade), counted
+    /// by the body or tunnel that holds the context.
+    pub bytes_out: u64,
+}
+
+/// Bytes received from the client. A request body goes upstream apart from the context, so
+/// it counts through a shared counter, made only for a request that has a body (not for a
+/// GET or a watch); a tunnel holds the context and counts into it.
+#[derive(Debug, Default)]
+pub struct Received {
+    body: Option<ByteCounter>,
+    tunnel: u64,
+}
+
+impl Received {
+    /// Every byte received so far.
+    pub fn total(&self) -> u64 {
+        let body = self
+            .body
+            .as_ref()
+            .map_or(0, |body| body.load(Ordering::Relaxed));
+        body + self.tunnel
+    }
 }
 
 /// Where a request was sent, as recorded once routing decided.
@@ -101,12 +127,12 @@ impl RequestContext {
             "request",
             trace_id = tracing::field::Empty,
             span_id = tracing::field::Empty,
-            verb = %info.verb,
-            group = %info.api_group,
-            resource = %info.resource,
-            subresource = %info.subresource,
-            namespace = %info.namespace,
-            name = %info.name,
+            verb = %info.verb(),
+            group = %info.api_group(),
+            resource = %info.resource(),
+            subresource = %info.subresource(),
+            namespace = %info.namespace(),
+            name = %info.name(),
             cluster = tracing::field::Empty,
             status = tracing::field::Empty,
         );
@@ -119,15 +145,15 @@ impl RequestContext {
                 method: request.method().clone(),
                 version: request.version(),
                 status: 0,
-                stripped: Vec::new(),
+                stripped: Stripped::default(),
                 original_destination,
                 route: None,
                 cluster: None,
                 merged: false,
                 error: None,
                 note: None,
-                bytes_in: ByteCounter::default(),
-                bytes_out: ByteCounter::default(),
+                bytes_in: Received::default(),
+                bytes_out: 0,
             },
             start: Instant::now(),
             metrics,
@@ -164,14 +190,24 @@ impl RequestContext {
         self.connection.connection_closing()
     }
 
-    /// The bytes from the client and to it, as bodies and tunnels count them.
-    pub fn counters(&self) -> (&ByteCounter, &ByteCounter) {
-        (&self.facts.bytes_in, &self.facts.bytes_out)
+    /// The counter the request body counts its bytes into as it goes upstream.
+    pub fn body_counter(&mut self) -> ByteCounter {
+        Arc::clone(self.facts.bytes_in.body.get_or_insert_default())
+    }
+
+    /// The bytes a tunnel received from the client and sent to it, counted as they pass.
+    pub fn tunnel_counters(&mut self) -> (&mut u64, &mut u64) {
+        (&mut self.facts.bytes_in.tunnel, &mut self.facts.bytes_out)
+    }
+
+    /// Counts `bytes` more sent to the client by the response body.
+    pub fn sent(&mut self, bytes: u64) {
+        self.facts.bytes_out += bytes;
     }
 
     /// Records the credentials stripped from the request (names only).
-    pub fn stripped(&mut self, names: Vec<&'static str>) {
-        self.facts.stripped = names;
+    pub fn stripped(&mut self, stripped: Stripped) {
+        self.facts.stripped = stripped;
     }
 
     /// Holds the request's place in the in-flight budget for the exchange.
@@ -248,15 +284,11 @@ impl Drop for RequestContext {
             cluster: if facts.merged { "*" } else { cluster },
             code: facts.status,
             elapsed,
-            bytes_in: read(&facts.bytes_in),
-            bytes_out: read(&facts.bytes_out),
+            bytes_in: facts.bytes_in.total(),
+            bytes_out: facts.bytes_out,
         });
         self.span.record("cluster", cluster);
         self.span.record("status", facts.status);
         access_log::write(facts, elapsed, &self.trace);
     }
-}
-
-fn read(counter: &ByteCounter) -> u64 {
-    counter.load(std::sync::atomic::Ordering::Relaxed)
 }

@@ -19,37 +19,55 @@ use super::context::RequestContext;
 pub type ByteCounter = Arc<AtomicU64>;
 
 pin_project_lite::pin_project! {
-    /// A body that counts the data bytes passing through it and, for a response, carries
-    /// the request's context, so the exchange ends when the body is done.
-    pub struct Counted<B> {
+    /// A body that counts the data bytes passing through it into `T`: a request body into a
+    /// counter shared with its context, a response body into the context it carries, so the
+    /// exchange ends when the body is done.
+    pub struct Counted<B, T> {
         #[pin]
         inner: B,
-        counter: ByteCounter,
-        context: Option<RequestContext>,
+        tally: T,
     }
 }
 
-impl<B> Counted<B> {
+/// What a [`Counted`] body counts into.
+pub trait Tally {
+    /// Counts `bytes` more.
+    fn add(&mut self, bytes: u64);
+}
+
+impl Tally for ByteCounter {
+    fn add(&mut self, bytes: u64) {
+        self.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+impl Tally for RequestContext {
+    fn add(&mut self, bytes: u64) {
+        self.sent(bytes);
+    }
+}
+
+impl<B> Counted<B, ByteCounter> {
     /// Counts `inner`'s bytes into `counter`.
     pub fn new(inner: B, counter: ByteCounter) -> Self {
         Self {
             inner,
-            counter,
-            context: None,
-        }
-    }
-
-    /// Counts `inner`'s bytes as sent to the client; the exchange ends when it is dropped.
-    pub fn response(inner: B, context: RequestContext) -> Self {
-        Self {
-            inner,
-            counter: Arc::clone(context.counters().1),
-            context: Some(context),
+            tally: counter,
         }
     }
 }
 
-impl<B: Body> Body for Counted<B> {
+impl<B> Counted<B, RequestContext> {
+    /// Counts `inner`'s bytes as sent to the client; the exchange ends when it is dropped.
+    pub fn response(inner: B, context: RequestContext) -> Self {
+        Self {
+            inner,
+            tally: context,
+        }
+    }
+}
+
+impl<B: Body, T: Tally> Body for Counted<B, T> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -62,8 +80,7 @@ impl<B: Body> Body for Counted<B> {
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {
-            this.counter
-                .fetch_add(data.remaining() as u64, Ordering::Relaxed);
+            this.tally.add(data.remaining() as u64);
         }
         polled
     }

@@ -46,7 +46,7 @@ pub fn wanted(
     if !routing.merged_discovery || head.method != http::Method::GET {
         return None;
     }
-    Document::of(&info.path)
+    Document::of(info.path())
 }
 
 /// Serves `head` (a `GET` of `document`) merged from every healthy cluster, the default

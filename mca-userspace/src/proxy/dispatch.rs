@@ -163,7 +163,7 @@ pub async fn route(
 /// The label selector of a list, watch or deletecollection, when a route could use it.
 fn list_selector(routing: &Routing, info: &RequestInfo, query: Option<&str>) -> Option<Selector> {
     if !routing.router.uses_selectors()
-        || !matches!(info.verb.as_str(), "list" | "watch" | "deletecollection")
+        || !matches!(info.verb(), "list" | "watch" | "deletecollection")
     {
         return None;
     }

@@ -9,6 +9,8 @@
 //! - hop-by-hop headers (RFC 9110 §7.6.1), which describe one connection, not the request.
 //!   On an upgrade `Connection: Upgrade` and `Upgrade` are kept: they are the request.
 
+use std::borrow::Cow;
+
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 use crate::client_auth::{is_bearer_entry, websocket_protocols};
@@ -43,30 +45,74 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
-/// Removes the client's credentials and returns the names of what was removed (for the access
-/// log: names only, never values).
-pub fn strip_credentials(headers: &mut HeaderMap) -> Vec<&'static str> {
-    let mut stripped = Vec::new();
-    for name in &CREDENTIAL_HEADERS {
-        if headers.remove(name).is_some() {
-            stripped.push(name.as_str());
+/// The bearer entry of `Sec-WebSocket-Protocol`, as the access log names it.
+const WEBSOCKET_BEARER: &str = "sec-websocket-protocol:bearer";
+
+/// The credentials a request carried and MCA removed, by name (never by value): a bit for
+/// each of [`CREDENTIAL_HEADERS`], then [`CREDENTIAL_PREFIXES`], then the WebSocket bearer
+/// entry. A set, not a list of names, since every request has one and it lives as long as
+/// the exchange (minutes, for a watch).
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stripped(u16);
+
+impl Stripped {
+    /// The names, in the order above.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        let headers = CREDENTIAL_HEADERS.iter().map(HeaderName::as_str);
+        let prefixes = CREDENTIAL_PREFIXES.iter().map(|(_, logged)| *logged);
+        headers
+            .chain(prefixes)
+            .chain([WEBSOCKET_BEARER])
+            .enumerate()
+            .filter(move |(bit, _)| self.0 & (1 << bit) != 0)
+            .map(|(_, name)| name)
+    }
+
+    /// The names joined by commas, as the access log prints them; borrowed for none or one.
+    pub fn joined(self) -> Cow<'static, str> {
+        let mut names = self.names();
+        match (names.next(), names.next()) {
+            (None, _) => Cow::Borrowed(""),
+            (Some(only), None) => Cow::Borrowed(only),
+            _ => Cow::Owned(self.names().collect::<Vec<_>>().join(",")),
         }
     }
-    for (prefix, logged) in CREDENTIAL_PREFIXES {
+
+    fn add(&mut self, bit: usize) {
+        self.0 |= 1 << bit;
+    }
+}
+
+impl std::fmt::Debug for Stripped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
+}
+
+/// Removes the client's credentials and returns what was removed (for the access log: names
+/// only, never values).
+pub fn strip_credentials(headers: &mut HeaderMap) -> Stripped {
+    let mut stripped = Stripped::default();
+    for (bit, name) in CREDENTIAL_HEADERS.iter().enumerate() {
+        if headers.remove(name).is_some() {
+            stripped.add(bit);
+        }
+    }
+    for (bit, (prefix, _)) in CREDENTIAL_PREFIXES.iter().enumerate() {
         let extras: Vec<HeaderName> = headers
             .keys()
             .filter(|name| name.as_str().starts_with(prefix))
             .cloned()
             .collect();
         if !extras.is_empty() {
-            stripped.push(logged);
+            stripped.add(CREDENTIAL_HEADERS.len() + bit);
         }
         for name in extras {
             headers.remove(name);
         }
     }
     if strip_websocket_bearer(headers) {
-        stripped.push("sec-websocket-protocol:bearer");
+        stripped.add(CREDENTIAL_HEADERS.len() + CREDENTIAL_PREFIXES.len());
     }
     stripped
 }
@@ -146,7 +192,7 @@ mod tests {
         ]);
         let stripped = strip_credentials(&mut h);
         assert_eq!(
-            stripped,
+            stripped.names().collect::<Vec<_>>(),
             [
                 "authorization",
                 "impersonate-user",
@@ -154,6 +200,10 @@ mod tests {
                 "impersonate-uid",
                 "impersonate-extra-*"
             ]
+        );
+        assert_eq!(
+            stripped.joined(),
+            "authorization,impersonate-user,impersonate-group,impersonate-uid,impersonate-extra-*"
         );
         assert_eq!(h, headers(&[("accept", "application/json")]));
     }
@@ -170,7 +220,7 @@ mod tests {
         ]);
         let stripped = strip_credentials(&mut h);
         assert_eq!(
-            stripped,
+            stripped.names().collect::<Vec<_>>(),
             [
                 "proxy-authorization",
                 "x-remote-user",
@@ -188,7 +238,10 @@ mod tests {
             "sec-websocket-protocol",
             "v5.channel.k8s.io, base64url.bearer.authorization.k8s.io.dG9rZW4, v4.channel.k8s.io",
         )]);
-        assert_eq!(strip_credentials(&mut h), ["sec-websocket-protocol:bearer"]);
+        assert_eq!(
+            strip_credentials(&mut h).joined(),
+            "sec-websocket-protocol:bearer"
+        );
         assert_eq!(
             h,
             headers(&[(
@@ -216,8 +269,8 @@ mod tests {
                 HeaderValue::from_bytes(padded.as_bytes()).unwrap(),
             );
             assert_eq!(
-                strip_credentials(&mut h),
-                ["sec-websocket-protocol:bearer"],
+                strip_credentials(&mut h).joined(),
+                "sec-websocket-protocol:bearer",
                 "{padded:?}"
             );
             assert_eq!(
@@ -228,7 +281,7 @@ mod tests {
         }
         // No token: untouched.
         let mut h = headers(&[("sec-websocket-protocol", "v5.channel.k8s.io")]);
-        assert!(strip_credentials(&mut h).is_empty());
+        assert!(strip_credentials(&mut h) == Stripped::default());
         assert_eq!(
             h,
             headers(&[("sec-websocket-protocol", "v5.channel.k8s.io")])
@@ -245,7 +298,10 @@ mod tests {
             header::SEC_WEBSOCKET_PROTOCOL,
             HeaderValue::from_static("v5.channel.k8s.io"),
         );
-        assert_eq!(strip_credentials(&mut h), ["sec-websocket-protocol:bearer"]);
+        assert_eq!(
+            strip_credentials(&mut h).joined(),
+            "sec-websocket-protocol:bearer"
+        );
         let values: Vec<&[u8]> = h
             .get_all(header::SEC_WEBSOCKET_PROTOCOL)
             .iter()
@@ -257,7 +313,7 @@ mod tests {
     #[test]
     fn nothing_to_strip_reports_nothing() {
         let mut h = headers(&[("accept", "application/json")]);
-        assert!(strip_credentials(&mut h).is_empty());
+        assert!(strip_credentials(&mut h) == Stripped::default());
     }
 
     #[test]

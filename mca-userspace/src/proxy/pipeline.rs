@@ -16,6 +16,7 @@
 use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
 use http::{Request, Response, StatusCode};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tracing::Instrument as _;
@@ -102,7 +103,7 @@ impl Proxy {
         }
         let upgrade = headers::is_upgrade(request.headers());
         let class = if context.info().is_long_running() {
-            let kind = match context.info().verb.as_str() {
+            let kind = match context.info().verb() {
                 _ if upgrade => LongRunning::Tunnel,
                 "watch" => LongRunning::Watch,
                 _ => LongRunning::Stream,
@@ -126,8 +127,12 @@ impl Proxy {
             return Box::pin(discovery::serve(&routing, &head, document, context)).await;
         }
 
-        let bytes_in = Arc::clone(context.counters().0);
-        let request = Request::from_parts(head, Counted::new(body, bytes_in).boxed_unsync());
+        let body = if body.is_end_stream() {
+            body.boxed_unsync()
+        } else {
+            Counted::new(body, context.body_counter()).boxed_unsync()
+        };
+        let request = Request::from_parts(head, body);
         let routed = match explicit {
             Some((name, _)) => dispatch::explicit(&routing, name).map(|routed| (routed, request)),
             None => {

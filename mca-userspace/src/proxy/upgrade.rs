@@ -9,7 +9,6 @@
 use std::{
     io::ErrorKind,
     pin::Pin,
-    sync::{Arc, atomic::Ordering},
     task::{Context, Poll},
 };
 
@@ -19,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::task::TaskTracker;
 
-use super::{ResponseBody, context::RequestContext, counted::ByteCounter, headers};
+use super::{ResponseBody, context::RequestContext, headers};
 use crate::{
     cluster::Cluster,
     status::{Reason, Status},
@@ -31,15 +30,15 @@ use crate::{
 async fn splice(
     client: hyper::upgrade::OnUpgrade,
     server: hyper::upgrade::OnUpgrade,
-    context: &RequestContext,
+    context: &mut RequestContext,
 ) -> Result<(), String> {
     let (client, server) =
         tokio::try_join!(client, server).map_err(|error| format!("upgrade failed: {error}"))?;
-    let (read, written) = context.counters();
+    let (read, written) = context.tunnel_counters();
     let mut client = CountedIo {
         inner: TokioIo::new(client),
-        read: Arc::clone(read),
-        written: Arc::clone(written),
+        read,
+        written,
     };
     let mut server = TokioIo::new(server);
     match tokio::io::copy_bidirectional(&mut client, &mut server).await {
@@ -61,15 +60,15 @@ async fn splice(
 pin_project_lite::pin_project! {
     /// The client side of a tunnel, counting bytes each way into the request's context as they
     /// pass, so the counts are right however the tunnel ends.
-    struct CountedIo<T> {
+    struct CountedIo<'a, T> {
         #[pin]
         inner: T,
-        read: ByteCounter,
-        written: ByteCounter,
+        read: &'a mut u64,
+        written: &'a mut u64,
     }
 }
 
-impl<T: AsyncRead> AsyncRead for CountedIo<T> {
+impl<T: AsyncRead> AsyncRead for CountedIo<'_, T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -79,12 +78,12 @@ impl<T: AsyncRead> AsyncRead for CountedIo<T> {
         let before = buf.filled().len();
         let polled = this.inner.poll_read(cx, buf);
         let read = buf.filled().len() - before;
-        this.read.fetch_add(read as u64, Ordering::Relaxed);
+        **this.read += read as u64;
         polled
     }
 }
 
-impl<T: AsyncWrite> AsyncWrite for CountedIo<T> {
+impl<T: AsyncWrite> AsyncWrite for CountedIo<'_, T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -93,7 +92,7 @@ impl<T: AsyncWrite> AsyncWrite for CountedIo<T> {
         let this = self.project();
         let polled = this.inner.poll_write(cx, buf);
         if let Poll::Ready(Ok(written)) = &polled {
-            this.written.fetch_add(*written as u64, Ordering::Relaxed);
+            **this.written += *written as u64;
         }
         polled
     }
@@ -148,7 +147,7 @@ pub async fn forward(
     let (parts, mut body) = response.into_parts();
     let in_flight = body.take_in_flight();
     tunnels.spawn(async move {
-        if let Err(why) = splice(client_side, upstream_side, &context).await {
+        if let Err(why) = splice(client_side, upstream_side, &mut context).await {
             context.fail(why);
         }
         drop(in_flight);

@@ -121,10 +121,10 @@ enum Check {
 impl Conditions {
     fn check(&self, request: &Request<'_>) -> Check {
         let info = request.info;
-        let holds = (self.verbs.is_empty() || self.verbs.contains(&info.verb))
+        let holds = (self.verbs.is_empty() || self.verbs.contains(info.verb()))
             && (self.namespaces.is_empty()
-                || (!info.namespace.is_empty()
-                    && self.namespaces.iter().any(|p| p.matches(&info.namespace))))
+                || (!info.namespace().is_empty()
+                    && self.namespaces.iter().any(|p| p.matches(info.namespace()))))
             && (self.resources.is_empty() || self.resources.iter().any(|p| p.matches(info)))
             && (self.destinations.is_empty()
                 || request
@@ -136,13 +136,13 @@ impl Conditions {
         let Some(selector) = &self.selector else {
             return Check::Yes;
         };
-        match info.verb.as_str() {
+        match info.verb() {
             "list" | "watch" | "deletecollection" => {
                 let everything = Selector::default();
                 yes(request.selector.unwrap_or(&everything).implies(selector))
             }
             // A create of the resource itself; `pods/exec` and friends carry no object.
-            "create" if info.is_resource_request && info.subresource.is_empty() => {
+            "create" if info.is_resource_request() && info.subresource().is_empty() => {
                 match request.object {
                     Object::NotRead => Check::NeedsObject,
                     Object::Unknown => Check::No,
@@ -225,11 +225,11 @@ impl Target {
                 Object::Known(ObjectMeta {
                     name: Some(name), ..
                 }) => name.as_str(),
-                _ => info.name.as_str(),
+                _ => info.name(),
             };
             // On the stack: a key for every object without allocating.
             let mut key = KeyBuffer::default();
-            key.push(&info.namespace);
+            key.push(info.namespace());
             key.push("/");
             key.push(name);
             return strategy::pick(self.strategy, &self.candidates, view, turn, key.as_str());
@@ -356,8 +356,8 @@ impl Router {
         // Consistent hashing of a create needs the object's name from its body.
         let info = request.info;
         let needs_name = target.strategy == Strategy::ConsistentHash
-            && info.verb == "create"
-            && info.subresource.is_empty()
+            && info.verb() == "create"
+            && info.subresource().is_empty()
             && matches!(request.object, Object::NotRead);
         if needs_name {
             return Decision::NeedsObject;

@@ -161,13 +161,13 @@ impl ResourcePattern {
 
     /// Whether a resource request matches.
     pub fn matches(&self, info: &RequestInfo) -> bool {
-        info.is_resource_request
-            && self.group.matches(&info.api_group)
-            && self.resource.matches(&info.resource)
+        info.is_resource_request()
+            && self.group.matches(info.api_group())
+            && self.resource.matches(info.resource())
             && match &self.subresource {
-                Subresource::None => info.subresource.is_empty(),
+                Subresource::None => info.subresource().is_empty(),
                 Subresource::Any => true,
-                Subresource::Exactly(sub) => *sub == info.subresource,
+                Subresource::Exactly(sub) => *sub == info.subresource(),
             }
     }
 }
@@ -294,7 +294,7 @@ mod tests {
                     parsed.matches(request),
                     expected,
                     "{pattern} on {}",
-                    request.path
+                    request.path()
                 );
             }
         }
