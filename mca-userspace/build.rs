@@ -7,6 +7,9 @@
 //! A build without interception is there only when asked for, with `MCA_EBPF=stub`: an empty
 //! object is embedded and `--intercept=auto` falls back to env-override mode, saying why.
 //! `cargo xtask setup` installs bpf-linker and the nightly `rust-src`.
+//!
+//! On x86-64 it also compiles `csrc/memcpy.c`, which replaces musl's memcpy in the static
+//! build (the file says why) and is unit-tested on every target under its own name.
 
 use std::{env, fs, path::PathBuf, process::ExitCode};
 
@@ -21,7 +24,28 @@ fn build_into(dir: &std::path::Path) {
     unsafe { env::set_var("OUT_DIR", dir) };
 }
 
+/// Compiles `csrc/memcpy.c`: as `memcpy` itself for musl, as `mca_memcpy` alone elsewhere.
+fn build_memcpy() {
+    println!("cargo:rerun-if-changed=csrc/memcpy.c");
+    if env::var("CARGO_CFG_TARGET_ARCH").is_ok_and(|arch| arch != "x86_64") {
+        return;
+    }
+    let mut build = cc::Build::new();
+    build
+        .file("csrc/memcpy.c")
+        .opt_level(2)
+        // It must not be compiled into a call to itself.
+        .flag("-ffreestanding")
+        .flag("-fno-builtin")
+        .flag_if_supported("-fno-tree-loop-distribute-patterns");
+    if env::var("CARGO_CFG_TARGET_ENV").is_ok_and(|libc| libc == "musl") {
+        build.define("MCA_REPLACE_MEMCPY", None);
+    }
+    build.compile("mca_memcpy");
+}
+
 fn main() -> anyhow::Result<ExitCode> {
+    build_memcpy();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     println!("cargo:rerun-if-env-changed=MCA_EBPF");
     if env::var("MCA_EBPF").is_ok_and(|v| v == "stub") {

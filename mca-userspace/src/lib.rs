@@ -15,6 +15,8 @@ pub mod fanout;
 pub mod inject;
 pub mod intercept;
 pub mod limits;
+#[cfg(all(test, target_arch = "x86_64"))]
+mod memcpy;
 pub(crate) mod metrics;
 pub mod operator;
 pub mod proxy;

@@ -146,3 +146,8 @@ fn inventory(
         providers,
     }))
 }
+
+/// mimalloc rather than the C library's allocator, as in `mca-sidecar` (which says why):
+/// `mca run` is the same sidecar, and the webhook and operator allocate on every request too.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

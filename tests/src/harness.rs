@@ -50,9 +50,13 @@ pub fn mca_binary() -> PathBuf {
 }
 
 /// The sidecar as injected pods run it, program first: this build's `mca-sidecar`; with
-/// `MCA_BIN` set (a benchmark comparing builds side by side, some older than
+/// `MCA_SIDECAR` set, that program (`cargo xtask bench` measures the static binary the image
+/// ships); with `MCA_BIN` set (a benchmark comparing builds side by side, some older than
 /// `mca-sidecar`), `$MCA_BIN run`.
 pub fn sidecar() -> Vec<OsString> {
+    if let Some(program) = std::env::var_os("MCA_SIDECAR") {
+        return vec![program];
+    }
     match std::env::var_os("MCA_BIN") {
         Some(path) => vec![path, "run".into()],
         None => vec![built("mca-sidecar").into()],

@@ -215,23 +215,17 @@ fn main() -> anyhow::Result<()> {
         } => {
             setup(&root)?;
             install_bench_tools()?;
-            // Optimized, as MCA ships: memory and time figures of a debug build mislead.
-            cargo(&root, &["build", "--release", "--bins"])?;
-            let bench = root.join("target/release/mca-bench");
-            run(Command::new(&bench)
-                .arg("compare")
-                .arg(format!("--seconds={seconds}")))?;
-            run(Command::new(&bench)
+            let bench = shipped_sidecar_bench(&root)?;
+            run(bench().arg("compare").arg(format!("--seconds={seconds}")))?;
+            run(bench()
                 .arg("connect")
                 .arg(format!("--connects={connects}"))
                 .arg(format!("--rounds={rounds}")))?;
-            run(Command::new(&bench)
-                .arg("watches")
-                .arg(format!("--count={watches}")))?;
-            run(Command::new(&bench).arg("lists"))?;
-            run(Command::new(&bench).arg("fanout"))?;
-            run(Command::new(&bench).arg("clusters"))?;
-            run(Command::new(&bench).arg("route"))
+            run(bench().arg("watches").arg(format!("--count={watches}")))?;
+            run(bench().arg("lists"))?;
+            run(bench().arg("fanout"))?;
+            run(bench().arg("clusters"))?;
+            run(bench().arg("route"))
         }
         Task::Test => test::run(&root),
         Task::Soak {
@@ -240,8 +234,7 @@ fn main() -> anyhow::Result<()> {
             rate,
         } => {
             setup(&root)?;
-            cargo(&root, &["build", "--release", "--bins"])?;
-            run(Command::new(root.join("target/release/mca-bench"))
+            run(shipped_sidecar_bench(&root)?()
                 .arg("soak")
                 .arg(format!("--time={time}"))
                 .arg(format!("--watches={watches}"))
@@ -270,6 +263,24 @@ fn main() -> anyhow::Result<()> {
             dev,
         } => fuzz::run(&root, &targets, seconds, dev),
     }
+}
+
+/// Builds what the benchmarks measure, optimized (memory and time figures of a debug build
+/// mislead): `mca-bench`, and the static `mca-sidecar` the image ships, which is what pods
+/// run (its allocator, its libc). Returns a maker of `mca-bench` commands running that
+/// sidecar.
+fn shipped_sidecar_bench(root: &Path) -> anyhow::Result<impl Fn() -> Command> {
+    cargo(root, &["build", "--release", "--bins"])?;
+    let sidecar = build_static(root, true)?
+        .into_iter()
+        .find(|binary| binary.ends_with("mca-sidecar"))
+        .context("the static build has an mca-sidecar")?;
+    let bench = root.join("target/release/mca-bench");
+    Ok(move || {
+        let mut command = Command::new(&bench);
+        command.env("MCA_SIDECAR", &sidecar);
+        command
+    })
 }
 
 fn workspace_root() -> PathBuf {
