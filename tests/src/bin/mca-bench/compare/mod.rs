@@ -24,7 +24,7 @@ use mca_tests::{apiserver::ApiServer, harness::REAL_TOKEN};
 
 use self::{
     report::{Report, Request},
-    servers::{Certs, NAMESPACE, Target},
+    servers::{Certs, Credentials, NAMESPACE, Target},
 };
 
 /// How long each measurement runs, and the watch counts.
@@ -78,6 +78,19 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     report.mca_idle_kib = Some(usage::resident_kib(
         mca.process.as_ref().expect("MCA").pid(),
     )?);
+    // Idle again with in-cluster credentials, as an injected sidecar runs (no kubeconfig to
+    // read, so none of the YAML and kubeconfig code paged in).
+    let in_cluster = servers::mca(
+        work.path(),
+        upstream,
+        &certs.ca,
+        Credentials::InCluster,
+        &[],
+    )?;
+    report.mca_idle_in_cluster_kib = Some(usage::resident_kib(
+        in_cluster.process.as_ref().expect("MCA").pid(),
+    )?);
+    drop(in_cluster);
     let duration = Duration::from_secs(options.seconds);
     requests(&targets, work.path(), duration, &mut report)?;
     report.mca_upstream_connections = mca_upstream_connections(mca);
@@ -169,7 +182,7 @@ type Make = fn(&Path, &Certs, std::net::SocketAddr, &Path) -> anyhow::Result<Tar
 
 const TARGETS: [Make; 4] = [
     |_, _, upstream, ca| Ok(servers::direct(upstream, ca)),
-    |dir, _, upstream, ca| servers::mca(dir, upstream, ca, &[]),
+    |dir, _, upstream, ca| servers::mca(dir, upstream, ca, Credentials::Kubeconfig, &[]),
     |dir, certs, upstream, _| servers::nginx_proxy(dir, certs, upstream),
     |dir, _, upstream, ca| servers::kubectl_proxy(dir, upstream, ca),
 ];

@@ -262,27 +262,55 @@ fn kubeconfig(dir: &Path, upstream: SocketAddr, ca: &Path) -> anyhow::Result<Pat
     Ok(path)
 }
 
+/// Where MCA takes the real credentials from.
+#[derive(Debug, Clone, Copy)]
+pub enum Credentials {
+    /// A kubeconfig naming the upstream (`--kubeconfig`).
+    Kubeconfig,
+    /// A ServiceAccount directory and `KUBERNETES_SERVICE_HOST`/`_PORT`, as in a pod
+    /// (`--sa-dir`): how an injected sidecar runs.
+    InCluster,
+}
+
 /// MCA as shipped (access log on, written to a file as a container runtime would), in env
 /// mode, in front of `upstream`.
 pub fn mca(
     dir: &Path,
     upstream: SocketAddr,
     upstream_ca: &Path,
+    credentials: Credentials,
     args: &[&str],
 ) -> anyhow::Result<Target> {
-    let kubeconfig = kubeconfig(dir, upstream, upstream_ca)?;
     let (addr, admin) = (free_addr()?, free_addr()?);
     let sa = dir.join(format!("mca-sa-{}", addr.port()));
     let log = std::fs::File::create(dir.join(format!("mca-{}.log", addr.port())))?;
     let sidecar = sidecar();
+    let mut command = Command::new(&sidecar[0]);
+    command.args(&sidecar[1..]);
+    match credentials {
+        Credentials::Kubeconfig => {
+            command
+                .env_remove("KUBERNETES_SERVICE_HOST")
+                .arg("--kubeconfig")
+                .arg(kubeconfig(dir, upstream, upstream_ca)?);
+        }
+        Credentials::InCluster => {
+            let real = dir.join(format!("real-sa-{}", addr.port()));
+            std::fs::create_dir_all(&real)?;
+            std::fs::write(real.join("token"), REAL_TOKEN)?;
+            std::fs::write(real.join("namespace"), NAMESPACE)?;
+            std::fs::copy(upstream_ca, real.join("ca.crt"))?;
+            command
+                .env("KUBERNETES_SERVICE_HOST", upstream.ip().to_string())
+                .env("KUBERNETES_SERVICE_PORT", upstream.port().to_string())
+                .arg("--sa-dir")
+                .arg(real);
+        }
+    }
     let start = Instant::now();
     let process = Process::spawn(
         "mca",
-        Command::new(&sidecar[0])
-            .args(&sidecar[1..])
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
+        command
             .args(["--intercept", "env", "--listen"])
             .arg(addr.to_string())
             .arg("--admin-listen")
