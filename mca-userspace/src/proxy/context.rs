@@ -20,7 +20,7 @@ use http_body_util::{BodyExt, Full};
 
 use super::{
     ResponseBody, access_log,
-    counted::{ByteCounter, Counted},
+    counted::{ByteCounter, Counted, Tally},
     headers::Stripped,
 };
 use crate::{
@@ -200,11 +200,6 @@ impl RequestContext {
         (&mut self.facts.bytes_in.tunnel, &mut self.facts.bytes_out)
     }
 
-    /// Counts `bytes` more sent to the client by the response body.
-    pub fn sent(&mut self, bytes: u64) {
-        self.facts.bytes_out += bytes;
-    }
-
     /// Records the credentials stripped from the request (names only).
     pub fn stripped(&mut self, stripped: Stripped) {
         self.facts.stripped = stripped;
@@ -269,6 +264,13 @@ impl RequestContext {
         self.fail(status.message.clone());
         let response: Response<Full<Bytes>> = status.into_response();
         self.respond(response.map(|body| body.map_err(|never| match never {})))
+    }
+}
+
+/// The response body that carries the context counts what it sends to the client into it.
+impl Tally for RequestContext {
+    fn add(&mut self, bytes: u64) {
+        self.facts.bytes_out += bytes;
     }
 }
 

@@ -41,12 +41,6 @@ impl Tally for ByteCounter {
     }
 }
 
-impl Tally for RequestContext {
-    fn add(&mut self, bytes: u64) {
-        self.sent(bytes);
-    }
-}
-
 impl<B> Counted<B, ByteCounter> {
     /// Counts `inner`'s bytes into `counter`.
     pub fn new(inner: B, counter: ByteCounter) -> Self {
