@@ -8,8 +8,8 @@
 //! object is embedded and `--intercept=auto` falls back to env-override mode, saying why.
 //! `cargo xtask setup` installs bpf-linker and the nightly `rust-src`.
 //!
-//! On x86-64 it also compiles `csrc/memcpy.c`, which replaces musl's memcpy in the static
-//! build (the file says why) and is unit-tested on every target under its own name.
+//! On x86-64 it also compiles `csrc/memcpy.c`, which replaces musl's memcpy and memmove in the
+//! static build (the file says why) and is unit-tested on every target under its own names.
 
 use std::{env, fs, path::PathBuf, process::ExitCode};
 
@@ -24,7 +24,8 @@ fn build_into(dir: &std::path::Path) {
     unsafe { env::set_var("OUT_DIR", dir) };
 }
 
-/// Compiles `csrc/memcpy.c`: as `memcpy` itself for musl, as `mca_memcpy` alone elsewhere.
+/// Compiles `csrc/memcpy.c`: as `memcpy` and `memmove` themselves for musl, under their `mca_`
+/// names alone elsewhere.
 fn build_memcpy() {
     println!("cargo:rerun-if-changed=csrc/memcpy.c");
     // Cargo always names the target; the build-script tests run it without.
@@ -40,7 +41,7 @@ fn build_memcpy() {
         .flag("-fno-builtin")
         .flag_if_supported("-fno-tree-loop-distribute-patterns");
     if env::var("CARGO_CFG_TARGET_ENV").is_ok_and(|libc| libc == "musl") {
-        build.define("MCA_REPLACE_MEMCPY", None);
+        build.define("MCA_REPLACE_MUSL", None);
     }
     build.compile("mca_memcpy");
 }

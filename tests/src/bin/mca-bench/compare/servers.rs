@@ -112,15 +112,17 @@ impl Drop for Process {
 }
 
 /// nginx's settings common to both roles, its files in `dir/<prefix>`; `server` is the role's
-/// `server` block.
-fn nginx(dir: &Path, prefix: &str, server: &str) -> anyhow::Result<Process> {
+/// `server` block and `workers` its `worker_processes`. TLS 1.3 is allowed as kube-apiserver
+/// and MCA allow it (Debian's nginx 1.22 stops at 1.2 unless told), so every hop negotiates
+/// what it would in a cluster.
+fn nginx(dir: &Path, prefix: &str, workers: &str, server: &str) -> anyhow::Result<Process> {
     let prefix = dir.join(prefix);
     std::fs::create_dir_all(prefix.join("logs"))?;
     let conf = prefix.join("nginx.conf");
     std::fs::write(
         &conf,
         format!(
-            "worker_processes auto;\n\
+            "worker_processes {workers};\n\
              worker_rlimit_nofile 65536;\n\
              pid {prefix}/nginx.pid;\n\
              error_log {prefix}/logs/error.log warn;\n\
@@ -134,6 +136,7 @@ fn nginx(dir: &Path, prefix: &str, server: &str) -> anyhow::Result<Process> {
                scgi_temp_path {prefix}/scgi;\n\
                keepalive_requests 1000000;\n\
                http2_max_concurrent_streams 128;\n\
+               ssl_protocols TLSv1.2 TLSv1.3;\n\
                {server}\n\
              }}\n",
             prefix = prefix.display(),
@@ -160,7 +163,14 @@ pub fn nginx_binary() -> &'static str {
 /// without the real token — so a proxy that failed to set it shows up as errors. A POST is
 /// read whole before it is answered, as the API server does (nginx's own `return` answers
 /// first and resets an HTTP/2 upload): nginx buffers it and passes it to a second server that
-/// answers 201.
+/// answers 201. Each HTTP/2 stream may send 256 KiB before the server reads any of it, as
+/// kube-apiserver allows (its `MaxUploadBufferPerStream`; nginx's default is 64 KiB), so a
+/// 100 KB POST does not wait for a window update halfway.
+///
+/// One worker process: nginx serves a connection on one worker, so a client multiplexing one
+/// HTTP/2 connection (MCA, like client-go) would get one of the upstream's cores while a proxy
+/// with 16 HTTP/1.1 connections gets both, where kube-apiserver serves every stream of a
+/// connection in its own goroutine. With one worker every proxy meets the same upstream.
 pub fn static_upstream(dir: &Path, certs: &Certs) -> anyhow::Result<(Process, SocketAddr)> {
     let www = dir.join("www");
     let namespace = www.join(format!("api/v1/namespaces/{NAMESPACE}"));
@@ -186,6 +196,7 @@ pub fn static_upstream(dir: &Path, certs: &Certs) -> anyhow::Result<(Process, So
            ssl_certificate {cert};\n\
            ssl_certificate_key {key};\n\
            client_max_body_size 16m;\n\
+           http2_body_preread_size 256k;\n\
            default_type application/json;\n\
            root {www};\n\
            location / {{\n\
@@ -197,7 +208,7 @@ pub fn static_upstream(dir: &Path, certs: &Certs) -> anyhow::Result<(Process, So
         key = certs.key.display(),
         www = www.display(),
     );
-    let mut process = nginx(dir, "upstream", &server)?;
+    let mut process = nginx(dir, "upstream", "1", &server)?;
     process.wait_for(addr)?;
     Ok((process, addr))
 }
@@ -369,7 +380,7 @@ pub fn nginx_proxy(dir: &Path, certs: &Certs, upstream: SocketAddr) -> anyhow::R
         cert = certs.cert.display(),
         key = certs.key.display(),
     );
-    let mut process = nginx(dir, &format!("proxy-{}", addr.port()), &server)?;
+    let mut process = nginx(dir, &format!("proxy-{}", addr.port()), "auto", &server)?;
     process.wait_for(addr)?;
     Ok(Target {
         name: "nginx",
