@@ -121,14 +121,31 @@ pub fn write_kubeconfig(
 }
 
 /// Whether `path` is a kubeconfig MCA wrote (one carrying [`KUBECONFIG_EXTENSION`]).
+///
+/// MCA writes JSON, so the file is read as JSON: a file that is not JSON was not written by
+/// MCA. Reading it as a kubeconfig (YAML) would page the YAML parser into every restarted
+/// sidecar, which otherwise never runs it: 1.5 MB of resident code in an in-cluster MCA
+/// (docs/benchmarks.md).
 pub fn is_fake_kubeconfig(path: &Path) -> bool {
-    Kubeconfig::read_from(path).is_ok_and(|kubeconfig| {
-        kubeconfig
-            .extensions
-            .iter()
-            .flatten()
-            .any(|extension| extension.name == KUBECONFIG_EXTENSION)
-    })
+    /// The one part of a kubeconfig that tells.
+    #[derive(serde::Deserialize)]
+    struct Marked {
+        #[serde(default)]
+        extensions: Vec<Extension>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Extension {
+        name: String,
+    }
+    std::fs::read(path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Marked>(&bytes).ok())
+        .is_some_and(|marked| {
+            marked
+                .extensions
+                .iter()
+                .any(|extension| extension.name == KUBECONFIG_EXTENSION)
+        })
 }
 
 /// Creates `dir` with MCA's marker in it, or checks that an existing one is MCA's (marked) or
@@ -305,6 +322,11 @@ mod tests {
         // Not even a file that is no kubeconfig at all.
         std::fs::write(&path, "notes").unwrap();
         assert!(write_kubeconfig(&path, "CA", "t", listen, "ns", &[]).is_err());
+        // Nor one that names MCA's extension without MCA having written it.
+        let yaml = format!("extensions:\n- name: {KUBECONFIG_EXTENSION}\n  extension: {{}}\n");
+        std::fs::write(&path, &yaml).unwrap();
+        assert!(write_kubeconfig(&path, "CA", "t", listen, "ns", &[]).is_err());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), yaml);
         // MCA's own is rewritten.
         std::fs::remove_file(&path).unwrap();
         write_kubeconfig(&path, "CA", "t1", listen, "ns", &[]).unwrap();

@@ -293,7 +293,9 @@ pub fn mca(
     args: &[&str],
 ) -> anyhow::Result<Target> {
     let (addr, admin) = (free_addr()?, free_addr()?);
-    let sa = dir.join(format!("mca-sa-{}", addr.port()));
+    // Its own directory: the fake kubeconfig is written beside the ServiceAccount, and an MCA
+    // finding another's there would measure as a restarted one.
+    let sa = dir.join(format!("mca-{}", addr.port())).join("sa");
     let log = std::fs::File::create(dir.join(format!("mca-{}.log", addr.port())))?;
     let sidecar = sidecar();
     let mut command = Command::new(&sidecar[0]);
