@@ -3,7 +3,10 @@
 //! much). A thread of its own writes the buffer every [`INTERVAL`]; a line that fills it past
 //! [`HIGH_WATER`] writes it at once, so memory stays bounded and a burst is never dropped.
 //! Lines are written in the order they were logged; what is buffered is written when the
-//! [`Flush`] guard is dropped at exit (a crash loses at most [`INTERVAL`] of lines).
+//! [`Flush`] guard is dropped at exit (a crash loses at most [`INTERVAL`] of lines). The two
+//! buffers, the one filling and the one being written, keep their capacity from batch to
+//! batch, so a loaded sidecar does not regrow one from nothing (and copy it as it doubles)
+//! every [`INTERVAL`].
 
 use std::{
     io::Write,
@@ -21,18 +24,37 @@ const HIGH_WATER: usize = 256 << 10;
 struct Shared<W> {
     buffer: Mutex<Vec<u8>>,
     /// Held from taking a batch to writing it, so batches are written in order.
-    out: Mutex<W>,
+    out: Mutex<Out<W>>,
+}
+
+struct Out<W> {
+    writer: W,
+    /// The batch being written, then the buffer lines go to after the next swap.
+    spare: Vec<u8>,
 }
 
 impl<W: Write> Shared<W> {
     /// Writes what is buffered.
     fn flush(&self) {
         let mut out = lock(&self.out);
-        let batch = std::mem::take(&mut *lock(&self.buffer));
-        if !batch.is_empty() {
+        let Out { writer, spare } = &mut *out;
+        std::mem::swap(&mut *lock(&self.buffer), spare);
+        if !spare.is_empty() {
             // Nowhere to report a failed write of the log itself.
-            let _ = out.write_all(&batch);
-            let _ = out.flush();
+            let _ = writer.write_all(spare);
+            let _ = writer.flush();
+            spare.clear();
+        }
+        // What one batch needs is kept; a single huge line's excess is not.
+        spare.shrink_to(2 * HIGH_WATER);
+    }
+
+    /// Lets go of the buffer after a line went into it, writing it if that filled it.
+    fn release(&self, buffer: MutexGuard<'_, Vec<u8>>) {
+        let full = buffer.len() >= HIGH_WATER;
+        drop(buffer);
+        if full {
+            self.flush();
         }
     }
 }
@@ -43,6 +65,15 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Makes a [`Line`] per event.
 pub struct Batched<W>(Arc<Shared<W>>);
+
+impl<W: Write> Batched<W> {
+    /// Appends one line, which `fill` writes straight into the buffer.
+    pub fn append(&self, fill: impl FnOnce(&mut Vec<u8>)) {
+        let mut buffer = lock(&self.0.buffer);
+        fill(&mut buffer);
+        self.0.release(buffer);
+    }
+}
 
 impl<W> Clone for Batched<W> {
     fn clone(&self) -> Self {
@@ -72,9 +103,8 @@ impl<W: Write> Write for Line<'_, W> {
 
 impl<W: Write> Drop for Line<'_, W> {
     fn drop(&mut self) {
-        let full = self.buffer.take().is_some_and(|b| b.len() >= HIGH_WATER);
-        if full {
-            self.shared.flush();
+        if let Some(buffer) = self.buffer.take() {
+            self.shared.release(buffer);
         }
     }
 }
@@ -109,7 +139,10 @@ impl Drop for Flush {
 pub fn batched<W: Write + Send + 'static>(out: W) -> (Batched<W>, Flush) {
     let shared = Arc::new(Shared {
         buffer: Mutex::new(Vec::with_capacity(HIGH_WATER)),
-        out: Mutex::new(out),
+        out: Mutex::new(Out {
+            writer: out,
+            spare: Vec::new(),
+        }),
     });
     let periodic = Arc::downgrade(&shared);
     std::thread::Builder::new()
