@@ -26,6 +26,11 @@ use std::{
 
 use serde_json::{Value, json};
 
+use super::{
+    merge::{Object, WatchEvent},
+    shallow::Shallow,
+};
+
 /// The most objects one merged watch remembers, over all its clusters.
 pub const MAX_HELD: usize = 10_000;
 /// The most objects the recent merged lists keep, over all of them.
@@ -73,16 +78,16 @@ impl Held {
 
     /// Records an event from `cluster` (its type and object, a Table's rows included) as the
     /// client will see it.
-    pub fn observe(&mut self, cluster: &str, kind: &str, object: &Value) {
+    pub fn observe(&mut self, cluster: &str, event: &WatchEvent<'_>) {
         if self.overflowed {
             return;
         }
         let Some(objects) = self.clusters.get_mut(cluster) else {
             return;
         };
-        for (key, entry) in entries(object) {
+        for (key, entry) in entries(&event.object) {
             let before = objects.len();
-            match kind {
+            match event.kind.as_ref() {
                 "ADDED" | "MODIFIED" => {
                     objects.insert(key, entry);
                 }
@@ -169,31 +174,45 @@ fn one(kind: &str, item: Value, table: bool) -> Value {
 }
 
 /// The entries of an event's object: itself, or each row of a Table.
-fn entries(object: &Value) -> Vec<(Box<str>, Entry)> {
-    if object["kind"] == "Table" {
-        object["rows"]
+fn entries(object: &Object<'_>) -> Vec<(Box<str>, Entry)> {
+    match object {
+        Object::Table(table) => table["rows"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|row| entry(&row["object"]["metadata"], Some(row)))
-            .collect()
-    } else {
-        entry(&object["metadata"], None).into_iter().collect()
+            .collect(),
+        Object::Plain(object) => entry_of_plain(object).into_iter().collect(),
     }
 }
 
 /// An object's key and entry (with its Table `row`'s cells).
 fn entry(metadata: &Value, row: Option<&Value>) -> Option<(Box<str>, Entry)> {
-    let name = metadata["name"].as_str()?;
-    let namespace = metadata["namespace"].as_str().unwrap_or_default();
-    let version = metadata["resourceVersion"].as_str().unwrap_or_default();
-    Some((
-        format!("{namespace}/{name}").into(),
-        Entry {
-            version: version.into(),
-            cells: row.map(|row| row["cells"].to_string().into()),
-        },
+    let text = |key: &str| metadata[key].as_str().unwrap_or_default();
+    Some(keyed(
+        metadata["name"].as_str()?,
+        text("namespace"),
+        text("resourceVersion"),
+        row.map(|row| row["cells"].to_string().into()),
     ))
+}
+
+/// An object's key and entry, from its `metadata` read member by member.
+fn entry_of_plain(object: &Shallow<'_>) -> Option<(Box<str>, Entry)> {
+    let metadata = object.read_object("metadata")?;
+    let text = |key: &str| metadata.str(key).unwrap_or_default();
+    Some(keyed(
+        &metadata.str("name")?,
+        &text("namespace"),
+        &text("resourceVersion"),
+        None,
+    ))
+}
+
+fn keyed(name: &str, namespace: &str, version: &str, cells: Option<Box<str>>) -> (Box<str>, Entry) {
+    let key = format!("{namespace}/{name}").into();
+    let version = version.into();
+    (key, Entry { version, cells })
 }
 
 /// One object of a list, as a snapshot keeps it.
@@ -222,9 +241,9 @@ pub fn entry_of(item: &Value, table: bool) -> Option<Kept> {
     Some(Kept(key, entry))
 }
 
-/// An object of a list, as a snapshot keeps it, by its `metadata` alone.
-pub fn entry_of_metadata(metadata: &Value) -> Option<Kept> {
-    let (key, entry) = entry(metadata, None)?;
+/// An object of a list (its `metadata` read member by member), as a snapshot keeps it.
+pub fn entry_of_object(object: &Shallow<'_>) -> Option<Kept> {
+    let (key, entry) = entry_of_plain(object)?;
     Some(Kept(key, entry))
 }
 
@@ -370,6 +389,12 @@ mod tests {
                "metadata": {"name": name, "namespace": "ns", "resourceVersion": version}})
     }
 
+    /// Records the event `kind` of `object` as a cluster's watch would send it.
+    fn observe(held: &mut Held, cluster: &str, kind: &str, object: &Value) {
+        let line = json!({"type": kind, "object": object}).to_string();
+        held.observe(cluster, &WatchEvent::parse(line.as_bytes()).unwrap());
+    }
+
     fn list(version: &str, pods: &[Value]) -> Value {
         json!({"kind": "PodList", "apiVersion": "v1",
                "metadata": {"resourceVersion": version}, "items": pods})
@@ -392,10 +417,10 @@ mod tests {
         let mut held = Held::default();
         held.start_empty("east");
         for (name, version) in [("same", "1"), ("changed", "2"), ("deleted", "3")] {
-            held.observe("east", "ADDED", &pod(name, version));
+            observe(&mut held, "east", "ADDED", &pod(name, version));
         }
-        held.observe("east", "ADDED", &pod("gone-before", "4"));
-        held.observe("east", "DELETED", &pod("gone-before", "5"));
+        observe(&mut held, "east", "ADDED", &pod("gone-before", "4"));
+        observe(&mut held, "east", "DELETED", &pod("gone-before", "5"));
         assert!(held.complete("east"));
         let now = list(
             "90",
@@ -430,7 +455,12 @@ mod tests {
         };
         let mut held = Held::default();
         held.start_empty("west");
-        held.observe("west", "ADDED", &table(vec![row("a", "1", "Running")]));
+        observe(
+            &mut held,
+            "west",
+            "ADDED",
+            &table(vec![row("a", "1", "Running")]),
+        );
         let events = held.resync("west", &table(vec![row("b", "2", "Pending")]));
         assert_eq!(events.len(), 2);
         assert_eq!(events[0]["type"], "ADDED");
@@ -448,7 +478,7 @@ mod tests {
         assert!(!held.complete("east"), "never started");
         held.start_empty("east");
         for n in 0..=MAX_HELD {
-            held.observe("east", "ADDED", &pod(&format!("p{n}"), "1"));
+            observe(&mut held, "east", "ADDED", &pod(&format!("p{n}"), "1"));
         }
         assert!(!held.complete("east"), "past the bound");
         assert!(held.clusters.is_empty(), "and forgotten");

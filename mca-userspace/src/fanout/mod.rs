@@ -19,6 +19,7 @@
 pub mod held;
 pub mod merge;
 pub mod scan;
+pub mod shallow;
 mod stream;
 pub mod token;
 mod watch;

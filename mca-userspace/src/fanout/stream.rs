@@ -249,10 +249,10 @@ impl Merged {
                         .expect("JSON values serialize");
                 } else {
                     let out = bytes::BufMut::writer(&mut self.buffer);
-                    let metadata = merge::annotate_raw(&raw, cluster, out)
+                    let object = merge::annotate_raw(&raw, cluster, out)
                         .map_err(|e| format!("cluster {cluster}: {e}"))?;
                     if keep {
-                        kept.extend(metadata.as_ref().and_then(held::entry_of_metadata));
+                        kept.extend(object.as_ref().and_then(held::entry_of_object));
                     }
                 }
                 if keep {

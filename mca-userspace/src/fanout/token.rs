@@ -29,10 +29,29 @@ pub struct Malformed(&'static str);
 pub struct Versions(pub BTreeMap<String, String>);
 
 impl Versions {
-    /// The composite version clients see.
+    /// The composite version clients see: written by hand because a merged watch makes one
+    /// for every event it sends; the JSON is what `serde_json` writes of the map.
     pub fn encode(&self) -> String {
-        let json = serde_json::to_vec(&self.0).expect("a map of strings serializes");
-        format!("{VERSION_PREFIX}{}", ENGINE.encode(json))
+        let size = self
+            .0
+            .iter()
+            .map(|(c, v)| c.len() + v.len() + 6)
+            .sum::<usize>();
+        let mut json = Vec::with_capacity(size + 2);
+        json.push(b'{');
+        for (index, (cluster, version)) in self.0.iter().enumerate() {
+            if index > 0 {
+                json.push(b',');
+            }
+            push_json_str(&mut json, cluster);
+            json.push(b':');
+            push_json_str(&mut json, version);
+        }
+        json.push(b'}');
+        let mut encoded = String::with_capacity(VERSION_PREFIX.len() + json.len().div_ceil(3) * 4);
+        encoded.push_str(VERSION_PREFIX);
+        ENGINE.encode_string(&json, &mut encoded);
+        encoded
     }
 
     /// Reads a composite version. `Ok(None)`: not a composite (`""`, `"0"`, or a version of
@@ -71,6 +90,18 @@ impl Continue {
     }
 }
 
+/// Appends `text` as a JSON string; one that needs no escapes (a cluster's name, a
+/// `resourceVersion`) is copied as it is.
+fn push_json_str(json: &mut Vec<u8>, text: &str) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        json.push(b'"');
+        json.extend_from_slice(text.as_bytes());
+        json.push(b'"');
+    } else {
+        serde_json::to_writer(json, text).expect("a string serializes");
+    }
+}
+
 fn decode<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, Malformed> {
     if text.len() > MAX_LEN {
         return Err(Malformed("the token is too long"));
@@ -104,6 +135,23 @@ mod tests {
             assert!(Versions::decode(bad).is_err(), "{bad:?}");
         }
         assert!(Versions::decode(&format!("mca.{}", "A".repeat(MAX_LEN + 1))).is_err());
+    }
+
+    #[test]
+    fn versions_are_encoded_as_serde_json_writes_them() {
+        let versions = Versions(
+            [
+                ("east".to_owned(), "123".to_owned()),
+                ("we\"st\\".to_owned(), "9\u{1}é/".to_owned()),
+            ]
+            .into(),
+        );
+        let json = serde_json::to_vec(&versions.0).unwrap();
+        assert_eq!(versions.encode(), format!("mca.{}", ENGINE.encode(json)));
+        assert_eq!(
+            Versions::default().encode(),
+            format!("mca.{}", ENGINE.encode("{}"))
+        );
     }
 
     #[test]

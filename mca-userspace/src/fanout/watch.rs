@@ -22,7 +22,7 @@ use super::{
     BACKOFF, Body, Refusal, SNAPSHOTS, TIMEOUT, cluster_request,
     held::{Held, ListKey},
     list_key,
-    merge::{self, Event},
+    merge::{self, Event, Object, WatchEvent},
     none_answered, query_value, read,
     token::Versions,
     version_for, versions, warn_missing,
@@ -62,11 +62,14 @@ impl Watching {
             && all
                 .iter()
                 .all(|c| self.initial_done.contains(c) || self.missing_at_start.contains(c));
-        self.initial_end_sent |= due;
-        if due {
-            self.last_sent = Some(self.versions.encode());
+        if !due {
+            return None;
         }
-        due.then(|| merge::initial_events_end(&self.versions))
+        self.initial_end_sent = true;
+        let version = self.versions.encode();
+        let line = merge::initial_events_end(&version);
+        self.last_sent = Some(version);
+        Some(line)
     }
 }
 
@@ -354,16 +357,20 @@ impl ClusterWatch {
             };
             lines.push(&data).map_err(unread)?;
             while let Some(line) = lines.next_line().map_err(unread)? {
-                let Ok(event) = serde_json::from_slice::<Value>(&line) else {
+                let Some(event) = WatchEvent::parse(&line) else {
                     continue;
                 };
-                if event["type"] == "ERROR" {
+                if event.kind == "ERROR" {
                     // Never the client's to see: a lost history is repaired, anything else
                     // retried from the last version.
-                    if event["object"]["code"] == 410 {
+                    let Object::Plain(status) = &event.object else {
+                        return Err("sent an ERROR that is a Table".to_owned());
+                    };
+                    if status.value("code").is_some_and(|code| code == 410) {
                         return Ok(Ended::Expired);
                     }
-                    return Err(format!("sent an ERROR: {}", event["object"]["message"]));
+                    let message = status.str("message").unwrap_or_default();
+                    return Err(format!("sent an ERROR: {message}"));
                 }
                 if !self.forward(event).await {
                     return Ok(Ended::ClientGone);
@@ -390,6 +397,8 @@ impl ClusterWatch {
         let events = self.lock().held.resync(&self.cluster, &list);
         tracing::info!(cluster = %self.cluster, %version, events = events.len(), "a merged watch's cluster is listed again; its changes are sent as events");
         for event in events {
+            let line = serde_json::to_vec(&event).expect("JSON values serialize");
+            let event = WatchEvent::parse(&line).expect("held makes watch events");
             if !self.forward(event).await {
                 return Ok(());
             }
@@ -446,7 +455,7 @@ impl ClusterWatch {
 
     /// Sends one event on (recording what the client will hold); false once the client is
     /// gone.
-    async fn forward(&mut self, event: Value) -> bool {
+    async fn forward(&mut self, event: WatchEvent<'_>) -> bool {
         // The event's place in the client's stream first: what is recorded below is then
         // exactly what the client gets, even if this task is stopped while it waits.
         let Ok(permit) = self.events.reserve().await else {
@@ -454,25 +463,21 @@ impl ClusterWatch {
         };
         let out = {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(kind) = event["type"].as_str() {
-                state.held.observe(&self.cluster, kind, &event["object"]);
-            }
+            state.held.observe(&self.cluster, &event);
             let outcome = merge::event(event, &self.cluster, &mut state.versions);
             self.version = state.versions.0.get(&self.cluster).cloned();
-            let line = match outcome {
-                Event::Send(line) => Some(line),
-                Event::Garbage => None,
+            match outcome {
+                Event::Send { line, version } => {
+                    state.last_sent = Some(version);
+                    Some(line)
+                }
                 Event::InitialEventsEnd => {
                     if !state.initial_done.contains(&self.cluster) {
                         state.initial_done.push(self.cluster.clone());
                     }
                     state.initial_end_due(&self.all)
                 }
-            };
-            if line.is_some() {
-                state.last_sent = Some(state.versions.encode());
             }
-            line
         };
         if let Some(line) = out {
             permit.send(Out::Line(Bytes::from(line)));

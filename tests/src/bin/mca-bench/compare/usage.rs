@@ -55,12 +55,34 @@ pub fn resident_kib(pid: u32) -> anyhow::Result<u64> {
     Ok(total)
 }
 
-/// CPU time used so far by the process and its workers, in seconds.
+/// CPU time used so far by the process and its workers, in seconds: the scheduler's count
+/// in nanoseconds of each of their threads, as the 10 ms ticks of `/proc/PID/stat` would
+/// round a phase of a second or less to a few ticks. Where the kernel keeps no such count,
+/// the ticks (which also hold the time of threads that have ended).
 pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let ticks: u64 = family(pid)
+    let family = family(pid);
+    if let Some(nanoseconds) = family
+        .iter()
+        .map(|&pid| scheduled_ns(pid))
+        .sum::<Option<u64>>()
+    {
+        return Ok(nanoseconds as f64 / 1e9);
+    }
+    let ticks: u64 = family
         .into_iter()
         .map(|pid| stat(pid).map(|(ticks, _)| ticks))
         .sum::<anyhow::Result<u64>>()?;
     let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100);
     Ok(ticks as f64 / per_second as f64)
+}
+
+/// The time every live thread of `pid` has run, from `/proc/PID/task/TID/schedstat`.
+fn scheduled_ns(pid: u32) -> Option<u64> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .map(|task| {
+            let text = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+            text.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum()
 }
