@@ -8,7 +8,10 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{shallow::Shallow, token::Versions};
+use super::{
+    shallow::{self, Shallow},
+    token::Versions,
+};
 
 /// The annotation naming the cluster an object came from.
 pub const CLUSTER_ANNOTATION: &str = "mca.multicluster.dev/cluster";
@@ -113,7 +116,7 @@ impl<'a> WatchEvent<'a> {
             #[serde(borrow)]
             object: Shallow<'a>,
         }
-        let Line { kind, mut object } = serde_json::from_slice(line).ok()?;
+        let Line { kind, mut object } = serde_json::from_str(shallow::text(line)?).ok()?;
         if kind.is_empty() {
             return None;
         }

@@ -36,11 +36,15 @@ enum Member<'a> {
 impl<'a> Shallow<'a> {
     /// Reads `raw`; `Ok(None)` when it is JSON but not an object.
     pub fn parse(raw: &'a [u8]) -> Result<Option<Self>, serde_json::Error> {
-        match serde_json::from_slice(raw) {
+        let Some(text) = text(raw) else {
+            let invalid = std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8");
+            return Err(serde_json::Error::io(invalid));
+        };
+        match serde_json::from_str(text) {
             Ok(object) => Ok(Some(object)),
             Err(error) if error.is_data() => {
                 // Valid JSON of another type, or not JSON at all?
-                serde_json::from_slice::<IgnoredAny>(raw)?;
+                serde_json::from_str::<IgnoredAny>(text)?;
                 Ok(None)
             }
             Err(error) => Err(error),
@@ -168,6 +172,12 @@ impl<'a> Shallow<'a> {
     }
 }
 
+/// `raw` as text, checked for UTF-8 once. Read from a `&str`, serde_json takes each member's
+/// text as it is; read from bytes, it checks every member's UTF-8 again as it takes it.
+pub fn text(raw: &[u8]) -> Option<&str> {
+    std::str::from_utf8(raw).ok()
+}
+
 impl<'de: 'a, 'a> Deserialize<'de> for Shallow<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         /// A key, borrowed from the input unless it has escapes.
@@ -279,5 +289,6 @@ mod tests {
         assert!(Shallow::parse(b"\"x\"").unwrap().is_none());
         assert!(Shallow::parse(br#"{"a":"#).is_err());
         assert!(Shallow::parse(b"{} x").is_err());
+        assert!(Shallow::parse(b"{\"a\":\"\xff\"}").is_err(), "not UTF-8");
     }
 }
