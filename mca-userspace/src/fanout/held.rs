@@ -209,6 +209,7 @@ fn entry_of_plain(object: &Shallow<'_>) -> Option<(Box<str>, Entry)> {
     ))
 }
 
+/// An object's key (`namespace/name`) and entry.
 fn keyed(name: &str, namespace: &str, version: &str, cells: Option<Box<str>>) -> (Box<str>, Entry) {
     let key = format!("{namespace}/{name}").into();
     let version = version.into();

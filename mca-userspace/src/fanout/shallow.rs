@@ -29,7 +29,7 @@ enum Member<'a> {
     Raw(&'a RawValue),
     /// An object, read member by member in turn.
     Object(Shallow<'a>),
-    /// Set by MCA: JSON text.
+    /// Set by MCA: JSON text (a string, never read again as an object).
     Set(String),
 }
 
@@ -110,18 +110,16 @@ impl<'a> Shallow<'a> {
     /// The string at `path` (`["metadata", "name"]`), reading what it must on the way and
     /// changing nothing.
     pub fn str_at(&self, path: &[&str]) -> Option<Cow<'_, str>> {
-        let (last, parents) = path.split_last()?;
-        let Some((first, rest)) = parents.split_first() else {
-            return self.str(last);
-        };
-        let mut path = rest.to_vec();
-        path.push(last);
+        let (first, rest) = path.split_first()?;
+        if rest.is_empty() {
+            return self.str(first);
+        }
         match self.get(first)? {
-            Member::Object(object) => object.str_at(&path),
+            Member::Object(object) => object.str_at(rest),
             Member::Raw(raw) => {
                 let object: Shallow<'_> = serde_json::from_str(raw.get()).ok()?;
                 object
-                    .str_at(&path)
+                    .str_at(rest)
                     .map(|text| Cow::Owned(text.into_owned()))
             }
             Member::Set(_) => None,
